@@ -1,0 +1,116 @@
+//! `info` and `export` on image files.
+
+use super::CliError;
+use backchain::export::{self, Disk};
+use backchain::qcow2::{self, Chain, Compression, Format, OpenOptions, WriterOptions};
+use std::path::Path;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    Raw,
+    Qcow2,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CompressArg {
+    Zstd,
+    Deflate,
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.3} {}", units[u]).replace(".000", "") }
+}
+
+pub fn info(path: &Path, json: bool) -> Result<(), CliError> {
+    let chain = match qcow2::detect(path)? {
+        Format::Qcow2 => Chain::open(path, &OpenOptions::default())?,
+        Format::Raw => {
+            let size = std::fs::metadata(path)?.len();
+            if json {
+                let v = serde_json::json!({"virtual_size": size, "depth": 1, "layers": [
+                    {"path": path, "format": "raw", "virtual_size": size, "file_size": size}]});
+                println!("{v:#}");
+            } else {
+                println!("image: {}\nfile format: raw\nvirtual size: {} ({size} bytes)", path.display(), human(size));
+            }
+            return Ok(());
+        }
+    };
+    let info = qcow2::info(&chain)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    for (i, l) in info.layers.iter().enumerate() {
+        if i > 0 {
+            println!();
+            println!("backing layer {i}:");
+        }
+        let p = l.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        println!("image: {p}");
+        println!("file format: {}", l.format.name());
+        println!("virtual size: {} ({} bytes)", human(l.virtual_size), l.virtual_size);
+        println!("disk size: {}", human(l.file_size));
+        println!("allocated: {}", human(l.allocated_bytes));
+        if let Some(cs) = l.cluster_size {
+            println!("cluster_size: {cs}");
+        }
+        if let Some(v) = l.version {
+            println!("version: {v}");
+        }
+        if let Some(c) = l.compression_type {
+            println!("compression type: {c}");
+        }
+        if let Some(r) = l.refcount_bits {
+            println!("refcount bits: {r}");
+        }
+        if !l.features.is_empty() {
+            println!("features: {}", l.features.join(", "));
+        }
+        if let Some(b) = &l.backing_file {
+            println!("backing file: {b}");
+            println!("backing file format: {}", l.backing_format.as_deref().unwrap_or("(probed)"));
+        }
+    }
+    Ok(())
+}
+
+pub fn export(target: &str, format: ExportFormat, out: &Path, compress: Option<CompressArg>) -> Result<(), CliError> {
+    let path = Path::new(target);
+    if !path.exists() {
+        return Err(CliError::msg(format!("{target}: no such image")));
+    }
+    let opts = OpenOptions::default();
+    let chain;
+    let raw;
+    let disk = match qcow2::detect(path)? {
+        Format::Qcow2 => {
+            chain = Chain::open(path, &opts)?;
+            Disk { reader: &chain, chain: Some(&chain) }
+        }
+        Format::Raw => {
+            raw = backchain::block::RawFile::open(path)?;
+            Disk { reader: &raw, chain: None }
+        }
+    };
+    match format {
+        ExportFormat::Raw => {
+            export::to_raw(&disk, out)?;
+        }
+        ExportFormat::Qcow2 => {
+            let compression = compress.map(|c| match c {
+                CompressArg::Zstd => Compression::Zstd,
+                CompressArg::Deflate => Compression::Deflate,
+            });
+            export::to_qcow2(&disk, out, WriterOptions { compression, ..Default::default() })?;
+        }
+    }
+    Ok(())
+}

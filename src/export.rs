@@ -1,0 +1,139 @@
+//! Flattening a disk (a chain, or any reader) into a raw or QCOW2 file.
+
+use crate::block::ReadAt;
+use crate::qcow2::{self, Chain, Writer, WriterOptions, is_zero};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc;
+
+/// Bytes read per step; large enough for sequential throughput, small
+/// enough that the few buffers in flight stay cheap.
+const CHUNK: u64 = 4 << 20;
+/// Holes are detected at this granularity in data the source reports.
+const ZERO_BLOCK: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading the source at offset {offset}: {source}")]
+    Read { offset: u64, source: io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: io::Error },
+    #[error(transparent)]
+    Qcow2(#[from] qcow2::Error),
+}
+
+/// A source and, when it is a chain, its map of known-zero runs.
+pub struct Disk<'a> {
+    pub reader: &'a dyn ReadAt,
+    pub chain: Option<&'a Chain>,
+}
+
+impl Disk<'_> {
+    /// Known zero (true) or maybe data (false) from `off`, and for how long.
+    fn run(&self, off: u64, max: u64) -> io::Result<(bool, u64)> {
+        match self.chain {
+            Some(c) => c.zero_run(off, max),
+            None => Ok((false, max.min(self.reader.size() - off))),
+        }
+    }
+
+    /// Calls `f(offset, bytes)` for every chunk that may hold data, in order,
+    /// reading on a second thread so reading and writing overlap.
+    fn for_each_data(&self, mut f: impl FnMut(u64, &[u8]) -> Result<(), Error>) -> Result<(), Error> {
+        let size = self.reader.size();
+        let (tx, rx) = mpsc::sync_channel::<Result<(u64, Vec<u8>), Error>>(3);
+        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut off = 0u64;
+                while off < size {
+                    let step = match self.run(off, CHUNK) {
+                        Ok((true, n)) => {
+                            off += n;
+                            continue;
+                        }
+                        Ok((false, n)) => n,
+                        Err(source) => {
+                            let _ = tx.send(Err(Error::Read { offset: off, source }));
+                            return;
+                        }
+                    };
+                    let mut buf = back_rx.try_recv().unwrap_or_default();
+                    buf.resize(step as usize, 0);
+                    if let Err(source) = self.reader.read_exact_at(off, &mut buf) {
+                        let _ = tx.send(Err(Error::Read { offset: off, source }));
+                        return;
+                    }
+                    if tx.send(Ok((off, buf))).is_err() {
+                        return;
+                    }
+                    off += step;
+                }
+            });
+            for item in rx {
+                let (off, buf) = item?;
+                f(off, &buf)?;
+                let _ = back_tx.send(buf);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Writes the disk as a raw file: holes stay holes (a sparse file).
+pub fn to_raw(disk: &Disk, out: &Path) -> Result<u64, Error> {
+    let werr = |source| Error::Write { path: out.display().to_string(), source };
+    let file = File::create(out).map_err(werr)?;
+    let mut written = 0u64;
+    disk.for_each_data(|off, buf| {
+        for (i, block) in buf.chunks(ZERO_BLOCK).enumerate() {
+            if !is_zero(block) {
+                let at = off + (i * ZERO_BLOCK) as u64;
+                file.write_all_at(block, at).map_err(werr)?;
+                written += block.len() as u64;
+            }
+        }
+        Ok(())
+    })?;
+    file.set_len(disk.reader.size()).map_err(werr)?;
+    file.sync_all().map_err(werr)?;
+    Ok(written)
+}
+
+/// Writes the disk as a new, self-contained QCOW2 image.
+pub fn to_qcow2(disk: &Disk, out: &Path, opts: WriterOptions) -> Result<qcow2::WriteStats, Error> {
+    let cs = opts.cluster.bytes();
+    let size = disk.reader.size();
+    if out.exists() {
+        std::fs::remove_file(out).map_err(|source| Error::Write { path: out.display().to_string(), source })?;
+    }
+    let mut w = Writer::create(out, size, opts)?;
+    let result = disk.for_each_data(|off, buf| {
+        // Chunks start on cluster boundaries (CHUNK and the chain's runs are
+        // cluster multiples) except for a source whose cluster size is
+        // smaller than ours; write_at handles both.
+        if off % cs == 0 {
+            for (i, c) in buf.chunks(cs as usize).enumerate() {
+                let at = off + (i as u64) * cs;
+                if c.len() as u64 == cs || at + c.len() as u64 == size {
+                    w.write_cluster(at / cs, c)?;
+                } else {
+                    w.write_at(at, c)?;
+                }
+            }
+        } else {
+            w.write_at(off, buf)?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(w.finish()?),
+        Err(e) => {
+            drop(w);
+            let _ = qcow2::discard(out);
+            Err(e)
+        }
+    }
+}

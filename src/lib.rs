@@ -1,0 +1,8 @@
+//! backchain: a backup hub for virtual-machine disks.
+//!
+//! Backups are QCOW2 chains in a repository; restores open any point of any
+//! chain read-only, in userspace. See docs/architecture.md.
+
+pub mod block;
+pub mod export;
+pub mod qcow2;

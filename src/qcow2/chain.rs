@@ -1,0 +1,513 @@
+//! A QCOW2 image with its whole backing chain, read as one disk.
+//!
+//! Lookups do not get slower with depth: the first read of a region resolves
+//! each of its guest clusters through the layers once, to "zeros" or "these
+//! bytes of layer i at host offset h", and caches that answer; every later
+//! read of the region is one cache hit and one `pread`, at any depth.
+
+use super::consts::*;
+use super::error::{Error, Result};
+use super::header::ClusterSize;
+use super::image::Image;
+use super::l2::Mapping;
+use crate::block::{Lru, RawFile, ReadAt, check_range};
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Guest clusters resolved together and cached as one unit.
+const REGION_CLUSTERS: u64 = 512;
+/// Resolved regions kept: 1024 regions of 512 clusters cover 32 GiB of guest
+/// space at 64 KiB clusters in about 12 MiB.
+const REGION_CACHE: usize = 1024;
+/// Decompressed clusters kept, by bytes, so small reads inside one compressed
+/// cluster do not decompress it again and again.
+const DECOMPRESSED_CACHE_BYTES: u64 = 16 << 20;
+
+/// How to open a chain.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// When set, every image of the chain must resolve (symlinks followed)
+    /// to a path inside this folder.
+    pub confine_to: Option<PathBuf>,
+    /// The deepest chain accepted.
+    pub max_depth: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { confine_to: None, max_depth: MAX_CHAIN_DEPTH }
+    }
+}
+
+/// Image formats in a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Qcow2,
+    Raw,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Qcow2 => "qcow2",
+            Format::Raw => "raw",
+        }
+    }
+}
+
+enum LayerData {
+    Qcow2(Box<Image>),
+    Raw(Arc<dyn ReadAt>),
+}
+
+/// One image of a chain.
+pub struct Layer {
+    pub path: Option<PathBuf>,
+    data: LayerData,
+}
+
+impl Layer {
+    pub fn format(&self) -> Format {
+        match self.data {
+            LayerData::Qcow2(_) => Format::Qcow2,
+            LayerData::Raw(_) => Format::Raw,
+        }
+    }
+
+    /// The QCOW2 image of this layer, unless it is raw.
+    pub fn image(&self) -> Option<&Image> {
+        match &self.data {
+            LayerData::Qcow2(i) => Some(i),
+            LayerData::Raw(_) => None,
+        }
+    }
+
+    /// The file the layer's bytes live in.
+    pub fn file(&self) -> &Arc<dyn ReadAt> {
+        match &self.data {
+            LayerData::Qcow2(i) => i.file(),
+            LayerData::Raw(f) => f,
+        }
+    }
+
+    pub fn virtual_size(&self) -> u64 {
+        match &self.data {
+            LayerData::Qcow2(i) => i.header.size,
+            LayerData::Raw(f) => f.size(),
+        }
+    }
+
+    fn map(&self, off: u64) -> Result<(Mapping, u64)> {
+        match &self.data {
+            LayerData::Qcow2(i) => i.map(off),
+            LayerData::Raw(f) => Ok((Mapping::Data(off), f.size() - off)),
+        }
+    }
+}
+
+/// What one cluster of the top image's grid resolves to through the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    Zero,
+    /// `host` is where this guest cluster's first byte is in layer `layer`.
+    Data {
+        layer: u32,
+        host: u64,
+    },
+    Compressed {
+        layer: u32,
+        host: u64,
+        len: u64,
+    },
+    /// Not uniform across the cluster (subclusters, a smaller backing
+    /// cluster size, a backing file ending inside it): walk the layers.
+    Mixed,
+}
+
+/// Where the bytes of one run come from, as the layer walk finds them.
+enum Source {
+    Zero,
+    Data { layer: usize, host: u64 },
+    Compressed { layer: usize, host: u64, len: u64, skip: u64 },
+}
+
+/// (layer index, host offset) of a compressed cluster.
+type DecompressedKey = (usize, u64);
+
+pub struct Chain {
+    layers: Vec<Layer>,
+    size: u64,
+    cluster: ClusterSize,
+    resolved: Mutex<Lru<u64, Arc<[Resolved]>>>,
+    decompressed: Mutex<Lru<DecompressedKey, Arc<[u8]>>>,
+}
+
+fn zero_fill_read(file: &dyn ReadAt, host: u64, buf: &mut [u8]) -> io::Result<()> {
+    // The last data cluster of an image may be cut short by the end of the
+    // file; like QEMU, read the part that exists and zeros for the rest.
+    let n = crate::block::read_at_most(file, host, buf)?;
+    buf[n..].fill(0);
+    Ok(())
+}
+
+impl Chain {
+    /// Opens the QCOW2 image at `path` and its backing chain.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
+        let root = match &opts.confine_to {
+            Some(r) => Some(r.canonicalize().map_err(|source| Error::Open { path: r.clone(), source })?),
+            None => None,
+        };
+        let top = path.canonicalize().map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
+        if let Some(root) = &root
+            && !top.starts_with(root)
+        {
+            return Err(Error::ImageOutsideRoot(top, root.clone()));
+        }
+        let mut layers = Vec::new();
+        let mut seen = HashSet::new();
+        let mut next = Some((top, Some(Format::Qcow2)));
+        while let Some((path, format)) = next.take() {
+            if layers.len() >= opts.max_depth {
+                return Err(Error::ChainTooDeep(opts.max_depth));
+            }
+            if !seen.insert(path.clone()) {
+                return Err(Error::BackingLoop(path));
+            }
+            let file: Arc<dyn ReadAt> =
+                Arc::new(RawFile::open(&path).map_err(|source| Error::Open { path: path.clone(), source })?);
+            let format = match format {
+                Some(f) => f,
+                None => probe(&*file)?,
+            };
+            let data = match format {
+                Format::Raw => LayerData::Raw(file),
+                Format::Qcow2 => {
+                    let image = Image::open(file).map_err(|e| match e {
+                        Error::NotQcow2 if !layers.is_empty() => Error::Unsupported(format!(
+                            "backing file {} is not QCOW2 as its parent says",
+                            path.display()
+                        )),
+                        e => e,
+                    })?;
+                    if let Some(name) = &image.header.backing_file {
+                        let bpath = resolve_backing(&path, name, root.as_deref())?;
+                        let bformat = match image.header.backing_format.as_deref() {
+                            Some("qcow2") => Some(Format::Qcow2),
+                            Some("raw") => Some(Format::Raw),
+                            None => None,
+                            Some(other) => {
+                                return Err(Error::Unsupported(format!(
+                                    "backing format {other:?} of {}",
+                                    path.display()
+                                )));
+                            }
+                        };
+                        next = Some((bpath, bformat));
+                    }
+                    LayerData::Qcow2(Box::new(image))
+                }
+            };
+            layers.push(Layer { path: Some(path), data });
+        }
+        Self::from_layers(layers)
+    }
+
+    /// A chain of one QCOW2 image held by any reader (fuzzing, tests). An
+    /// image that names a backing file is refused: there is no folder to
+    /// resolve it in.
+    pub fn from_reader(file: Arc<dyn ReadAt>) -> Result<Self> {
+        let image = Image::open(file)?;
+        if let Some(name) = &image.header.backing_file {
+            return Err(Error::Unsupported(format!("backing file {name:?} cannot be opened from memory")));
+        }
+        Self::from_layers(vec![Layer { path: None, data: LayerData::Qcow2(Box::new(image)) }])
+    }
+
+    fn from_layers(layers: Vec<Layer>) -> Result<Self> {
+        // OK to unwrap/index: the top layer is always QCOW2.
+        let top = layers[0].image().unwrap();
+        let cluster = top.header.cluster;
+        let size = top.header.size;
+        let dc = (DECOMPRESSED_CACHE_BYTES / cluster.bytes()).max(2) as usize;
+        Ok(Self {
+            layers,
+            size,
+            cluster,
+            resolved: Mutex::new(Lru::new(REGION_CACHE)),
+            decompressed: Mutex::new(Lru::new(dc)),
+        })
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn cluster_size(&self) -> ClusterSize {
+        self.cluster
+    }
+
+    fn region(&self, region: u64) -> Result<Arc<[Resolved]>> {
+        if let Some(r) = self.resolved.lock().unwrap_or_else(|p| p.into_inner()).get(&region) {
+            return Ok(r);
+        }
+        let first = region * REGION_CLUSTERS;
+        let clusters = self.size.div_ceil(self.cluster.bytes());
+        let last = (first + REGION_CLUSTERS).min(clusters);
+        let r: Arc<[Resolved]> = (first..last).map(|c| self.resolve(c)).collect::<Result<_>>()?;
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner()).insert(region, r.clone());
+        Ok(r)
+    }
+
+    fn resolve(&self, cluster: u64) -> Result<Resolved> {
+        let off = cluster << self.cluster.bits();
+        let want = self.cluster.bytes().min(self.size - off);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let lsize = layer.virtual_size();
+            if off >= lsize {
+                return Ok(Resolved::Zero);
+            }
+            if off + want > lsize {
+                return Ok(Resolved::Mixed);
+            }
+            let (m, len) = layer.map(off)?;
+            if len < want {
+                return Ok(Resolved::Mixed);
+            }
+            let layer_idx = i as u32;
+            return Ok(match m {
+                Mapping::Unallocated => continue,
+                Mapping::Zero => Resolved::Zero,
+                Mapping::Data(host) => Resolved::Data { layer: layer_idx, host },
+                Mapping::Compressed { host, len } => match layer.image() {
+                    Some(img) if img.header.cluster == self.cluster => {
+                        Resolved::Compressed { layer: layer_idx, host, len }
+                    }
+                    _ => Resolved::Mixed,
+                },
+            });
+        }
+        Ok(Resolved::Zero)
+    }
+
+    /// Walks the layers for the bytes at `off`; returns the source and how
+    /// many bytes (at most `max`) it covers.
+    fn walk(&self, off: u64, max: u64) -> Result<(Source, u64)> {
+        let mut n = max;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let lsize = layer.virtual_size();
+            if off >= lsize {
+                return Ok((Source::Zero, n));
+            }
+            n = n.min(lsize - off);
+            let (m, len) = layer.map(off)?;
+            n = n.min(len);
+            return Ok(match m {
+                Mapping::Unallocated => continue,
+                Mapping::Zero => (Source::Zero, n),
+                Mapping::Data(host) => (Source::Data { layer: i, host }, n),
+                Mapping::Compressed { host, len } => {
+                    // OK to unwrap: only QCOW2 layers map to compressed data.
+                    let mask = layer.image().unwrap().header.cluster.mask();
+                    (Source::Compressed { layer: i, host, len, skip: off & mask }, n)
+                }
+            });
+        }
+        Ok((Source::Zero, n))
+    }
+
+    fn read_walk(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let g = off + pos as u64;
+            let (src, n) = self.walk(g, (buf.len() - pos) as u64)?;
+            let n = n as usize;
+            let out = &mut buf[pos..pos + n];
+            match src {
+                Source::Zero => out.fill(0),
+                Source::Data { layer, host } => {
+                    zero_fill_read(&**self.layers[layer].file(), host, out).map_err(Error::io(host))?
+                }
+                Source::Compressed { layer, host, len, skip } => {
+                    let c = self.decompressed(layer, host, len)?;
+                    let skip = skip as usize;
+                    out.copy_from_slice(&c[skip..skip + n]);
+                }
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    fn decompressed(&self, layer: usize, host: u64, len: u64) -> Result<Arc<[u8]>> {
+        let key = (layer, host);
+        if let Some(c) = self.decompressed.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(c);
+        }
+        // OK to unwrap: only QCOW2 layers map to compressed data.
+        let img = self.layers[layer].image().unwrap();
+        let file = img.file();
+        if host >= file.size() {
+            return Err(Error::corrupt(host, "compressed cluster lies past the end of the file"));
+        }
+        // The descriptor's sector count may reach past the end of the file
+        // for the last cluster; what is missing is not part of the stream.
+        let len = len.min(file.size() - host);
+        let mut src = vec![0u8; len as usize];
+        file.read_exact_at(host, &mut src).map_err(Error::io(host))?;
+        let mut out = vec![0u8; img.header.cluster.usize()];
+        super::compress::decompress(img.header.compression, &src, &mut out)
+            .map_err(|e| Error::corrupt(host, format!("compressed cluster: {e}")))?;
+        let out: Arc<[u8]> = out.into();
+        self.decompressed.lock().unwrap_or_else(|p| p.into_inner()).insert(key, out.clone());
+        Ok(out)
+    }
+
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        let cb = self.cluster.bits();
+        let cs = self.cluster.bytes();
+        let mut cached: Option<(u64, Arc<[Resolved]>)> = None;
+        let mut lookup = |c: u64| -> Result<Resolved> {
+            let region = c / REGION_CLUSTERS;
+            let r = match &cached {
+                Some((i, r)) if *i == region => r.clone(),
+                _ => {
+                    let r = self.region(region)?;
+                    cached = Some((region, r.clone()));
+                    r
+                }
+            };
+            Ok(r[(c % REGION_CLUSTERS) as usize])
+        };
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let g = off + pos as u64;
+            let c = g >> cb;
+            let in_c = g & (cs - 1);
+            let left = (buf.len() - pos) as u64;
+            let n = (cs - in_c).min(left) as usize;
+            match lookup(c)? {
+                Resolved::Zero => {
+                    buf[pos..pos + n].fill(0);
+                    pos += n;
+                }
+                Resolved::Data { layer, host } => {
+                    // Merge the following clusters while they are contiguous
+                    // in the same file, for one large pread.
+                    let mut total = n as u64;
+                    let mut next = c + 1;
+                    while total < left && lookup(next)? == (Resolved::Data { layer, host: host + (next - c) * cs }) {
+                        total += cs.min(left - total);
+                        next += 1;
+                    }
+                    let total = total as usize;
+                    let file = self.layers[layer as usize].file();
+                    zero_fill_read(&**file, host + in_c, &mut buf[pos..pos + total]).map_err(Error::io(host))?;
+                    pos += total;
+                }
+                Resolved::Compressed { layer, host, len } => {
+                    let data = self.decompressed(layer as usize, host, len)?;
+                    let s = in_c as usize;
+                    buf[pos..pos + n].copy_from_slice(&data[s..s + n]);
+                    pos += n;
+                }
+                Resolved::Mixed => {
+                    self.read_walk(g, &mut buf[pos..pos + n])?;
+                    pos += n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the bytes from `off` are known to be zero (true) or may hold
+    /// data (false), and for how many bytes (at most `max`) that holds.
+    /// Copy tools use this to skip holes without reading them.
+    pub fn zero_run(&self, off: u64, max: u64) -> io::Result<(bool, u64)> {
+        let cb = self.cluster.bits();
+        let cs = self.cluster.bytes();
+        let end = off.saturating_add(max).min(self.size);
+        if off >= end {
+            return Ok((true, 0));
+        }
+        let mut pos = off;
+        let mut kind = None;
+        while pos < end {
+            let c = pos >> cb;
+            let r = self.region(c / REGION_CLUSTERS)?[(c % REGION_CLUSTERS) as usize];
+            let is_zero = r == Resolved::Zero;
+            match kind {
+                None => kind = Some(is_zero),
+                Some(k) if k != is_zero => break,
+                _ => {}
+            }
+            pos = ((c + 1) * cs).min(end);
+        }
+        Ok((kind.unwrap_or(true), pos - off))
+    }
+}
+
+impl ReadAt for Chain {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(offset, buf.len(), self.size)?;
+        self.read(offset, buf).map_err(io::Error::from)
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// QCOW2 when the magic says so, raw otherwise (a backing file whose parent
+/// names no format).
+fn probe(file: &dyn ReadAt) -> Result<Format> {
+    let mut m = [0u8; 4];
+    if file.size() >= 4 {
+        file.read_exact_at(0, &mut m).map_err(Error::io(0))?;
+        if u32::from_be_bytes(m) == MAGIC {
+            return Ok(Format::Qcow2);
+        }
+    }
+    Ok(Format::Raw)
+}
+
+/// Resolves a backing file name the way QEMU does for plain file names
+/// (relative to the folder of the image that names it), then applies the
+/// confinement rule.
+fn resolve_backing(image: &Path, name: &str, root: Option<&Path>) -> Result<PathBuf> {
+    let refuse = |why| Error::BackingNameRefused { name: name.to_string(), image: image.to_path_buf(), why };
+    if name.starts_with("json:") {
+        return Err(refuse("a json: pseudo-protocol name"));
+    }
+    if name.contains("://")
+        || ["nbd:", "http:", "https:", "ftp:", "ssh:", "rbd:", "iscsi:", "gluster:", "sheepdog:"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    {
+        return Err(refuse("a network protocol name"));
+    }
+    let name_path = Path::new(name);
+    let dir = image.parent().unwrap_or(Path::new("/"));
+    let joined = if name_path.is_absolute() { name_path.to_path_buf() } else { dir.join(name_path) };
+    let resolved = joined.canonicalize().map_err(|source| Error::BackingNotFound {
+        name: name.to_string(),
+        image: image.to_path_buf(),
+        source,
+    })?;
+    if let Some(root) = root
+        && !resolved.starts_with(root)
+    {
+        return Err(Error::BackingOutsideRoot {
+            name: name.to_string(),
+            image: image.to_path_buf(),
+            resolved,
+            root: root.to_path_buf(),
+        });
+    }
+    Ok(resolved)
+}

@@ -1,0 +1,95 @@
+//! Helpers shared by the integration tests: the oracle tools, temporary
+//! folders, deterministic random data and the backchain binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The backchain binary built for this test run.
+pub fn backchain() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_backchain"))
+}
+
+/// Runs an oracle tool. A missing tool fails the test with a clear message:
+/// `scripts/test.sh` installs every tool the tests use, so nothing ever skips.
+pub fn tool(name: &str) -> Command {
+    let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists());
+    match found {
+        Some(p) => Command::new(p),
+        None => panic!("test tool {name} is missing: run scripts/test.sh, which installs it"),
+    }
+}
+
+/// Runs a command and returns its output, failing the test on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// Runs a command expected to fail; returns its stderr.
+pub fn run_fail(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(!out.status.success(), "{cmd:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("backchain-test-").tempdir().expect("tempdir")
+}
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+pub fn qemu_img(args: &[&str]) -> Output {
+    run(tool("qemu-img").args(args))
+}
+
+/// Runs qemu-io commands against an image (`-f` format given explicitly).
+pub fn qemu_io(image: &Path, fmt: &str, cmds: &[String]) {
+    let mut c = tool("qemu-io");
+    c.arg("-f").arg(fmt);
+    for cmd in cmds {
+        c.arg("-c").arg(cmd);
+    }
+    c.arg(image);
+    run(&mut c);
+}
+
+/// The raw bytes of an image according to qemu-img.
+pub fn qemu_raw(image: &Path, dir: &Path) -> Vec<u8> {
+    let out: PathBuf = dir.join(format!("{}.oracle.raw", image.file_name().unwrap().to_string_lossy()));
+    run(tool("qemu-img").args(["convert", "-O", "raw"]).arg(image).arg(&out));
+    let data = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    data
+}
