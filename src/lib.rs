@@ -6,3 +6,4 @@
 pub mod block;
 pub mod export;
 pub mod qcow2;
+pub mod volume;

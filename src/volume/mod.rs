@@ -1,0 +1,4 @@
+//! Volumes: partition tables (`table`) and filesystems (`fs`).
+
+pub mod fs;
+pub mod table;

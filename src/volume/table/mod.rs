@@ -1,0 +1,1 @@
+//! Partition tables: GPT, MBR (with extended/logical partitions), or none.
