@@ -1,1 +1,150 @@
 //! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32.
+//!
+//! Every filesystem is served through the [`Filesystem`] trait: thread-safe,
+//! read-only, addressed by stable node ids. Parsers whose handles are not
+//! `Send` run on worker threads behind that trait.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::block::ReadAt;
+
+/// A node (file, folder, symlink) of one filesystem. Stable for the life of
+/// the filesystem handle and deterministic across runs where the format has
+/// numbers (ext4 inode, NTFS file record number, FAT directory-entry offset).
+pub type NodeId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsKind {
+    Ntfs,
+    Ext2,
+    Ext3,
+    Ext4,
+    Fat12,
+    Fat16,
+    Fat32,
+}
+
+impl FsKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FsKind::Ntfs => "NTFS",
+            FsKind::Ext2 => "ext2",
+            FsKind::Ext3 => "ext3",
+            FsKind::Ext4 => "ext4",
+            FsKind::Fat12 => "FAT12",
+            FsKind::Fat16 => "FAT16",
+            FsKind::Fat32 => "FAT32",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Directory,
+    Symlink,
+    /// Devices, sockets, FIFOs: listed, never read.
+    Other,
+}
+
+/// Seconds and nanoseconds since the Unix epoch (may be negative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub node: NodeId,
+    pub kind: NodeKind,
+    /// File size in bytes (symlink: target length; folder: 0 or on-disk size).
+    pub size: u64,
+    /// Permission bits (0o7777); NTFS/FAT synthesize 0o755 folders, 0o644
+    /// files (0o444 when read-only).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub mtime: Timestamp,
+    pub atime: Timestamp,
+    pub ctime: Timestamp,
+    pub crtime: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name as stored: raw bytes on ext4, UTF-8 on NTFS and FAT (from
+    /// UTF-16; unpaired surrogates become U+FFFD).
+    pub name: Vec<u8>,
+    pub attr: Attr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FsStats {
+    pub block_size: u32,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub files: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or folder")]
+    NotFound,
+    #[error("not a folder")]
+    NotADirectory,
+    #[error("is a folder")]
+    IsADirectory,
+    #[error("not a symbolic link")]
+    NotASymlink,
+    #[error("corrupt filesystem: {what} (at byte {offset} of the volume)")]
+    Corrupt { offset: u64, what: String },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl FsError {
+    pub fn corrupt(offset: u64, what: impl Into<String>) -> Self {
+        FsError::Corrupt { offset, what: what.into() }
+    }
+}
+
+/// A read-only filesystem, safe to use from many threads at once.
+pub trait Filesystem: Send + Sync {
+    fn kind(&self) -> FsKind;
+    /// The volume label, if the filesystem has one.
+    fn label(&self) -> Option<String>;
+    fn root(&self) -> NodeId;
+    fn stat(&self, node: NodeId) -> Result<Attr, FsError>;
+    /// The entries of a folder, without `.` and `..`, in on-disk order.
+    fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>, FsError>;
+    /// One entry of a folder by exact name.
+    fn lookup(&self, dir: NodeId, name: &[u8]) -> Result<DirEntry, FsError>;
+    /// Reads file bytes at `offset`; returns fewer than `buf.len()` only at
+    /// the end of the file.
+    fn read(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
+    fn read_link(&self, node: NodeId) -> Result<Vec<u8>, FsError>;
+    fn statfs(&self) -> Result<FsStats, FsError>;
+}
+
+/// Opens the filesystem on `volume` when one is recognised by its magic.
+/// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
+/// error says why, for the listing).
+pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
+    let openers: &[Opener] = &[];
+    for opener in openers {
+        if let Some(fs) = opener(&volume)? {
+            return Ok(Some(fs));
+        }
+    }
+    Ok(None)
+}
+
+/// Tries one filesystem type: `Ok(None)` when the magic does not match.
+type Opener = fn(&Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError>;
