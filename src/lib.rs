@@ -4,6 +4,10 @@
 //! chain read-only, in userspace. See docs/architecture.md.
 
 pub mod block;
+pub mod catalog;
+pub mod engine;
 pub mod export;
 pub mod qcow2;
+pub mod source;
+pub mod util;
 pub mod volume;

@@ -17,6 +17,15 @@ pub enum CompressArg {
     Deflate,
 }
 
+impl CompressArg {
+    pub fn compression(self) -> Compression {
+        match self {
+            CompressArg::Zstd => Compression::Zstd,
+            CompressArg::Deflate => Compression::Deflate,
+        }
+    }
+}
+
 fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = bytes as f64;
@@ -82,10 +91,9 @@ pub fn info(path: &Path, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn export(target: &str, format: ExportFormat, out: &Path, compress: Option<CompressArg>) -> Result<(), CliError> {
-    let path = Path::new(target);
+pub fn export(path: &Path, format: ExportFormat, out: &Path, compress: Option<CompressArg>) -> Result<(), CliError> {
     if !path.exists() {
-        return Err(CliError::msg(format!("{target}: no such image")));
+        return Err(CliError::msg(format!("{}: no such image", path.display())));
     }
     let opts = OpenOptions::default();
     let chain;
@@ -105,10 +113,7 @@ pub fn export(target: &str, format: ExportFormat, out: &Path, compress: Option<C
             export::to_raw(&disk, out)?;
         }
         ExportFormat::Qcow2 => {
-            let compression = compress.map(|c| match c {
-                CompressArg::Zstd => Compression::Zstd,
-                CompressArg::Deflate => Compression::Deflate,
-            });
+            let compression = compress.map(CompressArg::compression);
             export::to_qcow2(&disk, out, WriterOptions { compression, ..Default::default() })?;
         }
     }

@@ -2,7 +2,10 @@
 //! as one line (with its causes) and exits non-zero.
 
 mod image;
+mod repo;
+mod target;
 
+use backchain::engine::{Repo, Requested};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,8 +20,49 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TypeArg {
+    Auto,
+    Full,
+    Incremental,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Back up every disk of a VM: full first, then incrementals.
+    Backup {
+        #[arg(long)]
+        vm: String,
+        /// A disk source: raw image or block device path, or a QCOW2 image.
+        #[arg(long = "disk", required = true)]
+        disks: Vec<String>,
+        #[arg(long = "type", value_enum, default_value = "auto")]
+        kind: TypeArg,
+        /// Compress the stored clusters.
+        #[arg(long, value_enum)]
+        compress: Option<image::CompressArg>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups, newest first.
+    List {
+        #[arg(long)]
+        vm: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the chain of each disk of a VM.
+    Chain {
+        vm: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read backups and check structure, chain links and digests.
+    Verify {
+        backup_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe an image and its whole backing chain (like qemu-img info).
     Info {
         image: PathBuf,
@@ -27,7 +71,7 @@ enum Command {
     },
     /// Write a flattened disk image.
     Export {
-        /// An image path (QCOW2 or raw).
+        /// BACKUP_ID, BACKUP_ID:N, or an image path (QCOW2 or raw).
         target: String,
         #[arg(long, value_enum, default_value = "raw")]
         format: image::ExportFormat,
@@ -54,11 +98,50 @@ impl CliError {
     }
 }
 
+/// The repository folder: --repo, else $BACKCHAIN_REPO, else ./backchain-repo.
+fn repo_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| std::env::var_os("BACKCHAIN_REPO").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("backchain-repo"))
+}
+
+/// Runs `f` with the repository open (created on first use).
+fn with_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliError>) -> Result<T, CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let repo = Repo::open(&repo_dir(dir), rt.handle().clone())?;
+    let r = f(&repo);
+    rt.block_on(repo.catalog.close());
+    r
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let dir = cli.repo;
     let result = match cli.command {
         Command::Info { image, json } => image::info(&image, json),
-        Command::Export { target, format, output, compress } => image::export(&target, format, &output, compress),
+        Command::Export { target, format, output, compress } => match target::parse(&target) {
+            target::Target::Image(p) => image::export(&p, format, &output, compress),
+            target::Target::Backup { id, disk } => with_repo(dir, |r| {
+                let images = target::backup_images(r, &id, disk)?;
+                if images.len() != 1 {
+                    return Err(CliError::msg(format!(
+                        "backup {id} has {} disks: export one of them as {id}:N",
+                        images.len()
+                    )));
+                }
+                image::export(&images[0].1, format, &output, compress)
+            }),
+        },
+        Command::Backup { vm, disks, kind, compress, json } => {
+            let kind = match kind {
+                TypeArg::Auto => Requested::Auto,
+                TypeArg::Full => Requested::Full,
+                TypeArg::Incremental => Requested::Incremental,
+            };
+            with_repo(dir, |r| repo::backup(r, vm, disks, kind, compress.map(image::CompressArg::compression), json))
+        }
+        Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
+        Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
+        Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,157 @@
+//! Subcommands over the repository: backup, list, chain, verify.
+
+use super::CliError;
+use backchain::engine::{self, BackupRequest, Progress, Repo, Requested};
+use backchain::qcow2::Compression;
+use std::io::IsTerminal;
+
+/// A terminal progress bar (bytes, rate, ETA); nothing when stdout is not a
+/// terminal.
+pub struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    pub fn new() -> Self {
+        if std::io::stdout().is_terminal() {
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let b = indicatif::ProgressBar::hidden();
+            b.set_style(style);
+            b.set_draw_target(indicatif::ProgressDrawTarget::stdout());
+            Bar(Some(b))
+        } else {
+            Bar(None)
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub fn backup(
+    repo: &Repo,
+    vm: String,
+    disks: Vec<String>,
+    kind: Requested,
+    compression: Option<Compression>,
+    json: bool,
+) -> Result<(), CliError> {
+    let req = BackupRequest { vm, disks, kind, compression };
+    let bar = if json { Bar(None) } else { Bar::new() };
+    let r = engine::backup::run(repo, &req, &bar)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
+    println!("{}", r.backup_id);
+    for d in &r.disks {
+        eprintln!(
+            "disk {}: {} backup, {} changed, {} stored in {}",
+            d.disk_index,
+            d.disk_type.as_str(),
+            backchain::util::human_size(d.changed_bytes),
+            backchain::util::human_size(d.stored_bytes),
+            d.image_path
+        );
+    }
+    Ok(())
+}
+
+pub fn list(repo: &Repo, vm: Option<&str>, json: bool) -> Result<(), CliError> {
+    let backups = repo.block_on(repo.catalog.list_backups(vm))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&backups)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<16} {:<12} {:<11} {:<25} {:>6} {:>10}",
+        "ID", "VM", "TYPE", "STATUS", "STARTED", "DISKS", "STORED"
+    );
+    for b in backups {
+        let stored: i64 = b.disks.iter().map(|d| d.stored_bytes).sum();
+        println!(
+            "{:<24} {:<16} {:<12} {:<11} {:<25} {:>6} {:>10}",
+            b.id,
+            b.vm,
+            b.backup_type,
+            b.status,
+            b.started_at,
+            b.disks.len(),
+            backchain::util::human_size(stored as u64)
+        );
+    }
+    Ok(())
+}
+
+pub fn chain(repo: &Repo, vm: &str, json: bool) -> Result<(), CliError> {
+    let chains = repo.block_on(repo.catalog.chains(vm))?;
+    if chains.is_empty() && repo.block_on(repo.catalog.vm_id(vm, false))?.is_none() {
+        return Err(CliError::msg(format!("no VM named {vm}")));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&chains)?);
+        return Ok(());
+    }
+    for c in chains {
+        println!(
+            "disk {} (chain {}, {} bytes virtual, {} images, {} stored):",
+            c.disk_index,
+            c.id,
+            c.virtual_size,
+            c.image_count,
+            backchain::util::human_size(c.total_bytes as u64)
+        );
+        for i in c.images {
+            println!(
+                "  {} {:<12} {:>10} {}",
+                i.backup_id,
+                i.disk_type,
+                backchain::util::human_size(i.stored_bytes as u64),
+                i.image_path
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn verify(repo: &Repo, id: Option<&str>, json: bool) -> Result<(), CliError> {
+    let reports = engine::verify::run(repo, id)?;
+    let bad = reports.iter().filter(|r| !r.ok).count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            if r.ok {
+                println!("ok     {} disk {} {}", r.backup_id, r.disk_index, r.image_path);
+            } else {
+                println!("FAULT  {} disk {} {}: {}", r.backup_id, r.disk_index, r.image_path, r.problems.join("; "));
+            }
+        }
+    }
+    if bad > 0 {
+        return Err(CliError::msg(format!("verify found faults in {bad} of {} disk images", reports.len())));
+    }
+    if !json {
+        println!("{} disk images verified", reports.len());
+    }
+    Ok(())
+}
