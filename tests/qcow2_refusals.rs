@@ -1,0 +1,298 @@
+//! Images the reader must refuse, each with one clear error: through the
+//! library (the error message) and through the CLI (`backchain export` and
+//! `backchain info` exit non-zero with one line on stderr, never a panic).
+
+mod common;
+use backchain::block::ReadAt;
+use backchain::qcow2::{Chain, OpenOptions};
+use common::*;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A 1 MiB QCOW2 image with data in its first and last clusters.
+fn image(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let p = dir.join(name);
+    let mut c = tool("qemu-img");
+    c.args(["create", "-q", "-f", "qcow2"]).args(extra).arg(&p).arg("1M");
+    run(&mut c);
+    p
+}
+
+fn fill(img: &Path) {
+    qemu_io(img, "qcow2", &["write -P 0x5a 0 64k".into(), "write -P 0xa5 960k 64k".into()]);
+}
+
+fn patch(img: &Path, at: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
+fn header_u64(img: &Path, at: usize) -> u64 {
+    let b = std::fs::read(img).unwrap();
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Chain::open fails, and its message holds every one of `want`.
+fn open_refused(img: &Path, opts: &OpenOptions, want: &[&str]) -> String {
+    let msg = match Chain::open(img, opts) {
+        Ok(_) => panic!("{}: opened, but should be refused ({want:?})", img.display()),
+        Err(e) => e.to_string(),
+    };
+    for w in want {
+        assert!(msg.contains(w), "{}: error {msg:?} lacks {w:?}", img.display());
+    }
+    msg
+}
+
+/// The image opens, but reading all of it fails with a message holding `want`.
+fn read_refused(img: &Path, want: &[&str]) {
+    let chain = Chain::open(img, &OpenOptions::default()).unwrap();
+    let mut buf = vec![0u8; chain.size() as usize];
+    let msg = chain.read_exact_at(0, &mut buf).expect_err("read should fail").to_string();
+    for w in want {
+        assert!(msg.contains(w), "{}: error {msg:?} lacks {w:?}", img.display());
+    }
+}
+
+/// `backchain ARGS` fails with exactly one line on stderr holding `want`.
+fn cli_refused(args: &[&str], want: &[&str]) {
+    let out = backchain().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "backchain {args:?} should fail");
+    assert_eq!(out.status.code(), Some(1), "backchain {args:?}: {err}");
+    assert!(!err.contains("panicked"), "backchain {args:?} panicked: {err}");
+    assert_eq!(err.lines().count(), 1, "backchain {args:?}: not one line: {err}");
+    for w in want {
+        assert!(err.contains(w), "backchain {args:?}: {err:?} lacks {w:?}");
+    }
+}
+
+/// Both CLI commands refuse the image.
+fn cli_refuses_image(img: &Path, want: &[&str]) {
+    let out = img.with_extension("out.raw");
+    cli_refused(&["export", s(img), "--format", "raw", "-o", s(&out)], want);
+    let out = img.with_extension("out.qcow2");
+    cli_refused(&["export", s(img), "--format", "qcow2", "-o", s(&out)], want);
+    cli_refused(&["info", s(img)], want);
+}
+
+/// Both CLI exports fail while reading (the image itself opens).
+fn cli_export_fails(img: &Path, want: &[&str]) {
+    let out = img.with_extension("out.raw");
+    cli_refused(&["export", s(img), "--format", "raw", "-o", s(&out)], want);
+    let out = img.with_extension("out.qcow2");
+    cli_refused(&["export", s(img), "--format", "qcow2", "-o", s(&out)], want);
+}
+
+#[test]
+fn luks_encryption() {
+    let d = tempdir();
+    let img = image(
+        d.path(),
+        "luks.qcow2",
+        &[
+            "--object",
+            "secret,id=sec0,data=backchain",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
+        ],
+    );
+    let want = ["encrypted image", "LUKS"];
+    open_refused(&img, &OpenOptions::default(), &want);
+    cli_refuses_image(&img, &want);
+}
+
+#[test]
+fn aes_encryption() {
+    let d = tempdir();
+    let img = image(
+        d.path(),
+        "aes.qcow2",
+        &["--object", "secret,id=sec0,data=backchain", "-o", "encrypt.format=aes,encrypt.key-secret=sec0"],
+    );
+    assert_eq!(qemu_info(&img)["encrypted"], true);
+    let want = ["encrypted image", "AES"];
+    open_refused(&img, &OpenOptions::default(), &want);
+    cli_refuses_image(&img, &want);
+}
+
+#[test]
+fn unknown_incompatible_bit() {
+    let d = tempdir();
+    for bit in [5u32, 33, 63] {
+        let img = image(d.path(), &format!("incompat{bit}.qcow2"), &[]);
+        fill(&img);
+        let v = header_u64(&img, 72) | 1 << bit;
+        patch(&img, 72, &v.to_be_bytes());
+        let want = ["unknown incompatible feature", &format!("bit {bit}")];
+        open_refused(&img, &OpenOptions::default(), &want);
+        cli_refuses_image(&img, &want);
+    }
+}
+
+#[test]
+fn external_data_file() {
+    let d = tempdir();
+    let data = d.path().join("data.raw");
+    let img = image(d.path(), "ext.qcow2", &["-o", &format!("data_file={}", data.display())]);
+    let want = ["external data file"];
+    open_refused(&img, &OpenOptions::default(), &want);
+    cli_refuses_image(&img, &want);
+}
+
+#[test]
+fn backing_loop() {
+    let d = tempdir();
+    let a = image(d.path(), "a.qcow2", &[]);
+    let b = image(d.path(), "b.qcow2", &["-b", "a.qcow2", "-F", "qcow2"]);
+    qemu_img(&["rebase", "-u", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", s(&a)]);
+    let want = ["backing chain loops back to"];
+    open_refused(&a, &OpenOptions::default(), &want);
+    open_refused(&b, &OpenOptions::default(), &want);
+    cli_refuses_image(&a, &want);
+    // An image naming itself.
+    let c = image(d.path(), "c.qcow2", &[]);
+    qemu_img(&["rebase", "-u", "-f", "qcow2", "-b", "c.qcow2", "-F", "qcow2", s(&c)]);
+    open_refused(&c, &OpenOptions::default(), &want);
+    cli_refuses_image(&c, &want);
+}
+
+/// With a confinement root, a backing file outside it is refused however it
+/// is named: absolute path, `..`, or a symlink inside the root pointing out.
+/// The same chains open without confinement, which shows the refusal is the
+/// confinement's.
+#[test]
+fn backing_path_escaping_the_confinement_root() {
+    let d = tempdir();
+    let root = d.path().join("repo");
+    std::fs::create_dir(&root).unwrap();
+    let outside = image(d.path(), "secret.qcow2", &[]);
+    fill(&outside);
+    let confined = OpenOptions { confine_to: Some(root.clone()), ..Default::default() };
+    let want = ["outside the confinement root"];
+
+    let abs = image(&root, "abs.qcow2", &["-b", s(&outside), "-F", "qcow2"]);
+    let rel = image(&root, "rel.qcow2", &["-b", "../secret.qcow2", "-F", "qcow2"]);
+    std::os::unix::fs::symlink(&outside, root.join("link.qcow2")).unwrap();
+    let link = image(&root, "via-link.qcow2", &["-b", "link.qcow2", "-F", "qcow2"]);
+    // The escape one level down: inside a sub-folder, `../..`.
+    std::fs::create_dir(root.join("vm")).unwrap();
+    let deep = image(&root.join("vm"), "deep.qcow2", &["-b", "../../secret.qcow2", "-F", "qcow2"]);
+    // A raw backing file outside, too.
+    std::fs::write(d.path().join("secret.raw"), vec![7u8; 1 << 20]).unwrap();
+    let raw = image(&root, "raw.qcow2", &["-b", "../secret.raw", "-F", "raw"]);
+    for img in [&abs, &rel, &link, &deep, &raw] {
+        open_refused(img, &confined, &want);
+        assert_eq!(Chain::open(img, &OpenOptions::default()).unwrap().layers().len(), 2);
+    }
+    // The top image itself outside the root (directly, and via a symlink).
+    open_refused(&outside, &confined, &["outside the confinement root"]);
+    std::os::unix::fs::symlink(&outside, root.join("top-link.qcow2")).unwrap();
+    open_refused(&root.join("top-link.qcow2"), &confined, &["outside the confinement root"]);
+    // A chain that stays inside opens, through `..` inside the root.
+    image(&root, "inner.qcow2", &[]);
+    let ok = image(&root.join("vm"), "ok.qcow2", &["-b", "../inner.qcow2", "-F", "qcow2"]);
+    assert_eq!(Chain::open(&ok, &confined).unwrap().layers().len(), 2);
+}
+
+#[test]
+fn chain_deeper_than_max_depth() {
+    let d = tempdir();
+    let mut prev: Option<String> = None;
+    let mut top = PathBuf::new();
+    for i in 0..6 {
+        let name = format!("l{i}.qcow2");
+        top = match &prev {
+            Some(p) => image(d.path(), &name, &["-b", p, "-F", "qcow2"]),
+            None => image(d.path(), &name, &[]),
+        };
+        prev = Some(name);
+    }
+    let opts = |max_depth| OpenOptions { max_depth, ..Default::default() };
+    open_refused(&top, &opts(5), &["deeper than the limit of 5"]);
+    open_refused(&top, &opts(1), &["deeper than the limit of 1"]);
+    assert_eq!(Chain::open(&top, &opts(6)).unwrap().layers().len(), 6);
+}
+
+/// Truncated images: inside the header, inside the L1 table, and inside
+/// the data (the last data cluster's L2 entry points past the end).
+#[test]
+fn truncated_file() {
+    let d = tempdir();
+    let img = image(d.path(), "t.qcow2", &[]);
+    fill(&img);
+    let full = std::fs::read(&img).unwrap();
+
+    for (len, want) in [(0usize, "too short"), (50, "too short"), (80, "too short")] {
+        let p = d.path().join(format!("t{len}.qcow2"));
+        std::fs::write(&p, &full[..len]).unwrap();
+        open_refused(&p, &OpenOptions::default(), &[want]);
+        if len >= 4 {
+            // Shorter files have no magic: the CLI takes them as raw disks.
+            cli_refuses_image(&p, &[want]);
+        }
+    }
+    // Cut inside the L1 table.
+    let l1 = header_u64(&img, 40) as usize;
+    let p = d.path().join("t-l1.qcow2");
+    std::fs::write(&p, &full[..l1 + 4]).unwrap();
+    open_refused(&p, &OpenOptions::default(), &["L1 table", "past the end of the file"]);
+    cli_refuses_image(&p, &["L1 table", "past the end of the file"]);
+    // Cut before the last data cluster: the image opens, reads fail.
+    let qmap = qemu_map(&img);
+    let last = qmap.iter().filter_map(|e| e["offset"].as_u64()).max().unwrap() as usize;
+    let p = d.path().join("t-data.qcow2");
+    std::fs::write(&p, &full[..last]).unwrap();
+    read_refused(&p, &["past the end of the file"]);
+    cli_export_fails(&p, &["past the end of the file"]);
+}
+
+/// An L1 entry pointing past the end of the file: a clear error on read.
+#[test]
+fn l2_table_offset_past_end_of_file() {
+    let d = tempdir();
+    let img = image(d.path(), "l2.qcow2", &[]);
+    fill(&img);
+    let l1 = header_u64(&img, 40);
+    let bogus: u64 = (1 << 63) | (1 << 40);
+    patch(&img, l1, &bogus.to_be_bytes());
+    let want = ["L2 table at 0x10000000000", "past the end of the file"];
+    read_refused(&img, &want);
+    cli_export_fails(&img, &want);
+    // Not cluster aligned.
+    let bogus: u64 = (1 << 63) | 0x10200;
+    patch(&img, l1, &bogus.to_be_bytes());
+    read_refused(&img, &["not cluster aligned"]);
+    cli_export_fails(&img, &["not cluster aligned"]);
+}
+
+/// A header claiming a huge L1 table (and the huge disk it maps): an error
+/// before any allocation of that size.
+#[test]
+fn huge_l1_table() {
+    let d = tempdir();
+    let img = image(d.path(), "huge.qcow2", &[]);
+    // 2^56 bytes at 64 KiB clusters need 2^27 L1 entries: a 1 GiB table.
+    patch(&img, 24, &(1u64 << 56).to_be_bytes());
+    patch(&img, 36, &(1u32 << 27).to_be_bytes());
+    let want = ["L1 table of 1073741824 bytes is above the limit"];
+    open_refused(&img, &OpenOptions::default(), &want);
+    cli_refuses_image(&img, &want);
+    // The largest l1_size: refused the same way.
+    patch(&img, 36, &u32::MAX.to_be_bytes());
+    open_refused(&img, &OpenOptions::default(), &["above the limit"]);
+    // Within the limit, but the table would lie past the end of the file.
+    patch(&img, 24, &(1u64 << 50).to_be_bytes());
+    patch(&img, 36, &(1u32 << 21).to_be_bytes());
+    let want = ["L1 table", "past the end of the file"];
+    open_refused(&img, &OpenOptions::default(), &want);
+    cli_refuses_image(&img, &want);
+    // A virtual size above what QCOW2 can address.
+    patch(&img, 24, &u64::MAX.to_be_bytes());
+    open_refused(&img, &OpenOptions::default(), &["virtual size"]);
+    cli_refuses_image(&img, &["virtual size"]);
+}
