@@ -303,6 +303,16 @@ fn extended_l2_subclusters() {
             Some(("base.qcow2", "qcow2")),
         );
         let mut cmds = Vec::new();
+        // Compressed clusters first: QEMU compresses only into unallocated
+        // clusters (their subcluster bitmap is unused).
+        for _ in 0..3 {
+            let c = lab.rng.below(size / cluster);
+            let mut data = compressible(&mut lab.rng, cluster as usize);
+            data[..8].copy_from_slice(&c.to_le_bytes());
+            let f = lab.path(&format!("ext-c-{cluster}-{c}.bin"));
+            std::fs::write(&f, &data).unwrap();
+            cmds.push(format!("write -c -s {} {} {cluster}", f.display(), c * cluster));
+        }
         for _ in 0..40 {
             let off = lab.rng.below(size / (4 * KIB)) * 4 * KIB;
             match lab.rng.below(6) {
@@ -334,7 +344,8 @@ fn extended_l2_subclusters() {
 fn raw_backing_file() {
     let mut lab = Lab::new(6);
     let size = 3 * MIB;
-    random_file(&lab.path("disk.raw"), &mut lab.rng, (2 * MIB) as usize);
+    // Smaller than the overlay, and not a whole number of sectors.
+    random_file(&lab.path("disk.raw"), &mut lab.rng, (2 * MIB + 100) as usize);
     let top = lab.create("top.qcow2", size, "cluster_size=16384", Some(("disk.raw", "raw")));
     let cmds = lab.random_ops(size, 20, 200 * KIB);
     qemu_io(&top, "qcow2", &cmds);
@@ -357,7 +368,11 @@ fn qcow2_backing_chains() {
             let name = format!("d{depth}-{level}.qcow2");
             let opts = format!("cluster_size={cluster},compat={compat}");
             top = lab.create(&name, size, &opts, prev.as_deref().map(|p| (p, "qcow2")));
-            let cmds = lab.random_ops(size, 6, 64 * KIB);
+            // A compressed cluster in every layer, at a cluster boundary
+            // (first: QEMU compresses only into unallocated clusters).
+            let c = lab.rng.below(size / cluster);
+            let mut cmds = vec![format!("write -c -P {} {} {cluster}", level + 1, c * cluster)];
+            cmds.extend(lab.random_ops(size, 6, 64 * KIB));
             qemu_io(&top, "qcow2", &cmds);
             prev = Some(name);
         }
@@ -447,4 +462,39 @@ fn set_header_u64(img: &Path, at: u64, v: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
     f.write_all_at(&v.to_be_bytes(), at).unwrap();
+}
+
+/// Many threads reading one chain at once (the cache shared between them)
+/// all get the right bytes.
+#[test]
+fn concurrent_reads() {
+    let mut lab = Lab::new(11);
+    let size = 4 * MIB;
+    let base = lab.create("base.qcow2", size, "cluster_size=4096", None);
+    let cmds = lab.random_ops(size, 30, 256 * KIB);
+    qemu_io(&base, "qcow2", &cmds);
+    let top = lab.create("top.qcow2", size, "cluster_size=65536", Some(("base.qcow2", "qcow2")));
+    let mut cmds = vec!["write -c -P 9 1m 64k".to_string()];
+    cmds.extend(lab.random_ops(size, 30, 256 * KIB));
+    qemu_io(&top, "qcow2", &cmds);
+    let expected = std::sync::Arc::new(qemu_raw(&top, lab.dir.path()));
+    let chain = std::sync::Arc::new(Chain::open(&top, &OpenOptions::default()).unwrap());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (chain, expected) = (chain.clone(), expected.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(100 + t);
+                for _ in 0..500 {
+                    let off = rng.below(size);
+                    let len = (rng.below(200 * KIB) + 1).min(size - off) as usize;
+                    let mut buf = vec![0u8; len];
+                    chain.read_exact_at(off, &mut buf).unwrap();
+                    assert!(buf == expected[off as usize..off as usize + len], "thread {t}: read at {off}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
 }
