@@ -273,9 +273,12 @@ fn assert_compressed_crossing(img: &Path, min: usize) {
     let chain = Chain::open(img, &OpenOptions::default()).unwrap();
     let image = chain.layers()[0].image().unwrap();
     let cs = image.header.cluster.bytes();
-    let mut crossing = 0;
+    let (mut crossing, mut odd) = (0, 0);
     for c in 0..image.header.size / cs {
         if let (Mapping::Compressed { host, len }, _) = image.map(c * cs).unwrap() {
+            // Bit 0 of the descriptor is where a zero flag would be: the
+            // compressed bit must be checked first.
+            odd += host & 1;
             // The length is rounded up to whole sectors, and sectors never
             // straddle clusters, so the rounded end tells the crossing.
             if host / cs != (host + len - 1) / cs {
@@ -284,6 +287,7 @@ fn assert_compressed_crossing(img: &Path, min: usize) {
         }
     }
     assert!(crossing >= min, "{}: only {crossing} compressed clusters cross a host cluster", img.display());
+    assert!(odd > 0, "{}: no compressed cluster at an odd host offset", img.display());
 }
 
 /// Extended L2 entries: 4 KiB writes and zeroing inside 64 KiB and 128 KiB

@@ -154,6 +154,12 @@ fn backing_loop() {
     open_refused(&a, &OpenOptions::default(), &want);
     open_refused(&b, &OpenOptions::default(), &want);
     cli_refuses_image(&a, &want);
+    // The same loop spelled differently: ./b.qcow2 and ../DIR/a.qcow2.
+    let dir = d.path().file_name().unwrap().to_str().unwrap();
+    qemu_img(&["rebase", "-u", "-f", "qcow2", "-b", "./b.qcow2", "-F", "qcow2", s(&a)]);
+    qemu_img(&["rebase", "-u", "-f", "qcow2", "-b", &format!("../{dir}/a.qcow2"), "-F", "qcow2", s(&b)]);
+    open_refused(&a, &OpenOptions::default(), &want);
+    cli_refuses_image(&b, &want);
     // An image naming itself.
     let c = image(d.path(), "c.qcow2", &[]);
     qemu_img(&["rebase", "-u", "-f", "qcow2", "-b", "c.qcow2", "-F", "qcow2", s(&c)]);
@@ -295,4 +301,22 @@ fn huge_l1_table() {
     patch(&img, 24, &u64::MAX.to_be_bytes());
     open_refused(&img, &OpenOptions::default(), &["virtual size"]);
     cli_refuses_image(&img, &["virtual size"]);
+}
+
+/// Backing names that are not files, and a backing file that is missing.
+#[test]
+fn backing_names_that_are_not_files() {
+    let d = tempdir();
+    let base = image(d.path(), "base.qcow2", &[]);
+    let img = image(d.path(), "top.qcow2", &["-b", "base.qcow2", "-F", "qcow2"]);
+    let json = format!(r#"json:{{"driver":"qcow2","file":{{"driver":"file","filename":"{}"}}}}"#, base.display());
+    for (name, want) in [
+        (json.as_str(), "json: pseudo-protocol"),
+        ("nbd://127.0.0.1:10809/disk", "network protocol"),
+        ("missing.qcow2", "not found"),
+    ] {
+        qemu_img(&["rebase", "-u", "-f", "qcow2", "-b", name, "-F", "qcow2", s(&img)]);
+        open_refused(&img, &OpenOptions::default(), &[want]);
+        cli_refuses_image(&img, &[want]);
+    }
 }
