@@ -314,3 +314,41 @@ fn written_image_reads_back_through_the_library() {
     assert!(all == padded);
     assert!(qemu_raw(&img, d.path()) == padded);
 }
+
+/// Metadata spanning many clusters: 512-byte clusters (hundreds of refcount
+/// blocks, a refcount table of several clusters), and a large sparse virtual
+/// size (an L1 table of many clusters) with a few clusters written far apart.
+#[test]
+fn metadata_over_many_clusters() {
+    let d = tempdir();
+    let mut rng = Rng::new(27);
+    let size = 12 * MIB + 512;
+    let data = disk(&mut rng, size, 512);
+    let img = d.path().join("small-clusters.qcow2");
+    write_full(&img, &data, opts(512, None, None), &mut rng);
+    check_clean(&img);
+    compare_raw(&img, &data, d.path());
+
+    for cluster in [4 * KIB, 64 * KIB] {
+        let size: u64 = 64 << 30;
+        let img = d.path().join(format!("sparse-{cluster}.qcow2"));
+        let expected = d.path().join(format!("sparse-{cluster}.raw"));
+        let raw = std::fs::File::create(&expected).unwrap();
+        raw.set_len(size).unwrap();
+        let mut w = Writer::create(&img, size, opts(cluster, None, None)).unwrap();
+        let clusters = size / cluster;
+        let mut picks: Vec<u64> = (0..40).map(|_| rng.below(clusters)).collect();
+        picks.extend([0, clusters - 1]);
+        for c in picks {
+            let mut buf = vec![0u8; cluster as usize];
+            rng.fill(&mut buf);
+            w.write_cluster(c, &buf).unwrap();
+            use std::os::unix::fs::FileExt;
+            raw.write_all_at(&buf, c * cluster).unwrap();
+        }
+        w.finish().unwrap();
+        check_clean(&img);
+        run(tool("qemu-img").args(["compare", "-f", "qcow2", "-F", "raw"]).arg(&img).arg(&expected));
+        assert_eq!(qemu_info(&img)["virtual-size"], size);
+    }
+}
