@@ -305,6 +305,7 @@ fn written_image_reads_back_through_the_library() {
     let data = disk(&mut rng, size, cluster);
     let img = d.path().join("rb.qcow2");
     write_full(&img, &data, opts(cluster, Some(Compression::Zstd), None), &mut rng);
+    check_clean(&img);
     let chain = backchain::qcow2::Chain::open(&img, &Default::default()).unwrap();
     let mut padded = data.clone();
     padded.resize(size.next_multiple_of(512) as usize, 0);
@@ -350,5 +351,29 @@ fn metadata_over_many_clusters() {
         check_clean(&img);
         run(tool("qemu-img").args(["compare", "-f", "qcow2", "-F", "raw"]).arg(&img).arg(&expected));
         assert_eq!(qemu_info(&img)["virtual-size"], size);
+    }
+}
+
+/// `backchain export --format qcow2` of a raw disk whose size is not a whole
+/// number of sectors: QEMU sees every byte (the size is rounded up, never
+/// down), with and without compression.
+#[test]
+fn cli_export_of_an_odd_sized_raw_disk() {
+    let d = tempdir();
+    let mut rng = Rng::new(28);
+    let size = 3 * MIB + 1000;
+    let data = disk(&mut rng, size, 64 * KIB);
+    let src = d.path().join("odd.raw");
+    std::fs::write(&src, &data).unwrap();
+    for compress in [None, Some("zstd"), Some("deflate")] {
+        let out = d.path().join(format!("odd-{}.qcow2", compress.unwrap_or("none")));
+        let mut c = backchain();
+        c.arg("export").arg(&src).args(["--format", "qcow2", "-o"]).arg(&out);
+        if let Some(z) = compress {
+            c.args(["--compress", z]);
+        }
+        run(&mut c);
+        check_clean(&out);
+        compare_raw(&out, &data, d.path());
     }
 }
