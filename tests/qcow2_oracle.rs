@@ -502,3 +502,52 @@ fn concurrent_reads() {
         t.join().unwrap();
     }
 }
+
+/// Renames an image's backing-format header extension to an unknown type
+/// (which readers skip), so the backing format must be probed.
+fn forget_backing_format(img: &Path) {
+    let mut b = std::fs::read(img).unwrap();
+    let be32 = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    let mut at = be32(&b, 100) as usize;
+    loop {
+        let (kind, len) = (be32(&b, at), be32(&b, at + 4) as usize);
+        assert_ne!(kind, 0, "{}: no backing format extension", img.display());
+        if kind == 0xe279_2aca {
+            b[at..at + 4].copy_from_slice(&0x0bad_f00du32.to_be_bytes());
+            break;
+        }
+        at += 8 + len.div_ceil(8) * 8;
+    }
+    std::fs::write(img, b).unwrap();
+}
+
+/// Backing files whose format the overlay does not record (probed: QCOW2
+/// by its magic, else raw), and overlays smaller than their backing file.
+#[test]
+fn probed_backing_formats_and_smaller_overlays() {
+    let mut lab = Lab::new(12);
+    let size = 2 * MIB;
+    random_file(&lab.path("disk.raw"), &mut lab.rng, size as usize);
+    let mid = lab.create("mid.qcow2", size, "cluster_size=4096", Some(("disk.raw", "raw")));
+    let cmds = lab.random_ops(size, 10, 128 * KIB);
+    qemu_io(&mid, "qcow2", &cmds);
+    let top = lab.create("top.qcow2", size, "", Some(("mid.qcow2", "qcow2")));
+    let cmds = lab.random_ops(size, 10, 128 * KIB);
+    qemu_io(&top, "qcow2", &cmds);
+    let expected = qemu_raw(&top, lab.dir.path());
+    forget_backing_format(&mid);
+    forget_backing_format(&top);
+    assert!(qemu_info(&top).get("backing-filename-format").is_none());
+    assert!(qemu_info(&mid).get("backing-filename-format").is_none());
+    lab.verify_against(&top, &expected);
+    lab.verify(&top);
+
+    // Overlays smaller than what they name: a QCOW2 and a raw backing file.
+    for (name, backing, fmt) in [("small-q.qcow2", "top.qcow2", "qcow2"), ("small-r.qcow2", "disk.raw", "raw")] {
+        let small = lab.create(name, MIB - 512, "cluster_size=65536", Some((backing, fmt)));
+        let cmds = lab.random_ops(MIB - 512, 5, 64 * KIB);
+        qemu_io(&small, "qcow2", &cmds);
+        let got = lab.verify(&small);
+        assert_eq!(got.len() as u64, MIB - 512);
+    }
+}
