@@ -394,3 +394,47 @@ fn damaged_metadata_never_panics() {
         }
     }
 }
+
+/// A backing "file" that is a FIFO (opening it would block forever), a
+/// directory, or a socket: a clear error, promptly.
+#[test]
+fn backing_file_that_is_not_a_file() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let d = tempdir();
+    run(tool("mkfifo").arg(d.path().join("fifo")));
+    std::fs::create_dir(d.path().join("folder")).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(d.path().join("sock")).unwrap();
+    for (name, fmt) in [("fifo", "raw"), ("folder", "raw"), ("sock", "raw"), ("fifo", "qcow2")] {
+        let img = image(d.path(), &format!("over-{name}-{fmt}.qcow2"), &[]);
+        qemu_img(&["rebase", "-u", "-f", "qcow2", "-b", name, "-F", fmt, s(&img)]);
+        let want = "not a regular file or block device";
+        let (tx, rx) = mpsc::channel();
+        let p = img.clone();
+        std::thread::spawn(move || {
+            tx.send(Chain::open(&p, &OpenOptions::default()).map(|_| ()).map_err(|e| e.to_string()))
+        });
+        let r = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("{name}: Chain::open hangs"));
+        let msg = r.expect_err("a backing file that is not a file must be refused");
+        assert!(msg.contains(want), "{name}: {msg}");
+        // The CLI, under a deadline.
+        let out = img.with_extension("out.raw");
+        let mut child = backchain()
+            .arg("export")
+            .arg(&img)
+            .args(["--format", "raw", "-o"])
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("{name}: backchain export hangs");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cli_refused(&["export", s(&img), "--format", "raw", "-o", s(&out)], &[want]);
+    }
+}

@@ -10,7 +10,7 @@ use super::error::{Error, Result};
 use super::header::ClusterSize;
 use super::image::Image;
 use super::l2::Mapping;
-use crate::block::{Lru, RawFile, ReadAt, check_range};
+use crate::block::{Lru, ReadAt, check_range};
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -176,8 +176,7 @@ impl Chain {
             if !seen.insert(path.clone()) {
                 return Err(Error::BackingLoop(path));
             }
-            let file: Arc<dyn ReadAt> =
-                Arc::new(RawFile::open(&path).map_err(|source| Error::Open { path: path.clone(), source })?);
+            let file: Arc<dyn ReadAt> = Arc::new(super::open_file(&path)?);
             let format = match format {
                 Some(f) => f,
                 None => probe(&*file)?,
