@@ -551,3 +551,74 @@ fn probed_backing_formats_and_smaller_overlays() {
         assert_eq!(got.len() as u64, MIB - 512);
     }
 }
+
+/// `backchain info --json` against `qemu-img info --backing-chain` and
+/// `qemu-img map`, layer by layer, over images of many variants.
+#[test]
+fn info_matches_qemu_img_info() {
+    let mut lab = Lab::new(13);
+    let size = 2 * MIB;
+    random_file(&lab.path("base.raw"), &mut lab.rng, size as usize);
+    let v2 = lab.create("v2.qcow2", size, "compat=0.10,cluster_size=4096", Some(("base.raw", "raw")));
+    let rc1 = lab.create("rc1.qcow2", size, "refcount_bits=1,lazy_refcounts=on", Some(("v2.qcow2", "qcow2")));
+    let ext = lab.create("ext.qcow2", size, "extended_l2=on,cluster_size=65536", Some(("rc1.qcow2", "qcow2")));
+    for img in [&v2, &rc1, &ext] {
+        let mut cmds = vec!["write -c -P 3 0 64k".to_string()];
+        cmds.extend(lab.random_ops(size, 8, 100 * KIB));
+        qemu_io(img, "qcow2", &cmds);
+    }
+    let zstd = lab.path("zstd.qcow2");
+    run(tool("qemu-img").args(["convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd"]).arg(&ext).arg(&zstd));
+    let snap = lab.create("snap.qcow2", size, "refcount_bits=64", None);
+    let cmds = lab.random_ops(size, 8, 100 * KIB);
+    qemu_io(&snap, "qcow2", &cmds);
+    qemu_img(&["snapshot", "-c", "s1", s(&snap)]);
+    qemu_img(&["snapshot", "-c", "s2", s(&snap)]);
+
+    for top in [&ext, &zstd, &snap] {
+        let out = run(backchain().args(["info", "--json"]).arg(top));
+        let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = run(tool("qemu-img").args(["info", "--backing-chain", "--output=json"]).arg(top));
+        let theirs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let layers = ours["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), theirs.len(), "{}: depth", top.display());
+        assert_eq!(ours["depth"], theirs.len());
+        assert_eq!(ours["virtual_size"], theirs[0]["virtual-size"]);
+        for (o, t) in layers.iter().zip(&theirs) {
+            let ctx = format!("{}: {o} vs {t}", top.display());
+            let name = |v: &serde_json::Value| Path::new(v.as_str().unwrap()).file_name().unwrap().to_owned();
+            assert_eq!(name(&o["path"]), name(&t["filename"]), "{ctx}");
+            assert_eq!(o["format"], t["format"], "{ctx}");
+            assert_eq!(o["virtual_size"], t["virtual-size"], "{ctx}");
+            assert_eq!(o["backing_file"], t.get("backing-filename").cloned().unwrap_or_default(), "{ctx}");
+            assert_eq!(o["backing_format"], t.get("backing-filename-format").cloned().unwrap_or_default(), "{ctx}");
+            if t["format"] != "qcow2" {
+                continue;
+            }
+            let spec = &t["format-specific"]["data"];
+            assert_eq!(o["cluster_size"], t["cluster-size"], "{ctx}");
+            let version = if spec["compat"] == "0.10" { 2 } else { 3 };
+            assert_eq!(o["version"], version, "{ctx}");
+            if version == 3 {
+                assert_eq!(o["refcount_bits"], spec["refcount-bits"], "{ctx}");
+                let ct = if spec["compression-type"] == "zlib" { "deflate" } else { "zstd" };
+                assert_eq!(o["compression_type"], ct, "{ctx}");
+                let features: Vec<&str> =
+                    o["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+                assert_eq!(features.contains(&"extended-l2"), spec["extended-l2"] == true, "{ctx}");
+                assert_eq!(features.contains(&"lazy-refcounts"), spec["lazy-refcounts"] == true, "{ctx}");
+            }
+            let snapshots = t.get("snapshots").and_then(|s| s.as_array()).map_or(0, |a| a.len());
+            assert_eq!(o["snapshots"], snapshots, "{ctx}");
+            // Allocated guest bytes: what qemu-img map shows as this
+            // image's own data (depth 0 of the layer opened alone).
+            let layer = lab.path(name(&o["path"]).to_str().unwrap());
+            let own: u64 = qemu_map(&layer)
+                .iter()
+                .filter(|e| e["depth"] == 0 && e["data"] == true)
+                .map(|e| e["length"].as_u64().unwrap())
+                .sum();
+            assert_eq!(o["allocated_bytes"], own, "{ctx}");
+        }
+    }
+}
