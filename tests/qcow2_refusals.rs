@@ -438,3 +438,31 @@ fn backing_file_that_is_not_a_file() {
         cli_refused(&["export", s(&img), "--format", "raw", "-o", s(&out)], &[want]);
     }
 }
+
+/// The default depth limit (1000 images) through the CLI: a 1000-deep chain
+/// exports, a 1001-deep one is refused with one line.
+#[test]
+fn cli_default_depth_limit() {
+    let d = tempdir();
+    let name = |i: usize| format!("l{i:04}.qcow2");
+    let base = image(d.path(), &name(0), &["-o", "cluster_size=512"]);
+    qemu_io(&base, "qcow2", &["write -P 0x6b 1000 3000".into()]);
+    let first = image(d.path(), &name(1), &["-o", "cluster_size=512", "-b", &name(0), "-F", "qcow2"]);
+    // Every overlay is this one with another backing name of the same length.
+    let template = std::fs::read(&first).unwrap();
+    let at = template.windows(11).position(|w| w == name(0).as_bytes()).unwrap();
+    for i in 2..=1000 {
+        let mut b = template.clone();
+        b[at..at + 11].copy_from_slice(name(i - 1).as_bytes());
+        std::fs::write(d.path().join(name(i)), b).unwrap();
+    }
+    let expected = qemu_raw(&base, d.path());
+    let top = d.path().join(name(999));
+    let out = d.path().join("deep.raw");
+    run(backchain().arg("export").arg(&top).args(["--format", "raw", "-o"]).arg(&out));
+    assert!(std::fs::read(&out).unwrap() == expected);
+    let top = d.path().join(name(1000));
+    let ours = d.path().join("too-deep.raw");
+    cli_refused(&["export", s(&top), "--format", "raw", "-o", s(&ours)], &["deeper than the limit of 1000"]);
+    cli_refused(&["info", s(&top)], &["deeper than the limit of 1000"]);
+}
