@@ -255,6 +255,11 @@ fn truncated_file() {
     std::fs::write(&p, &full[..last]).unwrap();
     read_refused(&p, &["past the end of the file"]);
     cli_export_fails(&p, &["past the end of the file"]);
+    // The clusters before the cut still read.
+    let chain = Chain::open(&p, &OpenOptions::default()).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    chain.read_exact_at(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x5a));
 }
 
 /// An L1 entry pointing past the end of the file: a clear error on read.
@@ -465,4 +470,29 @@ fn cli_default_depth_limit() {
     let ours = d.path().join("too-deep.raw");
     cli_refused(&["export", s(&top), "--format", "raw", "-o", s(&ours)], &["deeper than the limit of 1000"]);
     cli_refused(&["info", s(&top)], &["deeper than the limit of 1000"]);
+}
+
+/// The zero flag is reserved in version 2 L2 entries (QEMU reports such an
+/// image as corrupt): reading that cluster is an error, not data or zeros.
+#[test]
+fn zero_flag_in_a_version_2_image() {
+    let d = tempdir();
+    let img = image(d.path(), "v2.qcow2", &["-o", "compat=0.10"]);
+    fill(&img);
+    let l1 = header_u64(&img, 40);
+    let l2 = header_u64(&img, l1 as usize) & 0x00ff_ffff_ffff_fe00;
+    let entry = header_u64(&img, l2 as usize);
+    assert_ne!(entry & 0x00ff_ffff_ffff_fe00, 0, "the first cluster should hold data");
+    patch(&img, l2, &(entry | 1).to_be_bytes());
+    let want = ["zero flag", "version 2"];
+    read_refused(&img, &want);
+    cli_export_fails(&img, &want);
+    // QEMU refuses to convert it as well.
+    let out = tool("qemu-img").args(["convert", "-O", "raw"]).arg(&img).arg(d.path().join("q.raw")).output().unwrap();
+    assert!(!out.status.success());
+    // The other clusters still read.
+    let chain = Chain::open(&img, &OpenOptions::default()).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    chain.read_exact_at(960 << 10, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0xa5));
 }

@@ -259,7 +259,10 @@ impl Chain {
         let first = region * REGION_CLUSTERS;
         let clusters = self.size.div_ceil(self.cluster.bytes());
         let last = (first + REGION_CLUSTERS).min(clusters);
-        let r: Arc<[Resolved]> = (first..last).map(|c| self.resolve(c)).collect::<Result<_>>()?;
+        // A cluster that does not resolve (corrupt entry, table past the end
+        // of the file) becomes Mixed: reads that touch it walk the layers and
+        // report its error, while its neighbours stay readable.
+        let r: Arc<[Resolved]> = (first..last).map(|c| self.resolve(c).unwrap_or(Resolved::Mixed)).collect();
         self.resolved.lock().unwrap_or_else(|p| p.into_inner()).insert(region, r.clone());
         Ok(r)
     }
