@@ -309,8 +309,10 @@ fn extended_l2_subclusters() {
         let mut cmds = Vec::new();
         // Compressed clusters first: QEMU compresses only into unallocated
         // clusters (their subcluster bitmap is unused).
-        for _ in 0..3 {
-            let c = lab.rng.below(size / cluster);
+        let third = size / cluster / 3;
+        for i in 0..3 {
+            // One per third of the disk, so never the same cluster twice.
+            let c = i * third + lab.rng.below(third);
             let mut data = compressible(&mut lab.rng, cluster as usize);
             data[..8].copy_from_slice(&c.to_le_bytes());
             let f = lab.path(&format!("ext-c-{cluster}-{c}.bin"));
