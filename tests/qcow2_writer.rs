@@ -377,3 +377,33 @@ fn cli_export_of_an_odd_sized_raw_disk() {
         compare_raw(&out, &data, d.path());
     }
 }
+
+/// Images with nothing written (a 1 GiB empty disk, a zero-length disk, an
+/// incremental that changes nothing) are valid and read as expected.
+#[test]
+fn empty_images() {
+    let d = tempdir();
+    for size in [0u64, 1 << 30, 512] {
+        let img = d.path().join(format!("empty-{size}.qcow2"));
+        Writer::create(&img, size, WriterOptions::default()).unwrap().finish().unwrap();
+        check_clean(&img);
+        let raw = d.path().join(format!("empty-{size}.raw"));
+        std::fs::File::create(&raw).unwrap().set_len(size).unwrap();
+        run(tool("qemu-img").args(["compare", "-f", "qcow2", "-F", "raw"]).arg(&img).arg(&raw));
+        assert_eq!(qemu_info(&img)["virtual-size"], size);
+        assert!(qemu_map(&img).iter().all(|e| e["data"] == false));
+        let chain = backchain::qcow2::Chain::open(&img, &Default::default()).unwrap();
+        assert_eq!(chain.size(), size);
+    }
+    let parent = d.path().join("empty-512.qcow2");
+    let inc = d.path().join("inc.qcow2");
+    let o = opts(64 * KIB, None, Some("empty-512.qcow2"));
+    Writer::create(&inc, 512, o).unwrap().finish().unwrap();
+    check_clean(&inc);
+    assert_eq!(qemu_info(&inc)["backing-filename"], "empty-512.qcow2");
+    qemu_img(&["compare", s(&inc), s(&parent)]);
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

@@ -395,7 +395,9 @@ impl Writer {
         }
         // L1 table.
         let l1_bytes = l1.len() as u64 * 8;
-        let l1_clusters = l1_bytes.div_ceil(cs).max(1);
+        // No cluster at all for an empty L1 (a zero-length disk): QEMU would
+        // count a cluster it never reads as a leak.
+        let l1_clusters = l1_bytes.div_ceil(cs);
         let l1_off = self.alloc_clusters(l1_clusters);
         for c in 0..l1_clusters {
             self.refcounts[((l1_off >> cb) + c) as usize] = 1;
