@@ -151,6 +151,9 @@ fn versions_and_cluster_sizes() {
             let top = lab.create(&format!("top-{tag}.qcow2"), size, &opts, Some((&name, "qcow2")));
             let cmds = lab.random_ops(size, 30, 3 * cluster.min(256 * KIB));
             qemu_io(&top, "qcow2", &cmds);
+            let info = qemu_info(&top);
+            assert_eq!(info["format-specific"]["data"]["compat"], compat);
+            assert_eq!(info["cluster-size"], cluster);
             lab.verify(&top);
         }
     }
@@ -165,6 +168,7 @@ fn refcount_widths() {
             lab.create(&format!("rc{bits}.qcow2"), size, &format!("refcount_bits={bits},cluster_size=4096"), None);
         let cmds = lab.random_ops(size, 25, 100 * KIB);
         qemu_io(&img, "qcow2", &cmds);
+        assert_eq!(qemu_info(&img)["format-specific"]["data"]["refcount-bits"], bits);
         lab.verify(&img);
     }
 }
