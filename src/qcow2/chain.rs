@@ -10,7 +10,7 @@ use super::error::{Error, Result};
 use super::header::ClusterSize;
 use super::image::Image;
 use super::l2::Mapping;
-use crate::block::{Lru, RawFile, ReadAt, check_range};
+use crate::block::{Lru, ReadAt, check_range};
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -168,16 +168,19 @@ impl Chain {
         }
         let mut layers = Vec::new();
         let mut seen = HashSet::new();
-        let mut next = Some((top, Some(Format::Qcow2)));
-        while let Some((path, format)) = next.take() {
+        // Backing names are resolved, as QEMU does, against the folder of the
+        // image as it was named (a symlink's own folder, not its target's);
+        // the canonical path is what is opened, confined and loop-checked.
+        let named = std::path::absolute(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
+        let mut next = Some((named, top, Some(Format::Qcow2)));
+        while let Some((named, path, format)) = next.take() {
             if layers.len() >= opts.max_depth {
                 return Err(Error::ChainTooDeep(opts.max_depth));
             }
             if !seen.insert(path.clone()) {
                 return Err(Error::BackingLoop(path));
             }
-            let file: Arc<dyn ReadAt> =
-                Arc::new(RawFile::open(&path).map_err(|source| Error::Open { path: path.clone(), source })?);
+            let file: Arc<dyn ReadAt> = Arc::new(super::open_file(&path)?);
             let format = match format {
                 Some(f) => f,
                 None => probe(&*file)?,
@@ -193,7 +196,7 @@ impl Chain {
                         e => e,
                     })?;
                     if let Some(name) = &image.header.backing_file {
-                        let bpath = resolve_backing(&path, name, root.as_deref())?;
+                        let (bnamed, bpath) = resolve_backing(&named, name, root.as_deref())?;
                         let bformat = match image.header.backing_format.as_deref() {
                             Some("qcow2") => Some(Format::Qcow2),
                             Some("raw") => Some(Format::Raw),
@@ -205,7 +208,7 @@ impl Chain {
                                 )));
                             }
                         };
-                        next = Some((bpath, bformat));
+                        next = Some((bnamed, bpath, bformat));
                     }
                     LayerData::Qcow2(Box::new(image))
                 }
@@ -260,7 +263,10 @@ impl Chain {
         let first = region * REGION_CLUSTERS;
         let clusters = self.size.div_ceil(self.cluster.bytes());
         let last = (first + REGION_CLUSTERS).min(clusters);
-        let r: Arc<[Resolved]> = (first..last).map(|c| self.resolve(c)).collect::<Result<_>>()?;
+        // A cluster that does not resolve (corrupt entry, table past the end
+        // of the file) becomes Mixed: reads that touch it walk the layers and
+        // report its error, while its neighbours stay readable.
+        let r: Arc<[Resolved]> = (first..last).map(|c| self.resolve(c).unwrap_or(Resolved::Mixed)).collect();
         self.resolved.lock().unwrap_or_else(|p| p.into_inner()).insert(region, r.clone());
         Ok(r)
     }
@@ -479,7 +485,8 @@ fn probe(file: &dyn ReadAt) -> Result<Format> {
 /// Resolves a backing file name the way QEMU does for plain file names
 /// (relative to the folder of the image that names it), then applies the
 /// confinement rule.
-fn resolve_backing(image: &Path, name: &str, root: Option<&Path>) -> Result<PathBuf> {
+/// Returns the path as named (joined to the folder) and as resolved.
+fn resolve_backing(image: &Path, name: &str, root: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
     let refuse = |why| Error::BackingNameRefused { name: name.to_string(), image: image.to_path_buf(), why };
     if name.starts_with("json:") {
         return Err(refuse("a json: pseudo-protocol name"));
@@ -509,5 +516,5 @@ fn resolve_backing(image: &Path, name: &str, root: Option<&Path>) -> Result<Path
             root: root.to_path_buf(),
         });
     }
-    Ok(resolved)
+    Ok((joined, resolved))
 }

@@ -104,7 +104,12 @@ impl Image {
         }
         let host = entry & L2E_OFFSET_MASK;
         if !ext {
-            if h.version >= 3 && entry & OFLAG_ZERO != 0 {
+            if entry & OFLAG_ZERO != 0 {
+                if h.version < 3 {
+                    // Reserved in version 2; QEMU treats it as corruption
+                    // too, so neither data nor zeros would be the truth.
+                    return Err(Error::corrupt(off, "zero flag in an L2 entry of a version 2 image"));
+                }
                 return Ok((Mapping::Zero, to_end));
             }
             if host == 0 {

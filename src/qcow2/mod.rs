@@ -22,23 +22,19 @@ pub use l2::Mapping;
 pub use writer::{WriteStats, Writer, WriterOptions, discard, is_zero};
 
 use crate::block::{RawFile, ReadAt};
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 /// Opens a disk image of either format: a QCOW2 chain when the file starts
 /// with the QCOW2 magic, else the raw bytes of the file or block device.
 pub fn open_disk(path: &Path, opts: &OpenOptions) -> Result<Arc<dyn ReadAt>> {
-    if detect(path)? == Format::Qcow2 {
-        Ok(Arc::new(Chain::open(path, opts)?))
-    } else {
-        let f = RawFile::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
-        Ok(Arc::new(f))
-    }
+    if detect(path)? == Format::Qcow2 { Ok(Arc::new(Chain::open(path, opts)?)) } else { Ok(Arc::new(open_file(path)?)) }
 }
 
 /// The format of the image at `path`, by its magic.
 pub fn detect(path: &Path) -> Result<Format> {
-    let f = RawFile::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
+    let f = open_file(path)?;
     let mut m = [0u8; 4];
     if f.size() >= 4 {
         f.read_exact_at(0, &mut m).map_err(Error::io(0))?;
@@ -47,4 +43,18 @@ pub fn detect(path: &Path) -> Result<Format> {
         }
     }
     Ok(Format::Raw)
+}
+
+/// Opens an image file or block device for reading. Anything else is
+/// refused before `open`: a FIFO named as a backing file would block the
+/// open forever, a directory or socket cannot hold an image.
+fn open_file(path: &Path) -> Result<RawFile> {
+    use std::os::unix::fs::FileTypeExt;
+    let open_err = |source| Error::Open { path: path.to_path_buf(), source };
+    let t = std::fs::metadata(path).map_err(open_err)?.file_type();
+    if !(t.is_file() || t.is_block_device()) {
+        let what = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file or block device");
+        return Err(open_err(what));
+    }
+    RawFile::open(path).map_err(open_err)
 }

@@ -21,6 +21,10 @@ use std::sync::Arc;
 const WRITE_BUFFER: usize = 4 << 20;
 /// Refcount width written: 16 bits (refcount_order 4), QEMU's default.
 const REFCOUNT_ORDER: u32 = 4;
+/// QEMU sees a QCOW2 virtual size in whole 512-byte sectors, rounded down,
+/// so the writer rounds it up (as `qemu-img create` does): the padding
+/// reads as zeros instead of the last bytes vanishing.
+const SECTOR: u64 = 512;
 
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -51,7 +55,10 @@ pub struct Writer {
     file: File,
     path: PathBuf,
     opts: WriterOptions,
+    /// The virtual size, a whole number of sectors.
     size: u64,
+    /// The size asked for; the last cluster may be given up to here only.
+    requested: u64,
     /// L2 tables by L1 index, as entries ready to store (host | flags).
     l2: Vec<Option<Box<[u64]>>>,
     /// 16-bit refcounts by host cluster.
@@ -69,10 +76,14 @@ pub struct Writer {
 
 impl Writer {
     /// Creates a new image file (it must not exist yet).
-    pub fn create(path: &Path, size: u64, opts: WriterOptions) -> Result<Self> {
-        if size > MAX_VIRTUAL_SIZE {
-            return Err(Error::Unsupported(format!("virtual size {size} is above the limit of {MAX_VIRTUAL_SIZE}")));
+    pub fn create(path: &Path, requested: u64, opts: WriterOptions) -> Result<Self> {
+        if requested > MAX_VIRTUAL_SIZE {
+            return Err(Error::Unsupported(format!(
+                "virtual size {requested} is above the limit of {MAX_VIRTUAL_SIZE}"
+            )));
         }
+        // OK: below MAX_VIRTUAL_SIZE, rounding cannot overflow.
+        let size = requested.next_multiple_of(SECTOR);
         if let Some(b) = &opts.backing
             && (b.is_empty() || b.len() > MAX_BACKING_NAME as usize)
         {
@@ -97,6 +108,7 @@ impl Writer {
             path: path.to_path_buf(),
             opts,
             size,
+            requested,
             l2: (0..l1_size).map(|_| None).collect(),
             refcounts: vec![1], // cluster 0: the header
             next_host: cs,
@@ -191,7 +203,10 @@ impl Writer {
     /// a full image and becomes a zero cluster in an incremental one.
     pub fn write_cluster(&mut self, cluster: u64, data: &[u8]) -> Result<()> {
         let want = self.check_cluster(cluster)?;
-        if data.len() as u64 != want {
+        // The last cluster may also end at the requested size, short of the
+        // sector padding.
+        let to_requested = (cluster << self.opts.cluster.bits()) + data.len() as u64 == self.requested;
+        if data.len() as u64 != want && !(to_requested && (data.len() as u64) < want) {
             return Err(Error::Unsupported(format!("cluster write of {} bytes, expected {want}", data.len())));
         }
         if is_zero(data) {
@@ -331,7 +346,11 @@ impl Writer {
         self.flush_pending()?;
         if e & OFLAG_COMPRESSED != 0 {
             let (host, len) = l2::compressed(e, cb);
-            let len = len.min(self.next_host - host);
+            // The sector-rounded length may reach past what has been
+            // written so far: the file ends where the last compressed
+            // cluster does.
+            let written = self.file.metadata().map_err(Error::io(host))?.len();
+            let len = len.min(written.saturating_sub(host));
             let mut src = vec![0u8; len as usize];
             self.file.read_exact_at(&mut src, host).map_err(Error::io(host))?;
             let mut out = vec![0u8; self.opts.cluster.usize()];
@@ -376,7 +395,9 @@ impl Writer {
         }
         // L1 table.
         let l1_bytes = l1.len() as u64 * 8;
-        let l1_clusters = l1_bytes.div_ceil(cs).max(1);
+        // No cluster at all for an empty L1 (a zero-length disk): QEMU would
+        // count a cluster it never reads as a leak.
+        let l1_clusters = l1_bytes.div_ceil(cs);
         let l1_off = self.alloc_clusters(l1_clusters);
         for c in 0..l1_clusters {
             self.refcounts[((l1_off >> cb) + c) as usize] = 1;

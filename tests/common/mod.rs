@@ -93,3 +93,40 @@ pub fn qemu_raw(image: &Path, dir: &Path) -> Vec<u8> {
     std::fs::remove_file(&out).unwrap();
     data
 }
+
+/// `qemu-img map --output=json` of an image (its whole chain).
+pub fn qemu_map(image: &Path) -> Vec<serde_json::Value> {
+    let out = run(tool("qemu-img").args(["map", "--output=json"]).arg(image));
+    serde_json::from_slice(&out.stdout).expect("qemu-img map JSON")
+}
+
+/// `qemu-img info --output=json` of one image.
+pub fn qemu_info(image: &Path) -> serde_json::Value {
+    let out = run(tool("qemu-img").args(["info", "--output=json"]).arg(image));
+    serde_json::from_slice(&out.stdout).expect("qemu-img info JSON")
+}
+
+/// A file of `len` random bytes, for `qemu-io write -s` and raw sources.
+pub fn random_file(path: &Path, rng: &mut Rng, len: usize) -> PathBuf {
+    let mut data = vec![0u8; len];
+    rng.fill(&mut data);
+    std::fs::write(path, &data).unwrap();
+    path.to_path_buf()
+}
+
+/// Random bytes that compress to a random fraction of their size: runs of
+/// random bytes separated by runs of one repeated byte.
+pub fn compressible(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let mut pos = 0;
+    while pos < len {
+        let n = (rng.below(2048) as usize + 1).min(len - pos);
+        if rng.below(2) == 0 {
+            rng.fill(&mut v[pos..pos + n]);
+        } else {
+            v[pos..pos + n].fill(rng.below(256) as u8);
+        }
+        pos += n;
+    }
+    v
+}
