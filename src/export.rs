@@ -28,21 +28,30 @@ pub enum Error {
 pub struct Disk<'a> {
     pub reader: &'a dyn ReadAt,
     pub chain: Option<&'a Chain>,
+    /// Export only this many bytes: a backup's disk size, which its QCOW2
+    /// image rounds up to whole sectors.
+    pub limit: Option<u64>,
 }
 
 impl Disk<'_> {
+    pub fn size(&self) -> u64 {
+        let s = self.reader.size();
+        self.limit.map_or(s, |l| l.min(s))
+    }
+
     /// Known zero (true) or maybe data (false) from `off`, and for how long.
     fn run(&self, off: u64, max: u64) -> io::Result<(bool, u64)> {
+        let max = max.min(self.size() - off);
         match self.chain {
             Some(c) => c.zero_run(off, max),
-            None => Ok((false, max.min(self.reader.size() - off))),
+            None => Ok((false, max)),
         }
     }
 
     /// Calls `f(offset, bytes)` for every chunk that may hold data, in order,
     /// reading on a second thread so reading and writing overlap.
     fn for_each_data(&self, mut f: impl FnMut(u64, &[u8]) -> Result<(), Error>) -> Result<(), Error> {
-        let size = self.reader.size();
+        let size = self.size();
         let (tx, rx) = mpsc::sync_channel::<Result<(u64, Vec<u8>), Error>>(3);
         let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
         std::thread::scope(|s| {
@@ -97,7 +106,7 @@ pub fn to_raw(disk: &Disk, out: &Path) -> Result<u64, Error> {
         }
         Ok(())
     })?;
-    file.set_len(disk.reader.size()).map_err(werr)?;
+    file.set_len(disk.size()).map_err(werr)?;
     file.sync_all().map_err(werr)?;
     Ok(written)
 }
@@ -105,7 +114,7 @@ pub fn to_raw(disk: &Disk, out: &Path) -> Result<u64, Error> {
 /// Writes the disk as a new, self-contained QCOW2 image.
 pub fn to_qcow2(disk: &Disk, out: &Path, opts: WriterOptions) -> Result<qcow2::WriteStats, Error> {
     let cs = opts.cluster.bytes();
-    let size = disk.reader.size();
+    let size = disk.size();
     if out.exists() {
         std::fs::remove_file(out).map_err(|source| Error::Write { path: out.display().to_string(), source })?;
     }

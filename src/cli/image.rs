@@ -91,7 +91,13 @@ pub fn info(path: &Path, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn export(path: &Path, format: ExportFormat, out: &Path, compress: Option<CompressArg>) -> Result<(), CliError> {
+pub fn export(
+    path: &Path,
+    limit: Option<u64>,
+    format: ExportFormat,
+    out: &Path,
+    compress: Option<CompressArg>,
+) -> Result<(), CliError> {
     if !path.exists() {
         return Err(CliError::msg(format!("{}: no such image", path.display())));
     }
@@ -101,11 +107,11 @@ pub fn export(path: &Path, format: ExportFormat, out: &Path, compress: Option<Co
     let disk = match qcow2::detect(path)? {
         Format::Qcow2 => {
             chain = Chain::open(path, &opts)?;
-            Disk { reader: &chain, chain: Some(&chain) }
+            Disk { reader: &chain, chain: Some(&chain), limit }
         }
         Format::Raw => {
             raw = backchain::block::RawFile::open(path)?;
-            Disk { reader: &raw, chain: None }
+            Disk { reader: &raw, chain: None, limit }
         }
     };
     match format {

@@ -119,7 +119,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { image, json } => image::info(&image, json),
         Command::Export { target, format, output, compress } => match target::parse(&target) {
-            target::Target::Image(p) => image::export(&p, format, &output, compress),
+            target::Target::Image(p) => image::export(&p, None, format, &output, compress),
             target::Target::Backup { id, disk } => with_repo(dir, |r| {
                 let images = target::backup_images(r, &id, disk)?;
                 if images.len() != 1 {
@@ -128,7 +128,7 @@ pub fn main() -> ExitCode {
                         images.len()
                     )));
                 }
-                image::export(&images[0].1, format, &output, compress)
+                image::export(&images[0].1, Some(images[0].2), format, &output, compress)
             }),
         },
         Command::Backup { vm, disks, kind, compress, json } => {

@@ -23,18 +23,19 @@ pub fn parse(s: &str) -> Target {
 }
 
 /// The image paths of a backup's disks (one disk when `disk` is given).
-pub fn backup_images(repo: &Repo, id: &str, disk: Option<usize>) -> Result<Vec<(usize, PathBuf)>, CliError> {
+/// The disks of a backup: (disk index, image path, disk size).
+pub fn backup_images(repo: &Repo, id: &str, disk: Option<usize>) -> Result<Vec<(usize, PathBuf, u64)>, CliError> {
     let b = repo
         .block_on(repo.catalog.backup(id))
         .map_err(|_| CliError::msg(format!("{id}: no such backup or image file")))?;
     if b.status != "completed" {
         return Err(CliError::msg(format!("backup {id} is {}, not completed", b.status)));
     }
-    let all: Vec<(usize, PathBuf)> =
-        b.disks.iter().map(|d| (d.disk_index as usize, repo.path(&d.image_path))).collect();
+    let all: Vec<(usize, PathBuf, u64)> =
+        b.disks.iter().map(|d| (d.disk_index as usize, repo.path(&d.image_path), d.virtual_size as u64)).collect();
     match disk {
         None => Ok(all),
-        Some(n) => match all.into_iter().find(|(i, _)| *i == n) {
+        Some(n) => match all.into_iter().find(|(i, _, _)| *i == n) {
             Some(x) => Ok(vec![x]),
             None => Err(CliError::msg(format!("backup {id} has no disk {n} ({} disks)", b.disks.len()))),
         },

@@ -102,18 +102,20 @@ fn verify_disk(repo: &Repo, d: &BackupDisk) -> Result<(), String> {
     }
     // Structure: every L1/L2 entry of every layer is walked and validated.
     qcow2::info(&chain).map_err(|e| format!("QCOW2 structure: {e}"))?;
-    if chain.virtual_size() != d.virtual_size as u64 {
-        return Err(format!("virtual size {} differs from the catalog's {}", chain.virtual_size(), d.virtual_size));
+    // QCOW2 sizes are whole 512-byte sectors: the image may end up to 511
+    // bytes after the disk it holds.
+    let size = d.virtual_size as u64;
+    if chain.virtual_size() != size.div_ceil(512) * 512 {
+        return Err(format!("virtual size {} differs from the catalog's {size}", chain.virtual_size()));
     }
     // Content: every cluster's digest against the map, and the map against
     // the catalog.
     let mut map = MapReader::open(&repo.path(&d.digest_path)).map_err(|e| e.to_string())?;
     let cs = map.cluster_size as u64;
-    if cs != d.cluster_size as u64 || map.virtual_size != chain.virtual_size() {
+    if cs != d.cluster_size as u64 || map.virtual_size != size {
         return Err("digest map geometry differs from the image".into());
     }
     let mut buf = vec![0u8; 4 << 20];
-    let size = chain.virtual_size();
     let mut off = 0u64;
     let mut content = blake3::Hasher::new();
     while off < size {
