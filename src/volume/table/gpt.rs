@@ -106,7 +106,7 @@ fn read_header(disk: &dyn ReadAt, sector: u64, lba: u64) -> Result<Header, Table
         ));
     }
     let entry_size = u32_at(&buf, H_ENTRY_SIZE);
-    if !(MIN_ENTRY_SIZE..=MAX_ENTRY_SIZE).contains(&entry_size) || entry_size % 8 != 0 {
+    if !(MIN_ENTRY_SIZE..=MAX_ENTRY_SIZE).contains(&entry_size) || !entry_size.is_multiple_of(8) {
         return Err(TableError::corrupt(off + H_ENTRY_SIZE as u64, format!("partition entry size {entry_size}")));
     }
     Ok(Header {
