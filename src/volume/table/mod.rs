@@ -242,6 +242,75 @@ mod tests {
         assert!(matches!(table(d), Err(TableError::Corrupt { .. })));
     }
 
+    fn unzstd(z: &[u8]) -> Vec<u8> {
+        zstd::stream::decode_all(z).unwrap()
+    }
+
+    /// fixtures/small/gpt-tiny.img.zst, as fixtures/small/make.sh told sgdisk
+    /// to lay it out (start sector, last sector, type code, name, GUIDs).
+    #[test]
+    fn committed_gpt_image() {
+        let d = unzstd(include_bytes!("../../../fixtures/small/gpt-tiny.img.zst"));
+        let disk: Arc<dyn ReadAt> = Arc::new(MemImage(d));
+        let t = read_table(&disk).unwrap();
+        let Scheme::Gpt { sector_size: 512, disk_guid } = t.scheme else { panic!("{:?}", t.scheme) };
+        assert_eq!(disk_guid.to_string(), "99999999-8888-4777-8666-555555555555");
+        let got: Vec<_> =
+            t.partitions.iter().map(|p| (p.number, p.start / 512, p.size / 512, p.type_name, p.gpt_name())).collect();
+        assert_eq!(
+            got,
+            [
+                (1, 2048, 512, Some("EFI system partition"), Some("EFI system partition")),
+                (2, 2560, 1024, Some("Linux filesystem"), Some("root ünïcode")),
+                (4, 3584, 128, Some("Microsoft basic data"), Some("data")),
+            ]
+        );
+        let PartKind::Gpt { unique_guid, attributes, .. } = &t.partitions[1].kind else { panic!() };
+        assert_eq!(unique_guid.to_string(), "01010101-0000-4000-8000-000000000002");
+        assert_eq!(*attributes, 1 << 2, "sgdisk -A 2:set:2 (legacy BIOS bootable)");
+        // Each window starts with the marker make.sh wrote there.
+        for (p, marker) in t.partitions.iter().zip([b"PART1", b"PART2", b"PART4"]) {
+            let mut b = [0u8; 5];
+            p.window(&disk).unwrap().read_exact_at(0, &mut b).unwrap();
+            assert_eq!(&b, marker);
+        }
+    }
+
+    /// fixtures/small/mbr-logical.img.zst, as make.sh told sfdisk to lay it out.
+    #[test]
+    fn committed_mbr_image() {
+        let d = unzstd(include_bytes!("../../../fixtures/small/mbr-logical.img.zst"));
+        let t = table(d).unwrap();
+        assert_eq!(t.scheme, Scheme::Mbr);
+        let got: Vec<_> = t
+            .partitions
+            .iter()
+            .map(|p| match p.kind {
+                PartKind::Mbr { type_byte, bootable } => (p.number, p.start / 512, p.size / 512, type_byte, bootable),
+                _ => panic!("{p:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 64, 512, 0x83, true),
+                (5, 1088, 1024, 6, false),
+                (6, 2176, 1024, 0x83, false),
+                (7, 3264, 1024, 7, false)
+            ]
+        );
+    }
+
+    /// fixtures/small/fat12.img.zst: a whole-volume FAT12, so no table.
+    #[test]
+    fn committed_fat12_image() {
+        let d = unzstd(include_bytes!("../../../fixtures/small/fat12.img.zst"));
+        assert_eq!(detect_fs_magic(&MemImage(d.clone())), FsHint::Fat);
+        let t = table(d).unwrap();
+        assert_eq!(t.scheme, Scheme::None);
+        assert_eq!(t.partitions[0].size, 1440 * 1024);
+    }
+
     #[test]
     fn mutations_never_panic() {
         // Deterministic byte flips over crafted tables; the fixture-based
