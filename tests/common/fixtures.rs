@@ -18,7 +18,8 @@ const GEN_TREE: &str = include_str!("../../fixtures/gen_tree.py");
 /// The fixture directory, built on first use. Layout: see fixtures/README.md
 /// (`src/`, `src-fat/`, `src-ntfs/`, `src-small/`, `ext4.img`, `fat32.img`,
 /// `fat16.img`, `fat12.img`, `ntfs.img`, `gpt.img`, `mbr.img`, `gpt4k.img`,
-/// `nopart-ext4.img`, `ntfs-streams.txt`). `BACKCHAIN_FIXTURES=DIR` overrides
+/// `nopart-ext4.img`, `ntfs-streams.txt`, `ntfs-reparse.txt`; ntfs.img also
+/// holds `reparse/`, which is not in `src-ntfs/`). `BACKCHAIN_FIXTURES=DIR` overrides
 /// the location.
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
