@@ -9,5 +9,6 @@ pub mod engine;
 pub mod export;
 pub mod qcow2;
 pub mod source;
+pub mod tree;
 pub mod util;
 pub mod volume;

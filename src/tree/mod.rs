@@ -1,0 +1,463 @@
+//! The one namespace that the CLI, FUSE and HTTP front ends share.
+//!
+//! A tree is made of virtual nodes (folders such as `disk-0/` or
+//! `Partition 1 - EFI (100 MB)`, raw `partition.img` files, notes, symlinks)
+//! and filesystem nodes, served by the filesystems of `volume::fs`.
+//!
+//! Inode numbers are deterministic: a filesystem node is `(slot << 48) | id`,
+//! where the slot numbers filesystems in the order the tree opened them (disk
+//! order, then partition order) and `id` is the filesystem's own node id
+//! (ext4 inode, NTFS record number, FAT entry offset); virtual nodes are
+//! numbered from 1 (the root) in creation order.
+
+mod build;
+mod names;
+mod repo;
+
+pub use build::{add_disk, for_backup, for_image};
+pub use names::{partition_folder, partition_label, volume_folder};
+pub use repo::for_repo;
+
+use crate::block::{Lru, ReadAt, read_at_most};
+use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+pub type Ino = u64;
+/// The root folder of every tree.
+pub const ROOT: Ino = 1;
+const SLOT_SHIFT: u32 = 48;
+const NODE_MASK: u64 = (1 << SLOT_SHIFT) - 1;
+/// Filesystems one tree can hold (slot numbers must fit above bit 48).
+pub const MAX_FILESYSTEMS: usize = (1 << 15) - 1;
+/// Folder listings kept, so that paged readdir and lookups in big folders
+/// do not list the folder again each time.
+const LISTING_CACHE: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("no such file or folder")]
+    NotFound,
+    #[error("not a folder")]
+    NotADirectory,
+    #[error("is a folder")]
+    IsADirectory,
+    #[error("not a symbolic link")]
+    NotASymlink,
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Fs(FsError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<FsError> for TreeError {
+    fn from(e: FsError) -> Self {
+        match e {
+            FsError::NotFound => TreeError::NotFound,
+            FsError::NotADirectory => TreeError::NotADirectory,
+            FsError::IsADirectory => TreeError::IsADirectory,
+            FsError::NotASymlink => TreeError::NotASymlink,
+            other => TreeError::Fs(other),
+        }
+    }
+}
+
+pub type Result<T, E = TreeError> = std::result::Result<T, E>;
+
+/// One file, folder or symlink of the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub ino: Ino,
+    /// The name in its folder (empty for the root).
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    pub size: u64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub mtime: Timestamp,
+    pub atime: Timestamp,
+    pub ctime: Timestamp,
+    /// Why a folder cannot be browsed, for partitions backchain cannot read.
+    pub note: Option<String>,
+}
+
+impl Node {
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    fn from_attr(name: Vec<u8>, ino: Ino, a: &Attr) -> Self {
+        Node {
+            ino,
+            name,
+            kind: a.kind,
+            size: a.size,
+            perm: a.perm,
+            uid: a.uid,
+            gid: a.gid,
+            nlink: a.nlink,
+            mtime: a.mtime,
+            atime: a.atime,
+            ctime: a.ctime,
+            note: None,
+        }
+    }
+}
+
+/// A folder listing, indexed by name.
+pub struct Listing {
+    pub entries: Vec<Node>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl Listing {
+    fn new(entries: Vec<Node>) -> Self {
+        let index = entries.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        Self { entries, index }
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&Node> {
+        self.index.get(name).map(|&i| &self.entries[i])
+    }
+}
+
+/// Children of a virtual folder that are computed when asked (the
+/// repository's VMs and backups).
+pub trait DirSource: Send + Sync {
+    fn children(&self, tree: &Tree, dir: Ino) -> Result<Vec<Child>>;
+    /// Whether the answer may change (then it is never cached).
+    fn dynamic(&self) -> bool;
+}
+
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub name: Vec<u8>,
+    pub ino: Ino,
+}
+
+enum VKind {
+    Dir(Vec<Child>),
+    LazyDir(Arc<dyn DirSource>),
+    File(Arc<dyn ReadAt>),
+    Symlink(Vec<u8>),
+}
+
+struct VNode {
+    kind: VKind,
+    time: Timestamp,
+    note: Option<String>,
+}
+
+struct Inner {
+    vnodes: RwLock<Vec<VNode>>,
+    slots: RwLock<Vec<Arc<dyn Filesystem>>>,
+    listings: Mutex<Lru<Ino, Arc<Listing>>>,
+    /// Virtual nodes by (parent, name), so lazily built folders keep their
+    /// inode numbers when they are built again.
+    named: Mutex<HashMap<(Ino, Vec<u8>), Ino>>,
+}
+
+/// A read-only namespace; cheap to clone and safe to share between threads.
+/// Calls block (they read disks, and the repository tree asks the catalog):
+/// async code calls them from `spawn_blocking`.
+#[derive(Clone)]
+pub struct Tree {
+    inner: Arc<Inner>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Self::new(Timestamp::default())
+    }
+}
+
+fn fs_ino(slot: usize, node: u64) -> Result<Ino> {
+    if node > NODE_MASK {
+        return Err(TreeError::Fs(FsError::corrupt(0, format!("node id {node} is above 2^48"))));
+    }
+    Ok(((slot as u64 + 1) << SLOT_SHIFT) | node)
+}
+
+impl Tree {
+    /// An empty tree: a root folder with the given time.
+    pub fn new(time: Timestamp) -> Self {
+        let root = VNode { kind: VKind::Dir(Vec::new()), time, note: None };
+        Tree {
+            inner: Arc::new(Inner {
+                // Index 0 is a placeholder so that inode numbers start at 1.
+                vnodes: RwLock::new(vec![VNode { kind: VKind::Dir(Vec::new()), time, note: None }, root]),
+                slots: RwLock::new(Vec::new()),
+                listings: Mutex::new(Lru::new(LISTING_CACHE)),
+                named: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn add_vnode(&self, parent: Ino, name: &[u8], node: VNode, link: bool) -> Ino {
+        let key = (parent, name.to_vec());
+        if let Some(&ino) = self.inner.named.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return ino;
+        }
+        let ino = {
+            let mut v = self.inner.vnodes.write().unwrap_or_else(|p| p.into_inner());
+            v.push(node);
+            (v.len() - 1) as Ino
+        };
+        self.inner.named.lock().unwrap_or_else(|p| p.into_inner()).insert(key, ino);
+        if link {
+            self.link(parent, name, ino);
+        }
+        ino
+    }
+
+    /// Adds `ino` under `name` to the static folder `parent`.
+    fn link(&self, parent: Ino, name: &[u8], ino: Ino) {
+        let mut v = self.inner.vnodes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(VNode { kind: VKind::Dir(children), .. }) = v.get_mut(parent as usize) {
+            if !children.iter().any(|c| c.name == name) {
+                children.push(Child { name: name.to_vec(), ino });
+            }
+        }
+        drop(v);
+        // Static folders only change while a tree is built: start the
+        // listing cache afresh rather than track which entry went stale.
+        *self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()) = Lru::new(LISTING_CACHE);
+    }
+
+    /// Adds a static folder.
+    pub fn add_dir(&self, parent: Ino, name: &str, time: Timestamp, note: Option<String>) -> Ino {
+        self.add_vnode(parent, name.as_bytes(), VNode { kind: VKind::Dir(Vec::new()), time, note }, true)
+    }
+
+    /// Adds a folder whose children `source` computes when asked.
+    pub fn add_lazy_dir(&self, parent: Ino, name: &str, time: Timestamp, source: Arc<dyn DirSource>) -> Ino {
+        self.add_vnode(parent, name.as_bytes(), VNode { kind: VKind::LazyDir(source), time, note: None }, true)
+    }
+
+    /// A node for a lazily listed folder's child, not linked anywhere.
+    pub fn lazy_child_dir(&self, parent: Ino, name: &str, time: Timestamp, source: Arc<dyn DirSource>) -> Ino {
+        self.add_vnode(parent, name.as_bytes(), VNode { kind: VKind::LazyDir(source), time, note: None }, false)
+    }
+
+    pub fn lazy_child_symlink(&self, parent: Ino, name: &str, target: &str, time: Timestamp) -> Ino {
+        let node = VNode { kind: VKind::Symlink(target.as_bytes().to_vec()), time, note: None };
+        self.add_vnode(parent, name.as_bytes(), node, false)
+    }
+
+    /// A static folder not linked into its parent (a build area).
+    pub(crate) fn add_dir_detached(&self, parent: Ino, name: &str) -> Ino {
+        let node = VNode { kind: VKind::Dir(Vec::new()), time: Timestamp::default(), note: None };
+        self.add_vnode(parent, name.as_bytes(), node, false)
+    }
+
+    /// The children of a static folder.
+    pub(crate) fn static_children(&self, dir: Ino) -> Vec<Child> {
+        self.with_vnode(dir, |v| match &v.kind {
+            VKind::Dir(c) => c.clone(),
+            _ => Vec::new(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Makes the root a folder whose children `source` computes.
+    pub fn set_root_source(&self, source: Arc<dyn DirSource>) {
+        let mut v = self.inner.vnodes.write().unwrap_or_else(|p| p.into_inner());
+        v[ROOT as usize].kind = VKind::LazyDir(source);
+    }
+
+    /// Adds a file whose bytes are `data` (a partition window, a note).
+    pub fn add_file(&self, parent: Ino, name: &str, time: Timestamp, data: Arc<dyn ReadAt>) -> Ino {
+        self.add_vnode(parent, name.as_bytes(), VNode { kind: VKind::File(data), time, note: None }, true)
+    }
+
+    /// Mounts a filesystem's root as folder `name` of `parent`.
+    pub fn add_fs(&self, parent: Ino, name: &str, fs: Arc<dyn Filesystem>) -> Result<Ino> {
+        let root = fs.root();
+        let slot = {
+            let mut s = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
+            if s.len() >= MAX_FILESYSTEMS {
+                return Err(TreeError::Unavailable(format!("more than {MAX_FILESYSTEMS} filesystems in one tree")));
+            }
+            s.push(fs);
+            s.len() - 1
+        };
+        let ino = fs_ino(slot, root)?;
+        self.link(parent, name.as_bytes(), ino);
+        Ok(ino)
+    }
+
+    fn fs_of(&self, ino: Ino) -> Option<(Arc<dyn Filesystem>, usize, u64)> {
+        let slot = (ino >> SLOT_SHIFT) as usize;
+        if slot == 0 {
+            return None;
+        }
+        let fs = self.inner.slots.read().unwrap_or_else(|p| p.into_inner()).get(slot - 1)?.clone();
+        Some((fs, slot - 1, ino & NODE_MASK))
+    }
+
+    fn with_vnode<T>(&self, ino: Ino, f: impl FnOnce(&VNode) -> T) -> Result<T> {
+        let v = self.inner.vnodes.read().unwrap_or_else(|p| p.into_inner());
+        match v.get(ino as usize) {
+            Some(n) if ino != 0 => Ok(f(n)),
+            _ => Err(TreeError::NotFound),
+        }
+    }
+
+    /// The attributes of a node (its name is left empty).
+    pub fn getattr(&self, ino: Ino) -> Result<Node> {
+        if let Some((fs, _, node)) = self.fs_of(ino) {
+            return Ok(Node::from_attr(Vec::new(), ino, &fs.stat(node)?));
+        }
+        self.with_vnode(ino, |v| {
+            let (kind, size, perm) = match &v.kind {
+                VKind::Dir(_) | VKind::LazyDir(_) => (NodeKind::Directory, 0, 0o555),
+                VKind::File(d) => (NodeKind::File, d.size(), 0o444),
+                VKind::Symlink(t) => (NodeKind::Symlink, t.len() as u64, 0o777),
+            };
+            Node {
+                ino,
+                name: Vec::new(),
+                kind,
+                size,
+                perm,
+                uid: 0,
+                gid: 0,
+                nlink: if kind == NodeKind::Directory { 2 } else { 1 },
+                mtime: v.time,
+                atime: v.time,
+                ctime: v.time,
+                note: v.note.clone(),
+            }
+        })
+    }
+
+    /// The entries of a folder (cached; shared between callers).
+    pub fn read_dir(&self, ino: Ino) -> Result<Arc<Listing>> {
+        if let Some(l) = self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()).get(&ino) {
+            return Ok(l);
+        }
+        let (listing, cache) = self.list_uncached(ino)?;
+        let listing = Arc::new(listing);
+        if cache {
+            self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()).insert(ino, listing.clone());
+        }
+        Ok(listing)
+    }
+
+    fn list_uncached(&self, ino: Ino) -> Result<(Listing, bool)> {
+        if let Some((fs, slot, node)) = self.fs_of(ino) {
+            let entries = fs.read_dir(node)?;
+            let mut nodes = Vec::with_capacity(entries.len());
+            for e in entries {
+                let ino = fs_ino(slot, e.attr.node)?;
+                nodes.push(Node::from_attr(e.name, ino, &e.attr));
+            }
+            return Ok((Listing::new(nodes), true));
+        }
+        enum Kids {
+            Static(Vec<Child>),
+            Lazy(Arc<dyn DirSource>),
+        }
+        let kids = self.with_vnode(ino, |v| match &v.kind {
+            VKind::Dir(c) => Ok(Kids::Static(c.clone())),
+            VKind::LazyDir(s) => Ok(Kids::Lazy(s.clone())),
+            _ => Err(TreeError::NotADirectory),
+        })??;
+        let (children, cache) = match kids {
+            Kids::Static(c) => (c, true),
+            Kids::Lazy(s) => (s.children(self, ino)?, !s.dynamic()),
+        };
+        let mut nodes = Vec::with_capacity(children.len());
+        for c in children {
+            let mut n = self.getattr(c.ino)?;
+            n.name = c.name;
+            nodes.push(n);
+        }
+        Ok((Listing::new(nodes), cache))
+    }
+
+    /// One entry of a folder by name.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Node> {
+        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+            return Err(TreeError::InvalidPath(format!("{:?} is not a name", String::from_utf8_lossy(name))));
+        }
+        if let Some((fs, slot, node)) = self.fs_of(parent) {
+            let cached = self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()).get(&parent);
+            if let Some(l) = cached {
+                return l.get(name).cloned().ok_or(TreeError::NotFound);
+            }
+            let e = fs.lookup(node, name)?;
+            return Ok(Node::from_attr(e.name, fs_ino(slot, e.attr.node)?, &e.attr));
+        }
+        let l = self.read_dir(parent)?;
+        l.get(name).cloned().ok_or(TreeError::NotFound)
+    }
+
+    /// A node by path from the root ("/a/b", "a/b"). `..` is refused and
+    /// symlinks are never followed, so no path leaves the tree.
+    pub fn resolve(&self, path: &str) -> Result<Node> {
+        self.resolve_bytes(path.as_bytes())
+    }
+
+    pub fn resolve_bytes(&self, path: &[u8]) -> Result<Node> {
+        let mut node = self.getattr(ROOT)?;
+        for part in path.split(|&b| b == b'/') {
+            match part {
+                b"" | b"." => continue,
+                b".." => return Err(TreeError::InvalidPath("'..' is not allowed".into())),
+                _ => {}
+            }
+            if part.contains(&0) {
+                return Err(TreeError::InvalidPath("NUL in path".into()));
+            }
+            if node.kind != NodeKind::Directory {
+                return Err(TreeError::NotADirectory);
+            }
+            node = self.lookup(node.ino, part)?;
+        }
+        Ok(node)
+    }
+
+    /// Reads file bytes; fewer than asked only at the end of the file.
+    pub fn read(&self, ino: Ino, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if let Some((fs, _, node)) = self.fs_of(ino) {
+            return Ok(fs.read(node, offset, buf)?);
+        }
+        let data = self.with_vnode(ino, |v| match &v.kind {
+            VKind::File(d) => Ok(d.clone()),
+            VKind::Dir(_) | VKind::LazyDir(_) => Err(TreeError::IsADirectory),
+            VKind::Symlink(_) => Err(TreeError::InvalidPath("a symbolic link has no bytes to read".into())),
+        })??;
+        Ok(read_at_most(&*data, offset, buf)?)
+    }
+
+    pub fn read_link(&self, ino: Ino) -> Result<Vec<u8>> {
+        if let Some((fs, _, node)) = self.fs_of(ino) {
+            return Ok(fs.read_link(node)?);
+        }
+        self.with_vnode(ino, |v| match &v.kind {
+            VKind::Symlink(t) => Ok(t.clone()),
+            _ => Err(TreeError::NotASymlink),
+        })?
+    }
+
+    /// Space figures for `df`: the sum over the tree's filesystems.
+    pub fn statfs(&self) -> FsStats {
+        let slots = self.inner.slots.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut total = FsStats { block_size: 4096, ..Default::default() };
+        for fs in slots {
+            if let Ok(s) = fs.statfs() {
+                total.total_bytes += s.total_bytes;
+                total.free_bytes += s.free_bytes;
+                total.files += s.files;
+            }
+        }
+        total
+    }
+}
