@@ -265,6 +265,14 @@ impl Tree {
         .unwrap_or_default()
     }
 
+    /// Whether a node may change while the tree is served: the folders of a
+    /// repository tree (VMs, backup lists, `latest`), never a backup's content.
+    pub fn volatile(&self, ino: Ino) -> bool {
+        ino >> SLOT_SHIFT == 0
+            && self.with_vnode(ROOT, |v| matches!(v.kind, VKind::LazyDir(_))).unwrap_or(false)
+            && self.with_vnode(ino, |v| matches!(v.kind, VKind::LazyDir(_) | VKind::Symlink(_))).unwrap_or(false)
+    }
+
     /// Makes the root a folder whose children `source` computes.
     pub fn set_root_source(&self, source: Arc<dyn DirSource>) {
         let mut v = self.inner.vnodes.write().unwrap_or_else(|p| p.into_inner());
