@@ -1,0 +1,309 @@
+//! Mounting, unmounting, and cleaning up mounts whose server died.
+//!
+//! As root the mount is a direct mount(2); as a normal user fuser goes
+//! through the setuid helper `fusermount3` (package fuse3). Unmounting uses
+//! umount2(2) as root and `fusermount3 -u` otherwise.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
+use nix::mount::MntFlags;
+
+use crate::mountinfo::{self, MountEntry};
+use crate::server::Server;
+use crate::tree::ReadOnlyTree;
+
+/// The FUSE device; without it nothing can be mounted.
+pub const FUSE_DEVICE: &str = "/dev/fuse";
+/// The subtype shown in mount listings (`fuse.backchain` through fusermount3).
+pub const SUBTYPE: &str = "backchain";
+/// The setuid helper non-root users mount and unmount through.
+const FUSERMOUNT: &str = "fusermount3";
+/// How long a mount may take to answer `stat` before it counts as alive
+/// but busy (a dead one answers at once with ENOTCONN).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Dead mounts stacked at one place that `clean_stale_mount` removes at most.
+const MAX_STACKED_MOUNTS: usize = 16;
+/// How often `mount_foreground` checks for a signal or an external unmount.
+const FOREGROUND_POLL: Duration = Duration::from_millis(100);
+/// Readahead, in KiB, set on the mount's backing device when allowed (root):
+/// the kernel offers FUSE only 128 KiB at mount time.
+const READAHEAD_KB: u32 = 1024;
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Let other users (file managers running as someone else) in. Turns on
+    /// the kernel's permission checks (`default_permissions`) against the
+    /// tree's modes and owners. A non-root user needs `user_allow_other` in
+    /// /etc/fuse.conf.
+    pub allow_other: bool,
+    /// The source shown by `mount` and `df` (e.g. the backup id).
+    pub fsname: String,
+    /// Threads serving file reads.
+    pub read_threads: usize,
+    /// Threads serving lookups, listings, attributes and the rest.
+    pub meta_threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions { allow_other: false, fsname: SUBTYPE.to_string(), read_threads: 8, meta_threads: 4 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{FUSE_DEVICE} is missing: install the fuse3 package and load the fuse module")]
+    NoFuseDevice,
+    #[error("{0}: not a folder")]
+    NotAFolder(PathBuf),
+    #[error("{0}: already mounted")]
+    AlreadyMounted(PathBuf),
+    #[error("{0}: not a FUSE mount")]
+    NotMounted(PathBuf),
+    #[error("{0}: busy (a program still uses a file or folder in it)")]
+    Busy(PathBuf),
+    #[error("{0}: mounting for other users needs 'user_allow_other' in /etc/fuse.conf")]
+    AllowOtherDenied(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MountError + '_ {
+    move |source| MountError::Io { path: path.to_path_buf(), source }
+}
+
+/// A live mount served by background threads. Dropping it unmounts.
+#[derive(Debug)]
+pub struct MountHandle {
+    session: Option<BackgroundSession>,
+    path: PathBuf,
+}
+
+impl MountHandle {
+    /// Where the tree is mounted (absolute, without symlinks).
+    pub fn mountpoint(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the server is still running (false after an external unmount).
+    pub fn is_serving(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.guard.is_finished())
+    }
+
+    /// Unmounts. If a program still uses the mount, it is detached instead
+    /// (gone from the namespace; open files keep working until closed).
+    /// Either way nothing is left mounted at the mount point afterwards.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), MountError> {
+        let Some(session) = self.session.take() else { return Ok(()) };
+        if session.guard.is_finished() {
+            // Unmounted from outside; the session already ended.
+            let _ = session.join();
+            return Ok(());
+        }
+        match session.umount_and_join() {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => detach(&self.path),
+            Err(e) => Err(io_err(&self.path)(e)),
+        }
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            log::warn!("backchain-fuse: unmounting {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Mounts `tree` read-only at `mountpoint` and serves it from background
+/// threads; returns once the mount is live. A dead mount left at the same
+/// place by a server that died is cleaned up first.
+pub fn mount(tree: Arc<dyn ReadOnlyTree>, mountpoint: &Path, opts: &MountOptions) -> Result<MountHandle, MountError> {
+    let (session, path) = start(tree, mountpoint, opts)?;
+    let session = session.spawn().map_err(io_err(&path))?;
+    raise_readahead(&path);
+    Ok(MountHandle { session: Some(session), path })
+}
+
+/// Like [`mount`], but serves until the mount is unmounted from outside or
+/// the process gets SIGINT, SIGTERM or SIGHUP, which unmount it. Returns
+/// after unmounting. The signal handlers stay installed (they only set a
+/// flag), so the caller should exit soon after.
+pub fn mount_foreground(tree: Arc<dyn ReadOnlyTree>, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut ids = Vec::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        ids.push(signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(io_err(mountpoint))?);
+    }
+    let result = mount(tree, mountpoint, opts).and_then(|handle| {
+        while !stop.load(Ordering::Relaxed) && handle.is_serving() {
+            thread::sleep(FOREGROUND_POLL);
+        }
+        handle.unmount()
+    });
+    for id in ids {
+        signal_hook::low_level::unregister(id);
+    }
+    result
+}
+
+/// Unmounts the FUSE mount at `mountpoint` (refusing anything that is not a
+/// FUSE mount). A dead mount is detached; a busy one is left alone and
+/// reported as [`MountError::Busy`].
+pub fn unmount(mountpoint: &Path) -> Result<(), MountError> {
+    let path = resolve(mountpoint)?;
+    let top = mountinfo::mounts_at(&path).map_err(io_err(&path))?.pop();
+    if !top.as_ref().is_some_and(MountEntry::is_fuse) {
+        return Err(MountError::NotMounted(path));
+    }
+    if probe(&path) == Probe::Dead {
+        return detach(&path);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return match nix::mount::umount2(path.as_path(), MntFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EBUSY) => Err(MountError::Busy(path)),
+            Err(e) => Err(io_err(&path)(e.into())),
+        };
+    }
+    let out = Command::new(FUSERMOUNT).arg("-u").arg("--").arg(&path).output().map_err(io_err(&path))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if stderr.contains("busy") { Err(MountError::Busy(path)) } else { Err(io_err(&path)(io::Error::other(stderr))) }
+}
+
+/// Detects a dead FUSE mount at `mountpoint` (its server is gone: every
+/// access fails with "transport endpoint is not connected") and detaches it,
+/// repeatedly if several are stacked there. Returns whether anything was
+/// cleaned. A live mount, even a slow one, is never touched.
+pub fn clean_stale_mount(mountpoint: &Path) -> Result<bool, MountError> {
+    let path = resolve(mountpoint)?;
+    let mut cleaned = false;
+    for _ in 0..MAX_STACKED_MOUNTS {
+        let top = mountinfo::mounts_at(&path).map_err(io_err(&path))?.pop();
+        if !top.as_ref().is_some_and(MountEntry::is_fuse) || probe(&path) != Probe::Dead {
+            break;
+        }
+        log::info!("backchain-fuse: detaching the dead mount at {}", path.display());
+        detach(&path)?;
+        cleaned = true;
+    }
+    Ok(cleaned)
+}
+
+/// Mount-time checks and the mount itself (the session is live on return).
+fn start(
+    tree: Arc<dyn ReadOnlyTree>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<(Session<Server>, PathBuf), MountError> {
+    if !Path::new(FUSE_DEVICE).exists() {
+        return Err(MountError::NoFuseDevice);
+    }
+    let path = resolve(mountpoint)?;
+    clean_stale_mount(&path)?;
+    if mountinfo::mounts_at(&path).map_err(io_err(&path))?.last().is_some_and(MountEntry::is_fuse) {
+        return Err(MountError::AlreadyMounted(path));
+    }
+    if !std::fs::metadata(&path).map_err(io_err(&path))?.is_dir() {
+        return Err(MountError::NotAFolder(path));
+    }
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype(SUBTYPE.to_string()),
+    ];
+    if opts.allow_other {
+        config.mount_options.push(MountOption::DefaultPermissions);
+        config.acl = SessionACL::All;
+    }
+    let server = Server::new(tree, opts.read_threads, opts.meta_threads).map_err(io_err(&path))?;
+    let session = Session::new(server, &path, &config).map_err(|e| {
+        if opts.allow_other && e.kind() == io::ErrorKind::PermissionDenied {
+            MountError::AllowOtherDenied(path.clone())
+        } else {
+            io_err(&path)(e)
+        }
+    })?;
+    Ok((session, path))
+}
+
+/// An absolute path for `mountpoint` without symlinks, found without
+/// touching the mount point itself (a dead mount fails every access).
+fn resolve(mountpoint: &Path) -> Result<PathBuf, MountError> {
+    let absolute = std::path::absolute(mountpoint).map_err(io_err(mountpoint))?;
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent.canonicalize().map_err(io_err(parent))?.join(name)),
+        _ => Err(MountError::NotAFolder(absolute)),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    Dead,
+    Alive,
+}
+
+/// Stats the mount point on a helper thread: ENOTCONN (or ECONNABORTED)
+/// means the server is gone. A server that does not answer in time is
+/// treated as alive, and its thread is left blocked rather than this one.
+fn probe(path: &Path) -> Probe {
+    let (tx, rx) = mpsc::channel();
+    let p = path.to_path_buf();
+    let spawned = thread::Builder::new().name("backchain-probe".into()).spawn(move || {
+        let _ = tx.send(std::fs::metadata(&p).err().and_then(|e| e.raw_os_error()));
+    });
+    if spawned.is_err() {
+        return Probe::Alive;
+    }
+    match rx.recv_timeout(PROBE_TIMEOUT) {
+        Ok(Some(libc::ENOTCONN | libc::ECONNABORTED)) => Probe::Dead,
+        _ => Probe::Alive,
+    }
+}
+
+/// Lazy unmount: the mount disappears from the namespace at once; the
+/// kernel drops it when its last user goes.
+fn detach(path: &Path) -> Result<(), MountError> {
+    if nix::unistd::geteuid().is_root() {
+        return nix::mount::umount2(path, MntFlags::MNT_DETACH).map_err(|e| io_err(path)(e.into()));
+    }
+    let out = Command::new(FUSERMOUNT).args(["-u", "-z", "--"]).arg(path).output().map_err(io_err(path))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io_err(path)(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string())))
+    }
+}
+
+/// Best effort: FUSE starts with the default 128 KiB readahead; root may
+/// raise it on the mount's backing device (named MAJOR:MINOR in sysfs).
+fn raise_readahead(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let dev = meta.dev();
+    let bdi = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    if let Err(e) = std::fs::write(&bdi, READAHEAD_KB.to_string()) {
+        log::debug!("backchain-fuse: cannot raise readahead through {bdi}: {e}");
+    }
+}
