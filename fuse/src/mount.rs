@@ -27,7 +27,7 @@ pub const FUSE_DEVICE: &str = "/dev/fuse";
 pub const SUBTYPE: &str = "backchain";
 /// The setuid helper non-root users mount and unmount through.
 const FUSERMOUNT: &str = "fusermount3";
-/// How long a mount may take to answer `stat` before it counts as alive
+/// How long a mount may take to answer `statfs` before it counts as alive
 /// but busy (a dead one answers at once with ENOTCONN).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Dead mounts stacked at one place that `clean_stale_mount` removes at most.
@@ -265,20 +265,22 @@ enum Probe {
     Alive,
 }
 
-/// Stats the mount point on a helper thread: ENOTCONN (or ECONNABORTED)
-/// means the server is gone. A server that does not answer in time is
-/// treated as alive, and its thread is left blocked rather than this one.
+/// Asks the mount for `statfs` on a helper thread: ENOTCONN (or
+/// ECONNABORTED) means the server is gone. (Not `stat`: the kernel answers
+/// that from its attribute cache, even for a dead mount.) A server that does
+/// not answer in time is treated as alive, and the helper thread is left
+/// blocked rather than this one.
 fn probe(path: &Path) -> Probe {
     let (tx, rx) = mpsc::channel();
     let p = path.to_path_buf();
     let spawned = thread::Builder::new().name("backchain-probe".into()).spawn(move || {
-        let _ = tx.send(std::fs::metadata(&p).err().and_then(|e| e.raw_os_error()));
+        let _ = tx.send(nix::sys::statvfs::statvfs(&p).err());
     });
     if spawned.is_err() {
         return Probe::Alive;
     }
     match rx.recv_timeout(PROBE_TIMEOUT) {
-        Ok(Some(libc::ENOTCONN | libc::ECONNABORTED)) => Probe::Dead,
+        Ok(Some(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED)) => Probe::Dead,
         _ => Probe::Alive,
     }
 }
