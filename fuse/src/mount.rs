@@ -64,6 +64,8 @@ impl Default for MountOptions {
 pub enum MountError {
     #[error("{FUSE_DEVICE} is missing: install the fuse3 package and load the fuse module")]
     NoFuseDevice,
+    #[error("{FUSE_DEVICE} is not open to normal users (it should be mode 0666, as the fuse3 package sets it)")]
+    FuseDeviceDenied,
     #[error("{0}: not a folder")]
     NotAFolder(PathBuf),
     #[error("{0}: already mounted")]
@@ -216,6 +218,14 @@ fn start(
 ) -> Result<(Session<Server>, PathBuf), MountError> {
     if !Path::new(FUSE_DEVICE).exists() {
         return Err(MountError::NoFuseDevice);
+    }
+    // fuser opens the device before falling back to fusermount3, so a normal
+    // user needs it open to all, as distributions set it up.
+    if !nix::unistd::geteuid().is_root()
+        && let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(FUSE_DEVICE)
+        && e.kind() == io::ErrorKind::PermissionDenied
+    {
+        return Err(MountError::FuseDeviceDenied);
     }
     let path = resolve(mountpoint)?;
     clean_stale_mount(&path)?;
