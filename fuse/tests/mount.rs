@@ -375,3 +375,85 @@ fn allow_other_lets_others_in_with_permission_checks() {
     shared.unmount().unwrap();
     assert_eq!(ErrorKind::NotFound, fs::metadata(mnt.join("hello.txt")).unwrap_err().kind());
 }
+
+/// A folder whose entries grow while mounted, like a repository's list of
+/// backups: its attributes carry a zero ttl.
+struct Growing {
+    count: std::sync::atomic::AtomicU64,
+}
+
+const GROWING_ROOT: u64 = 2;
+
+impl Growing {
+    fn entry(&self, i: u64) -> backchain_fuse::Attr {
+        let mut a = backchain_fuse::Attr::new(10 + i, Kind::File, i, 0o644);
+        a.mtime = time(1_700_000_000 + i, 0);
+        a
+    }
+}
+
+impl ReadOnlyTree for Growing {
+    fn root(&self) -> u64 {
+        GROWING_ROOT
+    }
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<backchain_fuse::Attr, backchain_fuse::TreeError> {
+        let n = self.count.load(Ordering::SeqCst);
+        let i = name.to_str().and_then(|s| s.strip_prefix("backup-")).and_then(|s| s.parse::<u64>().ok());
+        match i {
+            Some(i) if parent == GROWING_ROOT && i < n => Ok(self.entry(i)),
+            _ => Err(backchain_fuse::TreeError::NotFound),
+        }
+    }
+    fn getattr(&self, ino: u64) -> Result<backchain_fuse::Attr, backchain_fuse::TreeError> {
+        if ino == GROWING_ROOT {
+            let mut a = backchain_fuse::Attr::new(ino, Kind::Directory, 0, 0o755);
+            a.mtime = time(1_700_000_000 + self.count.load(Ordering::SeqCst), 0);
+            a.ttl = Duration::ZERO;
+            return Ok(a);
+        }
+        Ok(self.entry(ino.checked_sub(10).ok_or(backchain_fuse::TreeError::NotFound)?))
+    }
+    fn readdir(
+        &self,
+        _ino: u64,
+        offset: u64,
+        add: &mut dyn FnMut(backchain_fuse::DirEntry<'_>) -> bool,
+    ) -> Result<(), backchain_fuse::TreeError> {
+        for i in offset..self.count.load(Ordering::SeqCst) {
+            let name = format!("backup-{i}");
+            if !add(backchain_fuse::DirEntry { ino: 10 + i, kind: Kind::File, name: OsStr::new(&name) }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn read(&self, _: u64, _: u64, _: &mut [u8]) -> Result<usize, backchain_fuse::TreeError> {
+        Ok(0)
+    }
+    fn readlink(&self, _: u64) -> Result<Vec<u8>, backchain_fuse::TreeError> {
+        Err(backchain_fuse::TreeError::NotASymlink)
+    }
+}
+
+#[test]
+fn a_zero_ttl_folder_shows_new_entries() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempdir();
+    let mnt = mountpoint(&dir);
+    let tree = Arc::new(Growing { count: 2.into() });
+    let _handle = mount(tree.clone(), &mnt, &MountOptions::default()).unwrap();
+    let list = || {
+        let mut v: Vec<_> = fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list(), ["backup-0", "backup-1"]);
+    assert_eq!(errno(fs::metadata(mnt.join("backup-2"))), libc::ENOENT);
+    assert_eq!(fs::metadata(&mnt).unwrap().modified().unwrap(), time(1_700_000_002, 0));
+    tree.count.store(3, Ordering::SeqCst);
+    assert_eq!(list(), ["backup-0", "backup-1", "backup-2"]);
+    assert_eq!(fs::metadata(mnt.join("backup-2")).unwrap().len(), 2);
+    assert_eq!(fs::metadata(&mnt).unwrap().modified().unwrap(), time(1_700_000_003, 0));
+}
