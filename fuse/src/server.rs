@@ -30,6 +30,12 @@ const MAX_BACKGROUND: u16 = 64;
 /// has the offset `i + DIR_OFFSET_BASE + 1` (the offset of the next entry).
 const DIR_OFFSET_BASE: u64 = 2;
 
+thread_local! {
+    /// Each read worker's buffer, as large as the largest read it served
+    /// (bounded by the kernel's maximum request size).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub(crate) struct Server {
     tree: Arc<dyn ReadOnlyTree>,
     root: u64,
@@ -252,12 +258,18 @@ impl Filesystem for Server {
         let tree = Arc::clone(&self.tree);
         let inodes = Inodes { root: self.root };
         self.reads.run(move || {
-            let mut buf = vec![0u8; len];
-            match tree.read(inodes.to_tree(ino), offset, &mut buf) {
-                Ok(n) if n <= len => reply.data(&buf[..n]),
-                Ok(n) => reply.error(errno(&TreeError::Corrupt(format!("read returned {n} bytes for {len}")))),
-                Err(e) => reply.error(errno(&e)),
-            }
+            READ_BUF.with_borrow_mut(|buf| {
+                // Reused per worker: a fresh MiB per request costs page faults.
+                if buf.len() < len {
+                    buf.resize(len, 0);
+                }
+                let buf = &mut buf[..len];
+                match tree.read(inodes.to_tree(ino), offset, buf) {
+                    Ok(n) if n <= len => reply.data(&buf[..n]),
+                    Ok(n) => reply.error(errno(&TreeError::Corrupt(format!("read returned {n} bytes for {len}")))),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            })
         });
     }
 
