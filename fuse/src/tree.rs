@@ -168,7 +168,9 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     /// entry; `.` and `..` are not counted), in an order that never changes
     /// between calls, calling `add` for each entry until it returns `false`
     /// (the reply buffer is full) or the folder ends. Resuming at any offset
-    /// must be cheap: large folders are listed in many calls.
+    /// must be cheap: large folders are listed in many calls. The server
+    /// sends each entry's attributes along (one [`getattr`](Self::getattr)
+    /// per entry), so `getattr` should be cheap too.
     fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), TreeError>;
 
     /// Fills `buf` with the bytes of file `ino` from `offset`; returns how

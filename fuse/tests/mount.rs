@@ -457,3 +457,35 @@ fn a_zero_ttl_folder_shows_new_entries() {
     assert_eq!(fs::metadata(mnt.join("backup-2")).unwrap().len(), 2);
     assert_eq!(fs::metadata(&mnt).unwrap().modified().unwrap(), time(1_700_000_003, 0));
 }
+
+#[test]
+fn listings_carry_attributes_and_survive_a_damaged_entry() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempdir();
+    let mnt = mountpoint(&dir);
+    let mut tree = MemTree::sample();
+    let broken = tree.ino_of("many/file-00007");
+    tree.broken.insert(broken);
+    let tree = Arc::new(tree);
+    let _handle = mount(tree.clone(), &mnt, &MountOptions::default()).unwrap();
+    let many = tree.ino_of("many");
+    let want = tree.children(many);
+    let before = tree.lookups.load(Ordering::SeqCst);
+    let mut listed = 0;
+    for entry in fs::read_dir(mnt.join("many")).unwrap() {
+        let entry = entry.unwrap();
+        listed += 1;
+        let (_, attr) = want.iter().find(|(n, _)| *n == entry.file_name()).expect("listed name exists");
+        if attr.ino == broken {
+            assert_eq!(errno(entry.metadata()), libc::EIO);
+        } else {
+            check_attr(&entry.path(), attr);
+        }
+    }
+    assert_eq!(listed, MANY, "the damaged entry is still listed");
+    // Stat'ing every entry after listing needed (almost) no lookups.
+    let lookups = tree.lookups.load(Ordering::SeqCst) - before;
+    assert!(lookups < 50, "{lookups} lookups for a listing of {MANY} entries");
+}

@@ -3,7 +3,7 @@
 //! the tree holds (generated files are compared against their generator).
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -94,6 +94,10 @@ pub struct MemTree {
     by_name: HashMap<(u64, OsString), u64>,
     next: u64,
     pub gate: Gate,
+    /// Nodes whose attributes fail to read (as on a damaged filesystem).
+    pub broken: HashSet<u64>,
+    /// How many lookups the server asked for.
+    pub lookups: AtomicUsize,
 }
 
 /// A fixed, known timestamp with nanoseconds, to check precision.
@@ -106,7 +110,14 @@ impl MemTree {
         let mut attr = Attr::new(ROOT, Kind::Directory, 0, 0o755);
         attr.mtime = time(1_700_000_000, 5);
         let root = Node { attr, name: OsString::new(), content: Content::Dir(Vec::new()) };
-        MemTree { nodes: HashMap::from([(ROOT, root)]), by_name: HashMap::new(), next: ROOT + 1, gate: Gate::default() }
+        MemTree {
+            nodes: HashMap::from([(ROOT, root)]),
+            by_name: HashMap::new(),
+            next: ROOT + 1,
+            gate: Gate::default(),
+            broken: HashSet::new(),
+            lookups: AtomicUsize::new(0),
+        }
     }
 
     fn add(&mut self, parent: u64, name: &str, kind: Kind, size: u64, perm: u16, content: Content) -> u64 {
@@ -181,6 +192,13 @@ impl MemTree {
     fn node(&self, ino: u64) -> Result<&Node, TreeError> {
         self.nodes.get(&ino).ok_or(TreeError::NotFound)
     }
+
+    fn attr(&self, ino: u64) -> Result<Attr, TreeError> {
+        if self.broken.contains(&ino) {
+            return Err(TreeError::Corrupt(format!("inode {ino} is damaged")));
+        }
+        Ok(self.node(ino)?.attr.clone())
+    }
 }
 
 impl ReadOnlyTree for MemTree {
@@ -192,12 +210,13 @@ impl ReadOnlyTree for MemTree {
         if !matches!(self.node(parent)?.content, Content::Dir(_)) {
             return Err(TreeError::NotADirectory);
         }
+        self.lookups.fetch_add(1, Ordering::SeqCst);
         let ino = self.by_name.get(&(parent, name.to_owned())).ok_or(TreeError::NotFound)?;
-        Ok(self.node(*ino)?.attr.clone())
+        self.attr(*ino)
     }
 
     fn getattr(&self, ino: u64) -> Result<Attr, TreeError> {
-        Ok(self.node(ino)?.attr.clone())
+        self.attr(ino)
     }
 
     fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), TreeError> {
