@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
 use nix::mount::MntFlags;
@@ -32,6 +32,9 @@ const FUSERMOUNT: &str = "fusermount3";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Dead mounts stacked at one place that `clean_stale_mount` removes at most.
 const MAX_STACKED_MOUNTS: usize = 16;
+/// How long unmounting waits for the session thread to end.
+const SESSION_END_WAIT: Duration = Duration::from_secs(5);
+const SESSION_END_POLL: Duration = Duration::from_millis(5);
 /// How often `mount_foreground` checks for a signal or an external unmount.
 const FOREGROUND_POLL: Duration = Duration::from_millis(100);
 /// Readahead, in KiB, set on the mount's backing device when allowed (root):
@@ -116,10 +119,24 @@ impl MountHandle {
             let _ = session.join();
             return Ok(());
         }
-        match session.umount_and_join() {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => detach(&self.path),
-            Err(e) => Err(io_err(&self.path)(e)),
+        // Unmount here rather than through fuser, which as a normal user
+        // always detaches lazily and then waits for the last open file.
+        match umount_now(&self.path) {
+            Ok(()) => {
+                let t0 = Instant::now();
+                while !session.guard.is_finished() && t0.elapsed() < SESSION_END_WAIT {
+                    thread::sleep(SESSION_END_POLL);
+                }
+                if session.guard.is_finished() {
+                    let _ = session.join();
+                }
+                Ok(())
+            }
+            // Files are still open: detach the mount; the session thread
+            // serves them until they are closed, then ends by itself.
+            // (Dropping the session finds the mount gone and leaves it alone.)
+            Err(MountError::Busy(_)) => detach(&self.path),
+            Err(e) => Err(e),
         }
     }
 }
@@ -176,19 +193,28 @@ pub fn unmount(mountpoint: &Path) -> Result<(), MountError> {
     if probe(&path) == Probe::Dead {
         return detach(&path);
     }
+    umount_now(&path)
+}
+
+/// A plain (not lazy) unmount: umount2(2) as root, `fusermount3 -u` otherwise.
+fn umount_now(path: &Path) -> Result<(), MountError> {
     if nix::unistd::geteuid().is_root() {
-        return match nix::mount::umount2(path.as_path(), MntFlags::empty()) {
+        return match nix::mount::umount2(path, MntFlags::empty()) {
             Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EBUSY) => Err(MountError::Busy(path)),
-            Err(e) => Err(io_err(&path)(e.into())),
+            Err(nix::errno::Errno::EBUSY) => Err(MountError::Busy(path.to_path_buf())),
+            Err(e) => Err(io_err(path)(e.into())),
         };
     }
-    let out = Command::new(FUSERMOUNT).arg("-u").arg("--").arg(&path).output().map_err(io_err(&path))?;
+    let out = Command::new(FUSERMOUNT).arg("-u").arg("--").arg(path).output().map_err(io_err(path))?;
     if out.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if stderr.contains("busy") { Err(MountError::Busy(path)) } else { Err(io_err(&path)(io::Error::other(stderr))) }
+    if stderr.contains("busy") {
+        Err(MountError::Busy(path.to_path_buf()))
+    } else {
+        Err(io_err(path)(io::Error::other(stderr)))
+    }
 }
 
 /// Detects a dead FUSE mount at `mountpoint` (its server is gone: every

@@ -81,6 +81,15 @@ fn child(mode: &str, at: &Path) {
             unmount(at).expect("user unmount by path");
             drop(handle);
             assert!(fuse_mounts_at(at).is_empty());
+            // Busy: refused by path; the handle detaches and returns at once.
+            let handle = mount(Arc::new(MemTree::sample()), at, &MountOptions::default()).expect("user mount");
+            let open = std::fs::File::open(at.join("hello.txt")).unwrap();
+            assert!(matches!(unmount(at), Err(backchain_fuse::MountError::Busy(_))));
+            handle.unmount().expect("user unmount of a busy mount");
+            assert!(fuse_mounts_at(at).is_empty());
+            let mut buf = vec![0u8; HELLO.len()];
+            std::os::unix::fs::FileExt::read_exact_at(&open, &mut buf, 0).unwrap();
+            assert_eq!(buf, HELLO);
             println!("ok");
         }
         "clean" => println!("{}", clean_stale_mount(at).expect("clean_stale_mount")),
