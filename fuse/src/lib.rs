@@ -15,6 +15,7 @@ mod server;
 mod tree;
 
 pub use mount::{
-    FUSE_DEVICE, MountError, MountHandle, MountOptions, SUBTYPE, clean_stale_mount, mount, mount_foreground, unmount,
+    FUSE_DEVICE, MountError, MountHandle, MountOptions, SUBTYPE, clean_stale_mount, is_mounted, mount,
+    mount_foreground, unmount,
 };
 pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, Statfs, TreeError};

@@ -92,6 +92,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MountError + '_ {
 pub struct MountHandle {
     session: Option<BackgroundSession>,
     path: PathBuf,
+    /// The mount's device number, to recognise it in the mount table.
+    dev: Option<(u32, u32)>,
 }
 
 impl MountHandle {
@@ -119,25 +121,47 @@ impl MountHandle {
             let _ = session.join();
             return Ok(());
         }
+        // Only unmount what is still ours: it may have been detached from
+        // outside, and something else mounted there since.
+        let top = mountinfo::mounts_at(&self.path).map_err(io_err(&self.path))?.pop();
+        if !top.is_some_and(|m| m.is_fuse() && (self.dev.is_none() || m.dev == self.dev)) {
+            reap(session);
+            return Ok(());
+        }
         // Unmount here rather than through fuser, which as a normal user
         // always detaches lazily and then waits for the last open file.
-        match umount_now(&self.path) {
+        let result = match umount_now(&self.path) {
             Ok(()) => {
                 let t0 = Instant::now();
                 while !session.guard.is_finished() && t0.elapsed() < SESSION_END_WAIT {
                     thread::sleep(SESSION_END_POLL);
                 }
-                if session.guard.is_finished() {
-                    let _ = session.join();
-                }
                 Ok(())
             }
-            // Files are still open: detach the mount; the session thread
-            // serves them until they are closed, then ends by itself.
-            // (Dropping the session finds the mount gone and leaves it alone.)
+            // Files are still open: detach the mount; the session serves
+            // them until they are closed, then ends by itself.
             Err(MountError::Busy(_)) => detach(&self.path),
             Err(e) => Err(e),
-        }
+        };
+        reap(session);
+        result
+    }
+}
+
+/// Joins a session once it ends by itself. fuser unmounts the mount point
+/// when a session is dropped while still connected, which after a detach
+/// could hit whatever is mounted there by then; once the session has ended
+/// that drop does nothing.
+fn reap(session: BackgroundSession) {
+    if session.guard.is_finished() {
+        let _ = session.join();
+        return;
+    }
+    let spawned = thread::Builder::new().name("backchain-reap".into()).spawn(move || {
+        let _ = session.join();
+    });
+    if let Err(e) = spawned {
+        log::warn!("backchain-fuse: cannot wait for a detached session: {e}");
     }
 }
 
@@ -155,8 +179,11 @@ impl Drop for MountHandle {
 pub fn mount(tree: Arc<dyn ReadOnlyTree>, mountpoint: &Path, opts: &MountOptions) -> Result<MountHandle, MountError> {
     let (session, path) = start(tree, mountpoint, opts)?;
     let session = session.spawn().map_err(io_err(&path))?;
-    raise_readahead(&path);
-    Ok(MountHandle { session: Some(session), path })
+    let dev = std::fs::metadata(&path).ok().map(|m| (libc::major(m.dev()), libc::minor(m.dev())));
+    if let Some((major, minor)) = dev {
+        raise_readahead(major, minor);
+    }
+    Ok(MountHandle { session: Some(session), path, dev })
 }
 
 /// Like [`mount`], but serves until the mount is unmounted from outside or
@@ -215,6 +242,14 @@ fn umount_now(path: &Path) -> Result<(), MountError> {
     } else {
         Err(io_err(path)(io::Error::other(stderr)))
     }
+}
+
+/// Whether a FUSE mount (live or dead) sits at `mountpoint`. A parent
+/// process that started `mount_foreground` in a child can poll this to know
+/// when the folder is live.
+pub fn is_mounted(mountpoint: &Path) -> Result<bool, MountError> {
+    let path = resolve(mountpoint)?;
+    Ok(mountinfo::mounts_at(&path).map_err(io_err(&path))?.last().is_some_and(MountEntry::is_fuse))
 }
 
 /// Detects a dead FUSE mount at `mountpoint` (its server is gone: every
@@ -337,10 +372,8 @@ fn detach(path: &Path) -> Result<(), MountError> {
 
 /// Best effort: FUSE starts with the default 128 KiB readahead; root may
 /// raise it on the mount's backing device (named MAJOR:MINOR in sysfs).
-fn raise_readahead(path: &Path) {
-    let Ok(meta) = std::fs::metadata(path) else { return };
-    let dev = meta.dev();
-    let bdi = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+fn raise_readahead(major: u32, minor: u32) {
+    let bdi = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     if let Err(e) = std::fs::write(&bdi, READAHEAD_KB.to_string()) {
         log::debug!("backchain-fuse: cannot raise readahead through {bdi}: {e}");
     }

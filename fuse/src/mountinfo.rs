@@ -12,6 +12,8 @@ const OPTIONAL_FIELDS_END: &str = "-";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MountEntry {
+    /// The mounted filesystem's device number (major, minor).
+    pub(crate) dev: Option<(u32, u32)>,
     pub(crate) mount_point: PathBuf,
     pub(crate) fstype: String,
     pub(crate) source: String,
@@ -40,7 +42,9 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     let fstype = fields.get(sep + 1)?;
     let source = fields.get(sep + 2)?;
     let super_options = fields.get(sep + 3).copied().unwrap_or("");
+    let dev = fields.get(2).and_then(|d| d.split_once(':')).and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
     Some(MountEntry {
+        dev,
         mount_point: PathBuf::from(OsString::from_vec(unescape(mount_point))),
         fstype: String::from_utf8_lossy(&unescape(fstype)).into_owned(),
         source: String::from_utf8_lossy(&unescape(source)).into_owned(),
@@ -94,6 +98,7 @@ mod tests {
         assert_eq!(m[0].mount_point, Path::new("/"));
         assert!(!m[0].is_fuse());
         assert_eq!(m[1].mount_point, Path::new("/tmp/a b"));
+        assert_eq!(m[1].dev, Some((0, 51)));
         assert_eq!(m[1].fstype, "fuse.backchain");
         assert_eq!(m[1].source, "backchain");
         assert!(m[1].super_options.contains("allow_other"));

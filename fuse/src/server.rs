@@ -382,8 +382,23 @@ impl Filesystem for Server {
         });
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) { reply.error(Errno::EROFS) } else { reply.ok() }
+    /// Only asked without `default_permissions` (a private mount, where
+    /// the mounting user may read everything): writing is never possible,
+    /// and executing needs an x bit, as the kernel checks at exec.
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(AccessFlags::W_OK) {
+            reply.error(Errno::EROFS);
+            return;
+        }
+        if !mask.contains(AccessFlags::X_OK) {
+            reply.ok();
+            return;
+        }
+        self.meta(move |inodes, tree| match tree.getattr(inodes.to_tree(ino)) {
+            Ok(attr) if attr.kind == Kind::File && attr.perm & 0o111 == 0 => reply.error(Errno::EACCES),
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        });
     }
 
     // Everything below would modify the tree.

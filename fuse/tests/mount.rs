@@ -233,6 +233,12 @@ fn every_write_fails_with_erofs() {
         )
         .map_err(std::io::Error::from),
     );
+    // access(2) agrees: no writing, no executing a file without x bits.
+    use nix::unistd::{AccessFlags, access};
+    assert_eq!(access(&hello, AccessFlags::W_OK), Err(nix::errno::Errno::EROFS));
+    assert_eq!(access(&hello, AccessFlags::X_OK), Err(nix::errno::Errno::EACCES));
+    assert_eq!(access(&hello, AccessFlags::R_OK), Ok(()));
+    assert_eq!(access(&mnt.join("docs"), AccessFlags::X_OK), Ok(()));
     // Nothing changed.
     assert_eq!(fs::read(&hello).unwrap(), HELLO);
     check_attr(&hello, tree.attr_of(ROOT, "hello.txt"));

@@ -219,7 +219,7 @@ fn foreground_signals() {
     let _detach = Detach(&mnt);
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
         let mut child = spawn(&this_exe(), "foreground", &mnt, None);
-        wait_until("the foreground mount is live", || !fuse_mounts_at(&mnt).is_empty());
+        wait_until("the foreground mount is live", || backchain_fuse::is_mounted(&mnt).unwrap());
         assert_eq!(std::fs::read(mnt.join("hello.txt")).unwrap(), HELLO);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
         wait_until("the foreground server exits", || child.try_wait().unwrap().is_some());
