@@ -302,7 +302,7 @@ fn start(
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::NoAtime,
-        MountOption::FSName(opts.fsname.clone()),
+        MountOption::FSName(fsname(&opts.fsname)),
         MountOption::Subtype(SUBTYPE.to_string()),
     ];
     if opts.allow_other {
@@ -318,6 +318,17 @@ fn start(
         }
     })?;
     Ok((session, path))
+}
+
+/// The source name as mount options can carry it: commas would split it
+/// into options (fusermount3 reads `-o fsname=...`), and blanks or
+/// backslashes come out escaped in mount listings.
+fn fsname(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| if c == ',' || c == '\\' || c.is_whitespace() || c.is_control() { '_' } else { c })
+        .collect();
+    if clean.is_empty() { SUBTYPE.to_string() } else { clean }
 }
 
 /// An absolute path for `mountpoint` without symlinks, found without
@@ -376,5 +387,18 @@ fn raise_readahead(major: u32, minor: u32) {
     let bdi = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     if let Err(e) = std::fs::write(&bdi, READAHEAD_KB.to_string()) {
         log::debug!("backchain-fuse: cannot raise readahead through {bdi}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsname_cannot_smuggle_mount_options() {
+        assert_eq!(fsname("vm1/2024-01-01 disk,allow_other"), "vm1/2024-01-01_disk_allow_other");
+        assert_eq!(fsname("a\\b\tc\nd"), "a_b_c_d");
+        assert_eq!(fsname(""), SUBTYPE);
+        assert_eq!(fsname("backup-42:0"), "backup-42:0");
     }
 }

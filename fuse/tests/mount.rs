@@ -449,7 +449,13 @@ fn a_zero_ttl_folder_shows_new_entries() {
     let dir = tempdir();
     let mnt = mountpoint(&dir);
     let tree = Arc::new(Growing { count: 2.into() });
-    let _handle = mount(tree.clone(), &mnt, &MountOptions::default()).unwrap();
+    let opts = MountOptions { fsname: "my repo,rw".into(), ..MountOptions::default() };
+    let _handle = mount(tree.clone(), &mnt, &opts).unwrap();
+    // The source name shows (made safe), and no option leaked out of it.
+    let line = fuse_mounts_at(&mnt).pop().unwrap();
+    let fields: Vec<&str> = line.split(" - ").nth(1).unwrap().split(' ').collect();
+    assert_eq!(fields[1], "my_repo_rw", "{line}");
+    assert!(line.split(' ').nth(5).unwrap().split(',').any(|o| o == "ro"), "{line}");
     let list = || {
         let mut v: Vec<_> = fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
         v.sort();
