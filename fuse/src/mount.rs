@@ -188,8 +188,8 @@ pub fn mount(tree: Arc<dyn ReadOnlyTree>, mountpoint: &Path, opts: &MountOptions
 
 /// Like [`mount`], but serves until the mount is unmounted from outside or
 /// the process gets SIGINT, SIGTERM or SIGHUP, which unmount it. Returns
-/// after unmounting. The signal handlers stay installed (they only set a
-/// flag), so the caller should exit soon after.
+/// after unmounting. Those signals stay caught (and ignored) afterwards, so
+/// the caller should exit soon after.
 pub fn mount_foreground(tree: Arc<dyn ReadOnlyTree>, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut ids = Vec::new();
