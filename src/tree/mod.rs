@@ -11,6 +11,7 @@
 //! numbered from 1 (the root) in creation order.
 
 mod build;
+pub mod fuse;
 mod names;
 mod repo;
 
