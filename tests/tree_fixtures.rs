@@ -54,7 +54,9 @@ fn compare(t: &Tree, ino: Ino, src: &Path, skip: &[&str], check_links: bool) -> 
     let theirs: BTreeSet<Vec<u8>> = fs::read_dir(src)
         .unwrap()
         .map(|e| e.unwrap().file_name().as_bytes().to_vec())
-        .filter(|n| check_links || !fs::symlink_metadata(src.join(std::ffi::OsStr::from_bytes(n))).unwrap().is_symlink())
+        .filter(|n| {
+            check_links || !fs::symlink_metadata(src.join(std::ffi::OsStr::from_bytes(n))).unwrap().is_symlink()
+        })
         .collect();
     assert_eq!(
         mine.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect::<Vec<_>>(),
@@ -112,9 +114,10 @@ fn gpt_disk_partitions_and_files() {
         assert!(dir.note.as_deref().unwrap_or("").contains(why), "{name}: {:?}", dir.note);
         let img = t.resolve(&format!("{name}/partition.img")).unwrap();
         let raw = read_all(&t, img.ino, img.size);
-        let table = backchain::volume::table::read_table(&(std::sync::Arc::new(
-            backchain::block::RawFile::open(&fixture("gpt.img")).unwrap(),
-        ) as std::sync::Arc<dyn backchain::block::ReadAt>))
+        let table = backchain::volume::table::read_table(
+            &(std::sync::Arc::new(backchain::block::RawFile::open(&fixture("gpt.img")).unwrap())
+                as std::sync::Arc<dyn backchain::block::ReadAt>),
+        )
         .unwrap();
         let number: u32 = name[10..11].parse().unwrap();
         let p = table.partitions.iter().find(|p| p.number == number).unwrap();
@@ -164,9 +167,10 @@ fn a_corrupt_filesystem_leaves_the_others_browsable() {
     let ext = folder(&names, "Partition 3").to_string();
     drop(t);
     // Wreck the ext4 superblock (1024 bytes into the partition).
-    let table = backchain::volume::table::read_table(&(std::sync::Arc::new(
-        backchain::block::RawFile::open(&disk).unwrap(),
-    ) as std::sync::Arc<dyn backchain::block::ReadAt>))
+    let table = backchain::volume::table::read_table(
+        &(std::sync::Arc::new(backchain::block::RawFile::open(&disk).unwrap())
+            as std::sync::Arc<dyn backchain::block::ReadAt>),
+    )
     .unwrap();
     let p = table.partitions.iter().find(|p| p.number == 3).unwrap();
     use std::os::unix::fs::FileExt;
@@ -193,17 +197,15 @@ fn each_restore_point_shows_its_own_files() {
     let full_id = String::from_utf8(full.stdout).unwrap().trim().to_string();
 
     // Change files on the ext4 partition through a loop mount.
-    let table = backchain::volume::table::read_table(&(std::sync::Arc::new(
-        backchain::block::RawFile::open(&disk).unwrap(),
-    ) as std::sync::Arc<dyn backchain::block::ReadAt>))
+    let table = backchain::volume::table::read_table(
+        &(std::sync::Arc::new(backchain::block::RawFile::open(&disk).unwrap())
+            as std::sync::Arc<dyn backchain::block::ReadAt>),
+    )
     .unwrap();
     let p = table.partitions.iter().find(|p| p.number == 3).unwrap();
     let mnt = d.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    run(tool("mount")
-        .args(["-o", &format!("loop,offset={},sizelimit={}", p.start, p.size)])
-        .arg(&disk)
-        .arg(&mnt));
+    run(tool("mount").args(["-o", &format!("loop,offset={},sizelimit={}", p.start, p.size)]).arg(&disk).arg(&mnt));
     let new_text = b"changed after the full backup\n".repeat(1000);
     let result = std::panic::catch_unwind(|| {
         fs::write(mnt.join("hello.txt"), &new_text).unwrap();
