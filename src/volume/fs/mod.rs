@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::block::ReadAt;
 
 pub mod ext4;
+pub mod fat;
 
 /// A node (file, folder, symlink) of one filesystem. Stable for the life of
 /// the filesystem handle and deterministic across runs where the format has

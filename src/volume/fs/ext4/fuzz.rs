@@ -20,8 +20,13 @@ pub fn walk(fs: &dyn Filesystem) -> usize {
     let _ = (fs.kind(), fs.label(), fs.statfs());
     let mut stack: Vec<(NodeId, usize)> = vec![(fs.root(), 0)];
     let mut visited = 0usize;
+    // A corrupt folder can contain itself or an ancestor: list each once.
+    let mut listed = std::collections::HashSet::new();
     let mut buf = vec![0u8; 64 << 10];
     while let Some((dir, depth)) = stack.pop() {
+        if !listed.insert(dir) {
+            continue;
+        }
         let Ok(entries) = fs.read_dir(dir) else { continue };
         for e in entries {
             visited += 1;
