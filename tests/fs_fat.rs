@@ -250,3 +250,34 @@ fn fixture_images_match_their_sources() {
         assert!(files > 5, "{img}: {files} files");
     }
 }
+
+/// A cluster chain that links back to itself is reported as corrupt
+/// instead of being followed forever.
+#[test]
+fn looping_cluster_chain_is_corrupt() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    let mut rng = Rng::new(77);
+    let content = random(&mut rng, 5000);
+    write(&src.join("looped.bin"), &content);
+    let img = t.path().join("fat.img");
+    make_image_plain(&src, &img);
+    let node = open(&img).lookup(ROOT, b"looped.bin").unwrap().attr.node as usize;
+    let mut data = std::fs::read(&img).unwrap();
+    // The file's first cluster (DIR_FstClusLO) and the FAT12 entry for it:
+    // 12 bits at byte c + c/2 of the first FAT (after the reserved sectors).
+    let first = usize::from(u16::from_le_bytes([data[node + 26], data[node + 27]]));
+    let fat =
+        usize::from(u16::from_le_bytes([data[14], data[15]])) * usize::from(u16::from_le_bytes([data[11], data[12]]));
+    let at = fat + first + first / 2;
+    let old = u16::from_le_bytes([data[at], data[at + 1]]);
+    let new = if first % 2 == 1 { (old & 0x000F) | ((first as u16) << 4) } else { (old & 0xF000) | first as u16 };
+    data[at..at + 2].copy_from_slice(&new.to_le_bytes());
+    let vol: Arc<dyn ReadAt> = Arc::new(MemImage(data));
+    let fs = fs::open(vol).unwrap().unwrap();
+    let mut buf = vec![0u8; content.len()];
+    match fs.read(node as NodeId, 0, &mut buf) {
+        Err(FsError::Corrupt { what, .. }) => assert!(what.contains("loops"), "{what}"),
+        other => panic!("expected a corrupt chain, got {other:?}"),
+    }
+}
