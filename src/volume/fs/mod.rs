@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use crate::block::ReadAt;
 
+pub mod ext4;
+pub mod fat;
+
 /// A node (file, folder, symlink) of one filesystem. Stable for the life of
 /// the filesystem handle and deterministic across runs where the format has
 /// numbers (ext4 inode, NTFS file record number, FAT directory-entry offset).
@@ -137,7 +140,7 @@ pub trait Filesystem: Send + Sync {
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
 /// error says why, for the listing).
 pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
-    let openers: &[Opener] = &[];
+    let openers: &[Opener] = &[ext4::open, fat::open];
     for opener in openers {
         if let Some(fs) = opener(&volume)? {
             return Ok(Some(fs));
