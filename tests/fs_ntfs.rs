@@ -217,7 +217,10 @@ fn build_image(dir: &Path, many: usize, size_mib: u64) -> (PathBuf, PathBuf, Ext
     mkntfs(&image, size_mib);
     let mnt = Mount::new(&image, &dir.join("mnt"));
     let m = mnt.dir.clone();
-    run(tool("cp").args(["-R", "--preserve=links,timestamps", "--sparse=always"]).arg(format!("{}/.", src.display())).arg(&m));
+    run(tool("cp")
+        .args(["-R", "--preserve=links,timestamps", "--sparse=always"])
+        .arg(format!("{}/.", src.display()))
+        .arg(&m));
 
     // Compressed folder: the attribute is set before the files go in, so
     // ntfs-3g writes them compressed.
@@ -244,7 +247,11 @@ fn build_image(dir: &Path, many: usize, size_mib: u64) -> (PathBuf, PathBuf, Ext
     setfattr(&m.join("reparse symlink"), "system.ntfs_reparse_data", &symlink);
     reparse_links.insert("reparse symlink".to_string(), "level 0 ñ/level 1 ñ".to_string());
     std::fs::create_dir(m.join("junction")).unwrap();
-    setfattr(&m.join("junction"), "system.ntfs_reparse_data", &reparse_hex(0xa000_0003, "\\??\\C:\\Data\\Folder", "C:\\Data\\Folder", None));
+    setfattr(
+        &m.join("junction"),
+        "system.ntfs_reparse_data",
+        &reparse_hex(0xa000_0003, "\\??\\C:\\Data\\Folder", "C:\\Data\\Folder", None),
+    );
     reparse_links.insert("junction".to_string(), "C:\\Data\\Folder".to_string());
 
     setfattr(&m.join(LONG_NAME), "system.ntfs_dos_name", DOS_ALIAS);
@@ -387,7 +394,7 @@ fn ntfs_tree_equals_source() {
             assert_eq!(fs.read_link(e.attr.node).unwrap(), target.as_os_str().as_encoded_bytes());
         } else if meta.is_file() {
             assert_eq!(e.attr.kind, NodeKind::File, "{name}");
-            assert_eq!(e.attr.size, meta.len(), "{name}");
+            assert_eq!(e.attr.size, meta.len(), "{name}: {:?}", fs.read(e.attr.node, 0, &mut [0u8; 1]));
             assert_eq!(e.attr.mtime.secs, meta.mtime(), "{name}: mtime");
             let data = read_all(&*fs, e.attr.node, e.attr.size, 100_000);
             assert_eq!(sha(&data), sha(&std::fs::read(&path).unwrap()), "{name}: content");
@@ -426,7 +433,11 @@ fn ntfs_tree_equals_source() {
         let e = fs.lookup(comp, name.as_bytes()).unwrap();
         assert_eq!(e.attr.size, data.len() as u64, "{name}");
         for chunk in [4096, 65536, 100_003, 1 << 20] {
-            assert_eq!(sha(&read_all(&*fs, e.attr.node, e.attr.size, chunk)), sha(data), "{name} in {chunk}-byte reads");
+            assert_eq!(
+                sha(&read_all(&*fs, e.attr.node, e.attr.size, chunk)),
+                sha(data),
+                "{name} in {chunk}-byte reads"
+            );
         }
         // A read straddling two compression units.
         if data.len() > 70_000 {

@@ -51,7 +51,14 @@ impl Data {
 impl Stream {
     /// Builds a stream from the extents of one attribute (several when it is
     /// split over an attribute list), checking that they join up.
-    pub fn from_extents(mut extents: Vec<NonResident>, cluster: u64, pos: u64) -> Result<Stream, FsError> {
+    /// `compressed`: the attribute's flags say LZNT1 (sparse attributes
+    /// carry a compression unit too, without being compressed).
+    pub fn from_extents(
+        mut extents: Vec<NonResident>,
+        cluster: u64,
+        pos: u64,
+        compressed: bool,
+    ) -> Result<Stream, FsError> {
         extents.sort_by_key(|e| e.lowest_vcn);
         let first = extents.first().ok_or_else(|| FsError::corrupt(pos, "attribute without extents"))?;
         if first.lowest_vcn != 0 {
@@ -66,14 +73,14 @@ impl Stream {
             }
             runs.extend(e.runs);
         }
-        let unit_clusters = if cu == 0 {
+        let unit_clusters = if !compressed {
             0
+        } else if cu == 0 {
+            return Err(FsError::Unsupported("compressed attribute without a compression unit".into()));
         } else {
             let uc = 1u64.checked_shl(u32::from(cu)).unwrap_or(u64::MAX);
             if uc.saturating_mul(cluster) > MAX_COMPRESSION_UNIT {
-                return Err(FsError::Unsupported(format!(
-                    "compression unit of {uc} clusters of {cluster} bytes"
-                )));
+                return Err(FsError::Unsupported(format!("compression unit of {uc} clusters of {cluster} bytes")));
             }
             uc
         };

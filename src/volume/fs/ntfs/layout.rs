@@ -28,7 +28,6 @@ pub const ATTR_NON_RESIDENT: usize = 0x08;
 pub const ATTR_NAME_LENGTH: usize = 0x09;
 pub const ATTR_NAME_OFFSET: usize = 0x0a;
 pub const ATTR_FLAGS: usize = 0x0c;
-pub const ATTR_INSTANCE: usize = 0x0e;
 pub const ATTR_RES_VALUE_LENGTH: usize = 0x10;
 pub const ATTR_RES_VALUE_OFFSET: usize = 0x14;
 pub const ATTR_NR_LOWEST_VCN: usize = 0x10;
@@ -49,7 +48,6 @@ pub const ATTR_FLAG_ENCRYPTED: u16 = 0x4000;
 pub const AT_STANDARD_INFORMATION: u32 = 0x10;
 pub const AT_ATTRIBUTE_LIST: u32 = 0x20;
 pub const AT_FILE_NAME: u32 = 0x30;
-pub const AT_VOLUME_NAME: u32 = 0x60;
 pub const AT_DATA: u32 = 0x80;
 pub const AT_INDEX_ROOT: u32 = 0x90;
 pub const AT_INDEX_ALLOCATION: u32 = 0xa0;
@@ -70,7 +68,6 @@ pub const FILE_ATTRIBUTE_SYSTEM: u32 = 0x0004;
 pub const FILE_ATTRIBUTE_ENCRYPTED: u32 = 0x4000;
 
 /// $FILE_NAME value (also the key of $I30 index entries).
-pub const FN_PARENT: usize = 0x00;
 pub const FN_NAME_LENGTH: usize = 0x40;
 pub const FN_NAMESPACE: usize = 0x41;
 pub const FN_NAME: usize = 0x42;

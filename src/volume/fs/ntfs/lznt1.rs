@@ -80,7 +80,8 @@ pub fn decompress(input: &[u8], out: &mut [u8]) -> Result<(), Lznt1Error> {
             }
             chunk_out.copy_from_slice(&input[data_start..data_end]);
         } else {
-            let n = decompress_chunk(&input[data_start..data_end], chunk_out).map_err(|e| err(data_start + e, "bad token"))?;
+            let n = decompress_chunk(&input[data_start..data_end], chunk_out)
+                .map_err(|e| err(data_start + e, "bad token"))?;
             chunk_out[n..].fill(0);
         }
         op = chunk_end;

@@ -226,7 +226,7 @@ impl NtfsFs {
                 Body::Resident(_) => None,
             })
             .collect();
-        fs.mft = Stream::from_extents(extents, cluster, mft_pos)?;
+        fs.mft = Stream::from_extents(extents, cluster, mft_pos, false)?;
         if fs.mft.unit_clusters != 0 {
             return Err(FsError::corrupt(mft_pos, "compressed $MFT"));
         }
@@ -291,10 +291,10 @@ impl NtfsFs {
                 if nr.data_size > max {
                     return Err(FsError::corrupt(frn, format!("attribute {:#x} of {} bytes", a.ty, nr.data_size)));
                 }
-                let s = Stream::from_extents(vec![nr.clone()], self.cluster, frn)?;
-                if s.unit_clusters != 0 {
+                if a.flags & ATTR_FLAG_COMPRESSION_MASK != 0 {
                     return Err(FsError::Unsupported(format!("compressed attribute {:#x}", a.ty)));
                 }
+                let s = Stream::from_extents(vec![nr.clone()], self.cluster, frn, false)?;
                 let mut v = vec![0u8; s.size as usize];
                 s.read(&*self.vol, &self.units, u64::MAX, 0, &mut v)?;
                 Ok(v)
@@ -378,25 +378,27 @@ impl NtfsFs {
                     _ => None,
                 })
                 .ok_or_else(|| FsError::corrupt(frn, format!("folder {frn} without an $I30 index root")))?;
-            let extents: Vec<NonResident> = attrs
-                .iter()
-                .filter(|a| named_i30(a, AT_INDEX_ALLOCATION))
+            let alloc_attrs = || attrs.iter().filter(|a| named_i30(a, AT_INDEX_ALLOCATION));
+            if alloc_attrs().any(|a| a.flags & ATTR_FLAG_COMPRESSION_MASK != 0) {
+                return Err(FsError::Unsupported("compressed folder index".into()));
+            }
+            let extents: Vec<NonResident> = alloc_attrs()
                 .filter_map(|a| match &a.body {
                     Body::NonResident(nr) => Some(nr.clone()),
                     Body::Resident(_) => None,
                 })
                 .collect();
-            let alloc = if extents.is_empty() { None } else { Some(Stream::from_extents(extents, self.cluster, frn)?) };
-            if alloc.as_ref().is_some_and(|a| a.unit_clusters != 0) {
-                return Err(FsError::Unsupported("compressed folder index".into()));
-            }
+            let alloc =
+                if extents.is_empty() { None } else { Some(Stream::from_extents(extents, self.cluster, frn, false)?) };
             return Ok(Content::Dir(Index { root, root_pos: frn, alloc }));
         }
         if let Some(Reparse::Other(tag)) = reparse {
             return Err(FsError::Unsupported(format!("{} (reparse tag {tag:#010x})", reparse::tag_name(tag))));
         }
         let data_attrs: Vec<&RawAttr> = attrs.iter().filter(|a| unnamed(a, AT_DATA)).collect();
-        if file_attributes & FILE_ATTRIBUTE_ENCRYPTED != 0 || data_attrs.iter().any(|a| a.flags & ATTR_FLAG_ENCRYPTED != 0) {
+        if file_attributes & FILE_ATTRIBUTE_ENCRYPTED != 0
+            || data_attrs.iter().any(|a| a.flags & ATTR_FLAG_ENCRYPTED != 0)
+        {
             return Err(FsError::Unsupported("EFS-encrypted file".into()));
         }
         let data = match data_attrs.as_slice() {
@@ -411,14 +413,11 @@ impl NtfsFs {
                         Body::Resident(_) => return Err(FsError::corrupt(frn, "resident and non-resident $DATA")),
                     }
                 }
-                let s = Stream::from_extents(extents, self.cluster, frn)?;
                 // Flag value 1 is LZNT1, the only format NTFS defines.
-                match (compression, s.unit_clusters) {
-                    (0, 0) | (1, 1..) => {}
-                    (0, _) => return Err(FsError::corrupt(frn, "compression unit on an uncompressed attribute")),
-                    (c, _) => return Err(FsError::Unsupported(format!("compression format {c:#x}"))),
+                if compression > 1 {
+                    return Err(FsError::Unsupported(format!("compression format {compression:#x}")));
                 }
-                Data::Clusters(s)
+                Data::Clusters(Stream::from_extents(extents, self.cluster, frn, compression == 1)?)
             }
         };
         if file_attributes & FILE_ATTRIBUTE_SYSTEM != 0 && (8..=MAX_LINK_TARGET_DATA).contains(&data.size()) {
@@ -578,7 +577,6 @@ pub fn fuzz_open_walk(data: &[u8]) {
     const MAX_DEPTH: usize = 64;
     const MAX_NODES: usize = 20_000;
     const MAX_READ: u64 = 4 * 1024 * 1024;
-    use super::Filesystem;
     let vol: Arc<dyn ReadAt> = Arc::new(MemImage(data.to_vec()));
     let Ok(Some(fs)) = open(&vol) else { return };
     let _ = (fs.label(), fs.statfs(), fs.kind());

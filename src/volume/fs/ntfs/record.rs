@@ -92,7 +92,10 @@ pub fn apply_fixups(buf: &mut [u8], magic: &[u8; 4], pos: u64) -> Result<(), FsE
     let usa_count = usize::from(le.u16(REC_USA_COUNT, "update sequence count")?);
     let strides = buf.len() / USA_STRIDE;
     if usa_count == 0 || usa_count - 1 != strides || usa_off % 2 != 0 {
-        return Err(FsError::corrupt(pos, format!("update sequence count {usa_count} for a {} byte record", buf.len())));
+        return Err(FsError::corrupt(
+            pos,
+            format!("update sequence count {usa_count} for a {} byte record", buf.len()),
+        ));
     }
     let usa_end = usa_off + 2 * usa_count;
     if usa_end > buf.len() || usa_end > USA_STRIDE - 2 {

@@ -48,11 +48,8 @@ pub fn parse(value: &[u8], pos: u64) -> Result<Reparse, FsError> {
     let substitute = name(0, 2)?;
     let print = name(4, 6)?;
     let relative = tag == IO_REPARSE_TAG_SYMLINK && le.u32(RP_DATA + 8, "symlink flags")? & SYMLINK_FLAG_RELATIVE != 0;
-    let mut target = if !print.is_empty() {
-        print
-    } else {
-        substitute.strip_prefix("\\??\\").unwrap_or(&substitute).to_string()
-    };
+    let mut target =
+        if !print.is_empty() { print } else { substitute.strip_prefix("\\??\\").unwrap_or(&substitute).to_string() };
     if relative {
         target = target.replace('\\', "/");
     }
