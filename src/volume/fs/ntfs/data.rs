@@ -257,3 +257,87 @@ impl Data {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MemImage;
+
+    const CLUSTER: u64 = 512;
+
+    fn stream(runs: Vec<Run>, size: u64, compressed: bool) -> Stream {
+        let nr = NonResident { lowest_vcn: 0, compression_unit: 4, data_size: size, init_size: size, runs };
+        Stream::from_extents(vec![nr], CLUSTER, 0, compressed).unwrap()
+    }
+
+    fn read_all(s: &Stream, vol: &MemImage) -> Result<Vec<u8>, FsError> {
+        let cache: UnitCache = Mutex::new(Lru::new(4));
+        let mut out = vec![0u8; s.size as usize];
+        let n = s.read(vol, &cache, 1, 0, &mut out)?;
+        assert_eq!(n, out.len());
+        Ok(out)
+    }
+
+    /// Unit 0 compressed into one cluster, unit 1 a hole, unit 2 stored.
+    #[test]
+    fn compressed_sparse_and_stored_units() {
+        let unit = 16 * CLUSTER as usize;
+        let mut vol = vec![0u8; 64 * 1024];
+        // A compressed chunk of 9 literals at cluster 10.
+        let chunk = [0u8, b'c', b'o', b'm', b'p', b'r', b'e', b's', b's', 0, b'!'];
+        let header = ((chunk.len() as u16 + 2 - 3) | 0xb000).to_le_bytes();
+        let at = 10 * CLUSTER as usize;
+        vol[at..at + 2].copy_from_slice(&header);
+        vol[at + 2..at + 2 + chunk.len()].copy_from_slice(&chunk);
+        let stored: Vec<u8> = (0..unit).map(|i| (i % 253) as u8).collect();
+        let at = 40 * CLUSTER as usize;
+        vol[at..at + unit].copy_from_slice(&stored);
+        let runs = vec![
+            Run { vcn: 0, len: 1, lcn: Some(10) },
+            Run { vcn: 1, len: 31, lcn: None },
+            Run { vcn: 32, len: 16, lcn: Some(40) },
+        ];
+        let size = (3 * unit - 100) as u64;
+        let s = stream(runs.clone(), size, true);
+        let got = read_all(&s, &MemImage(vol.clone())).unwrap();
+        let mut expect = vec![0u8; size as usize];
+        expect[..9].copy_from_slice(b"compress!");
+        expect[2 * unit..].copy_from_slice(&stored[..unit - 100]);
+        assert_eq!(got, expect);
+
+        // The same runs without the compressed flag: raw clusters, holes.
+        let plain = read_all(&stream(runs.clone(), size, false), &MemImage(vol.clone())).unwrap();
+        assert_eq!(&plain[..2], &header);
+
+        // A damaged chunk is an error, not bytes.
+        let mut bad = vol.clone();
+        bad[10 * CLUSTER as usize + 1] = 0xbf; // chunk length past its cluster
+        assert!(matches!(read_all(&s, &MemImage(bad)), Err(FsError::Corrupt { .. })));
+
+        // Data clusters after a hole inside a unit: refused.
+        let odd = vec![Run { vcn: 0, len: 1, lcn: None }, Run { vcn: 1, len: 15, lcn: Some(10) }];
+        let s = stream(odd, unit as u64, true);
+        assert!(matches!(read_all(&s, &MemImage(vol)), Err(FsError::Unsupported(_))));
+    }
+
+    #[test]
+    fn unmapped_clusters_and_valid_length() {
+        let vol = MemImage((0..16 * 1024).map(|i| (i % 256) as u8).collect());
+        let runs = vec![Run { vcn: 0, len: 4, lcn: Some(2) }];
+        // Bytes past the initialized size read as zeros.
+        let nr = NonResident { lowest_vcn: 0, compression_unit: 0, data_size: 2000, init_size: 1000, runs };
+        let s = Stream::from_extents(vec![nr], CLUSTER, 0, false).unwrap();
+        let got = read_all(&s, &vol).unwrap();
+        assert_eq!(&got[..1000], &vol.0[1024..2024]);
+        assert!(got[1000..].iter().all(|&b| b == 0));
+        // A size beyond the mapped clusters is refused up front.
+        let nr = NonResident {
+            lowest_vcn: 0,
+            compression_unit: 0,
+            data_size: 5000,
+            init_size: 5000,
+            runs: vec![Run { vcn: 0, len: 4, lcn: Some(2) }],
+        };
+        assert!(Stream::from_extents(vec![nr], CLUSTER, 0, false).is_err());
+    }
+}
