@@ -4,6 +4,8 @@
 //! source's entries, links and times must match.
 
 mod common;
+#[path = "common/fixtures.rs"]
+mod fixtures;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -525,4 +527,59 @@ fn corrupt_images_never_panic() {
     // A non-NTFS volume is not recognised.
     let vol: Arc<dyn ReadAt> = Arc::new(MemImage(vec![0u8; 1 << 20]));
     assert!(fs::open(vol).unwrap().is_none());
+}
+
+/// The shared fixture ntfs.img (fixtures/build.sh): its tree equals
+/// `src-ntfs/`, plus the Windows reparse points listed in ntfs-reparse.txt.
+#[test]
+fn fixture_ntfs_img() {
+    let fs = open(&fixtures::fixture("ntfs.img"));
+    assert_eq!(fs.label().as_deref(), Some("BC-NTFS"));
+    let src = fixtures::fixture("src-ntfs");
+    let root = fs.root();
+    let mut got = names(&*fs, root);
+    assert!(got.remove("reparse"));
+    let mut expect = BTreeSet::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        expect.insert(e.unwrap().file_name().into_string().unwrap());
+    }
+    assert_eq!(got, expect);
+    let mut checked = 0;
+    for name in &expect {
+        let e = fs.lookup(root, name.as_bytes()).unwrap();
+        let path = src.join(name);
+        if path.is_dir() {
+            compare_tree(&*fs, e.attr.node, &path, &mut checked);
+        } else {
+            let data = read_all(&*fs, e.attr.node, e.attr.size, 65536);
+            assert_eq!(sha(&data), sha(&std::fs::read(&path).unwrap()), "{name}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 3000);
+
+    let rows = fixtures::manifest("ntfs-reparse.txt");
+    assert!(!rows.is_empty());
+    for row in rows {
+        let (path, kind) = (&row[0], &row[1]);
+        let e = lookup_path(&*fs, path);
+        match kind.as_str() {
+            "symlink" | "junction" => {
+                let print = &row[2];
+                // Documented mapping: relative targets get slashes.
+                let absolute = print.starts_with('\\') || print.as_bytes().get(1) == Some(&b':');
+                let want = if absolute { print.clone() } else { print.replace('\\', "/") };
+                assert_eq!(e.attr.kind, NodeKind::Symlink, "{path}");
+                assert_eq!(String::from_utf8(fs.read_link(e.attr.node).unwrap()).unwrap(), want, "{path}");
+            }
+            _ => {
+                // WOF and other reparse kinds: listed, never read as bytes.
+                assert_eq!(e.attr.kind, NodeKind::File, "{path}");
+                match fs.read(e.attr.node, 0, &mut [0u8; 64]) {
+                    Err(FsError::Unsupported(msg)) => assert!(msg.contains("reparse"), "{path}: {msg}"),
+                    other => panic!("{path}: {other:?}"),
+                }
+            }
+        }
+    }
 }
