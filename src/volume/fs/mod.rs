@@ -4,6 +4,8 @@
 //! read-only, addressed by stable node ids. Parsers whose handles are not
 //! `Send` run on worker threads behind that trait.
 
+pub mod ntfs;
+
 use std::io;
 use std::sync::Arc;
 
@@ -140,7 +142,7 @@ pub trait Filesystem: Send + Sync {
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
 /// error says why, for the listing).
 pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
-    let openers: &[Opener] = &[ext4::open, fat::open];
+    let openers: &[Opener] = &[ntfs::open, ext4::open, fat::open];
     for opener in openers {
         if let Some(fs) = opener(&volume)? {
             return Ok(Some(fs));
