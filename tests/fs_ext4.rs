@@ -8,7 +8,7 @@ mod common;
 mod fixtures;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, chown, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, chown, symlink};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -79,6 +79,7 @@ fn build_tree(root: &Path, big: bool) {
     chown(&private, Some(1234), Some(5678)).unwrap();
     chown(private.join("secret"), Some(70000), Some(80000)).unwrap();
     std::fs::set_permissions(root.join("empty"), std::fs::Permissions::from_mode(0o1444)).unwrap();
+    run(tool("mkfifo").arg(root.join("a fifo")));
 }
 
 fn mkfs(tool_name: &str, args: &[&str], src: &Path, img: &Path, size: &str) {
@@ -162,6 +163,9 @@ fn compare(
             assert_eq!(fs.read_link(a.node).unwrap(), target);
             assert_eq!(a.size, target.len() as u64);
             c.links += 1;
+        } else if md.file_type().is_fifo() {
+            assert_eq!(a.kind, NodeKind::Other);
+            assert!(fs.read(a.node, 0, &mut [0u8; 4]).is_err());
         } else if md.is_dir() {
             assert_eq!(a.kind, NodeKind::Directory);
             assert!(matches!(fs.read(a.node, 0, &mut [0u8; 4]), Err(FsError::IsADirectory)));
