@@ -115,6 +115,10 @@ impl Superblock {
             desc_size,
             journal_inode: if u32_at(&b, 0x5C) & COMPAT_HAS_JOURNAL != 0 { u32_at(&b, 0xE0) } else { 0 },
         };
+        // Every block's byte offset must fit in 64 bits.
+        if sb.blocks_count.checked_mul(u64::from(block_size)).is_none() {
+            return Err(corrupt(0x4, &format!("{} blocks", sb.blocks_count)));
+        }
         if sb.blocks_per_group == 0 || sb.inodes_per_group == 0 {
             return Err(corrupt(0x20, "zero blocks or inodes per group"));
         }
