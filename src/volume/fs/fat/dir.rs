@@ -248,11 +248,9 @@ mod tests {
     /// built from the specification's layout with std's UTF-16 encoder.
     fn long_entries(name: &str, short: &[u8; 11]) -> Vec<[u8; 32]> {
         let mut units: Vec<u16> = name.encode_utf16().collect();
-        if units.len() % 13 != 0 {
+        if units.len() % 13 > 0 {
             units.push(0);
-        }
-        while units.len() % 13 != 0 {
-            units.push(0xFFFF);
+            units.resize(units.len().div_ceil(13) * 13, 0xFFFF);
         }
         // Checksum per section 7.2, written out as the spec does.
         let mut sum: u8 = 0;
