@@ -248,9 +248,11 @@ mod tests {
     /// built from the specification's layout with std's UTF-16 encoder.
     fn long_entries(name: &str, short: &[u8; 11]) -> Vec<[u8; 32]> {
         let mut units: Vec<u16> = name.encode_utf16().collect();
-        if units.len() % 13 > 0 {
+        // A name that does not fill its last part ends in 0x0000, then 0xFFFF.
+        let padded = units.len().div_ceil(13) * 13;
+        if padded != units.len() {
             units.push(0);
-            units.resize(units.len().div_ceil(13) * 13, 0xFFFF);
+            units.resize(padded, 0xFFFF);
         }
         // Checksum per section 7.2, written out as the spec does.
         let mut sum: u8 = 0;
