@@ -137,6 +137,13 @@ fn compressed_files(rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// Pieces of the fragmented file (4 KiB each).
+const FRAGMENTS: usize = 600;
+
+fn fragment(i: usize) -> Vec<u8> {
+    vec![(i % 251) as u8; 4096]
+}
+
 const LONG_NAME: &str = "A rather long file name.text";
 const DOS_ALIAS: &str = "ARATHE~1.TEX";
 const ADS_FILE: &str = "with stream.txt";
@@ -212,7 +219,7 @@ struct Extra {
 
 /// mkntfs, then fill through ntfs-3g: the source tree, an NTFS-compressed
 /// folder, reparse-point links, a DOS alias, an alternate data stream.
-fn build_image(dir: &Path, many: usize, size_mib: u64) -> (PathBuf, PathBuf, Extra) {
+fn build_image(dir: &Path, many: usize, size_mib: u64, fragments: usize) -> (PathBuf, PathBuf, Extra) {
     let src = dir.join("src");
     make_source(&src, many);
     let image = dir.join("ntfs.img");
@@ -256,12 +263,30 @@ fn build_image(dir: &Path, many: usize, size_mib: u64) -> (PathBuf, PathBuf, Ext
     );
     reparse_links.insert("junction".to_string(), "C:\\Data\\Folder".to_string());
 
+    // A file whose clusters alternate with other files' clusters: so many
+    // runs that its $DATA spreads over extension records ($ATTRIBUTE_LIST).
+    {
+        use std::io::Write;
+        std::fs::create_dir(m.join("fragmented")).unwrap();
+        let mut f = std::fs::File::create(m.join("fragmented").join("fragmented.bin")).unwrap();
+        for i in 0..fragments {
+            f.write_all(&fragment(i)).unwrap();
+            f.sync_all().unwrap();
+            let mut pad = std::fs::File::create(m.join("fragmented").join(format!("pad-{i:04}.bin"))).unwrap();
+            pad.write_all(&[7u8; 4096]).unwrap();
+            pad.sync_all().unwrap();
+        }
+    }
     setfattr(&m.join(LONG_NAME), "system.ntfs_dos_name", DOS_ALIAS);
     setfattr(&m.join(ADS_FILE), "user.mystream", "alternate stream data");
     setfattr(&m.join("readonly.txt"), "system.ntfs_attrib_be", "0x00000021");
     // FILE_ATTRIBUTE_SPARSE_FILE: the holes really are holes on NTFS.
     assert_ne!(ntfs_attrib(&m.join("sparse.bin")) & 0x200, 0, "sparse.bin is not sparse");
     mnt.unmount();
+    if fragments > 0 {
+        let info = run(tool("ntfsinfo").args(["-F", "fragmented/fragmented.bin"]).arg(&image)).stdout;
+        assert!(String::from_utf8_lossy(&info).contains("$ATTRIBUTE_LIST"), "fragmented.bin has no attribute list");
+    }
     (image, src, Extra { reparse_links, compressed })
 }
 
@@ -350,19 +375,19 @@ fn compare_tree(fs: &dyn Filesystem, node: NodeId, src: &Path, checked: &mut usi
 #[test]
 fn ntfs_tree_equals_source() {
     let tmp = tempdir();
-    let (image, src, extra) = build_image(tmp.path(), 3000, 160);
+    let (image, src, extra) = build_image(tmp.path(), 3000, 64, FRAGMENTS);
     let fs = open(&image);
     assert_eq!(fs.kind(), FsKind::Ntfs);
     assert_eq!(fs.label().as_deref(), Some(LABEL));
     let stats = fs.statfs().unwrap();
     // The last sector holds the backup boot sector, outside the volume size.
-    assert!(stats.total_bytes <= 160 << 20 && stats.total_bytes >= (160 << 20) - 4096);
+    assert!(stats.total_bytes <= 64 << 20 && stats.total_bytes >= (64 << 20) - 4096);
     assert!(stats.free_bytes > 0 && stats.free_bytes < stats.total_bytes);
 
     // The root lists the source, plus what was made only on the NTFS side.
     let root = fs.root();
     let mut root_names = names(&*fs, root);
-    for extra_name in ["compressed", "reparse symlink", "junction"] {
+    for extra_name in ["compressed", "reparse symlink", "junction", "fragmented"] {
         assert!(root_names.remove(extra_name), "{extra_name} missing");
     }
     let mut src_names = BTreeSet::new();
@@ -404,6 +429,13 @@ fn ntfs_tree_equals_source() {
         }
     }
     assert!(seen >= 10);
+
+    // The fragmented file, its $DATA split over several MFT records.
+    let frag = fs.lookup(root, b"fragmented").unwrap().attr.node;
+    assert_eq!(fs.read_dir(frag).unwrap().len(), FRAGMENTS + 1);
+    let f = fs.lookup(frag, b"fragmented.bin").unwrap();
+    let expect: Vec<u8> = (0..FRAGMENTS).flat_map(fragment).collect();
+    assert_eq!(sha(&read_all(&*fs, f.attr.node, f.attr.size, 1 << 20)), sha(&expect));
 
     // Hard links: one node, two names.
     let a = fs.lookup(root, "héllo wörld.txt".as_bytes()).unwrap();
@@ -491,7 +523,7 @@ fn skip_rng() -> Rng {
 #[test]
 fn corrupt_images_never_panic() {
     let tmp = tempdir();
-    let (image, _src, _extra) = build_image(tmp.path(), 40, 8);
+    let (image, _src, _extra) = build_image(tmp.path(), 40, 8, 0);
     let pristine = std::fs::read(&image).unwrap();
     // The unmodified image walks cleanly.
     backchain::volume::fs::ntfs::fuzz_open_walk(&pristine);
