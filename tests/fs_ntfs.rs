@@ -507,10 +507,42 @@ fn ntfs_tree_equals_source() {
         }
     });
 
+    // An EFS-encrypted file is listed but not read.
+    let victim = fs.lookup(root, b"resident.bin").unwrap();
+    let enc_image = tmp.path().join("encrypted.img");
+    mark_encrypted(&image, victim.attr.node, &enc_image);
+    let enc = open(&enc_image);
+    let e = enc.lookup(enc.root(), b"resident.bin").unwrap();
+    match enc.read(e.attr.node, 0, &mut [0u8; 16]) {
+        Err(FsError::Unsupported(msg)) => assert!(msg.contains("encrypted"), "{msg}"),
+        other => panic!("encrypted file read: {other:?}"),
+    }
+    assert!(enc.lookup(enc.root(), b"empty.txt").is_ok());
+
     // Deep paths by lookup.
     let deep = (0..12).map(|l| format!("level {l} ñ")).collect::<Vec<_>>().join("/") + "/deep.txt";
     let e = lookup_path(&*fs, &deep);
     assert_eq!(read_all(&*fs, e.attr.node, e.attr.size, 4096), b"at the bottom\n");
+}
+
+/// Sets FILE_ATTRIBUTE_ENCRYPTED in the $STANDARD_INFORMATION of MFT record
+/// `frn` of a copy of `image` (ntfs-3g cannot make EFS files), the way an
+/// EFS file looks to a reader without the key.
+fn mark_encrypted(image: &Path, frn: u64, out: &Path) {
+    let mut img = std::fs::read(image).unwrap();
+    let le16 = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let cluster = le16(&img, 11) as u64 * u64::from(img[13]);
+    let mft = u64::from_le_bytes(img[0x30..0x38].try_into().unwrap()) * cluster;
+    // Records of 1024 bytes (mkntfs's default); the first MFT extent holds
+    // the low-numbered records of a fresh volume.
+    let rec = (mft + frn * 1024) as usize;
+    assert_eq!(&img[rec..rec + 4], b"FILE");
+    assert_eq!(u32::from_le_bytes(img[rec + 0x2c..rec + 0x30].try_into().unwrap()) as u64, frn);
+    let attr = rec + le16(&img, rec + 0x14);
+    assert_eq!(u32::from_le_bytes(img[attr..attr + 4].try_into().unwrap()), 0x10, "first attribute is not SI");
+    let value = attr + le16(&img, attr + 0x14);
+    img[value + 0x21] |= 0x40; // bit 0x4000 of the u32 at 0x20
+    std::fs::write(out, img).unwrap();
 }
 
 /// The Rng state `build_image` had when it wrote `sub/nested.txt`.
