@@ -647,3 +647,25 @@ fn fixture_ntfs_img() {
         }
     }
 }
+
+/// The same NTFS volume as partition 2 of the GPT and partition 7 (a
+/// logical one) of the MBR fixture disks, through a partition window.
+#[test]
+fn fixture_ntfs_in_partitions() {
+    use backchain::block::Slice;
+    use backchain::volume::table::read_table;
+    let plain = open(&fixtures::fixture("ntfs.img"));
+    let readme = plain.lookup(plain.root(), b"README.txt").unwrap();
+    let expect = read_all(&*plain, readme.attr.node, readme.attr.size, 4096);
+    for (disk, number) in [("gpt.img", 2), ("mbr.img", 7)] {
+        let vol: Arc<dyn ReadAt> = Arc::new(RawFile::open(&fixtures::fixture(disk)).unwrap());
+        let table = read_table(&vol).unwrap();
+        let part = table.partitions.iter().find(|p| p.number == number).unwrap();
+        let window: Arc<dyn ReadAt> = Arc::new(Slice::new(vol.clone(), part.start, part.size).unwrap());
+        let fs = fs::open(window).unwrap().expect("NTFS in the partition");
+        assert_eq!(fs.label().as_deref(), Some("BC-NTFS"), "{disk}");
+        let e = fs.lookup(fs.root(), b"README.txt").unwrap();
+        assert_eq!(read_all(&*fs, e.attr.node, e.attr.size, 4096), expect, "{disk}");
+        assert_eq!(names(&*fs, fs.root()), names(&*plain, plain.root()), "{disk}");
+    }
+}
