@@ -137,6 +137,13 @@ fn compressed_files(rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// Pieces of the fragmented file (4 KiB each).
+const FRAGMENTS: usize = 600;
+
+fn fragment(i: usize) -> Vec<u8> {
+    vec![(i % 251) as u8; 4096]
+}
+
 const LONG_NAME: &str = "A rather long file name.text";
 const DOS_ALIAS: &str = "ARATHE~1.TEX";
 const ADS_FILE: &str = "with stream.txt";
@@ -212,7 +219,7 @@ struct Extra {
 
 /// mkntfs, then fill through ntfs-3g: the source tree, an NTFS-compressed
 /// folder, reparse-point links, a DOS alias, an alternate data stream.
-fn build_image(dir: &Path, many: usize, size_mib: u64) -> (PathBuf, PathBuf, Extra) {
+fn build_image(dir: &Path, many: usize, size_mib: u64, fragments: usize) -> (PathBuf, PathBuf, Extra) {
     let src = dir.join("src");
     make_source(&src, many);
     let image = dir.join("ntfs.img");
@@ -256,12 +263,30 @@ fn build_image(dir: &Path, many: usize, size_mib: u64) -> (PathBuf, PathBuf, Ext
     );
     reparse_links.insert("junction".to_string(), "C:\\Data\\Folder".to_string());
 
+    // A file whose clusters alternate with other files' clusters: so many
+    // runs that its $DATA spreads over extension records ($ATTRIBUTE_LIST).
+    {
+        use std::io::Write;
+        std::fs::create_dir(m.join("fragmented")).unwrap();
+        let mut f = std::fs::File::create(m.join("fragmented").join("fragmented.bin")).unwrap();
+        for i in 0..fragments {
+            f.write_all(&fragment(i)).unwrap();
+            f.sync_all().unwrap();
+            let mut pad = std::fs::File::create(m.join("fragmented").join(format!("pad-{i:04}.bin"))).unwrap();
+            pad.write_all(&[7u8; 4096]).unwrap();
+            pad.sync_all().unwrap();
+        }
+    }
     setfattr(&m.join(LONG_NAME), "system.ntfs_dos_name", DOS_ALIAS);
     setfattr(&m.join(ADS_FILE), "user.mystream", "alternate stream data");
     setfattr(&m.join("readonly.txt"), "system.ntfs_attrib_be", "0x00000021");
     // FILE_ATTRIBUTE_SPARSE_FILE: the holes really are holes on NTFS.
     assert_ne!(ntfs_attrib(&m.join("sparse.bin")) & 0x200, 0, "sparse.bin is not sparse");
     mnt.unmount();
+    if fragments > 0 {
+        let info = run(tool("ntfsinfo").args(["-F", "fragmented/fragmented.bin"]).arg(&image)).stdout;
+        assert!(String::from_utf8_lossy(&info).contains("$ATTRIBUTE_LIST"), "fragmented.bin has no attribute list");
+    }
     (image, src, Extra { reparse_links, compressed })
 }
 
@@ -350,19 +375,19 @@ fn compare_tree(fs: &dyn Filesystem, node: NodeId, src: &Path, checked: &mut usi
 #[test]
 fn ntfs_tree_equals_source() {
     let tmp = tempdir();
-    let (image, src, extra) = build_image(tmp.path(), 3000, 160);
+    let (image, src, extra) = build_image(tmp.path(), 3000, 64, FRAGMENTS);
     let fs = open(&image);
     assert_eq!(fs.kind(), FsKind::Ntfs);
     assert_eq!(fs.label().as_deref(), Some(LABEL));
     let stats = fs.statfs().unwrap();
     // The last sector holds the backup boot sector, outside the volume size.
-    assert!(stats.total_bytes <= 160 << 20 && stats.total_bytes >= (160 << 20) - 4096);
+    assert!(stats.total_bytes <= 64 << 20 && stats.total_bytes >= (64 << 20) - 4096);
     assert!(stats.free_bytes > 0 && stats.free_bytes < stats.total_bytes);
 
     // The root lists the source, plus what was made only on the NTFS side.
     let root = fs.root();
     let mut root_names = names(&*fs, root);
-    for extra_name in ["compressed", "reparse symlink", "junction"] {
+    for extra_name in ["compressed", "reparse symlink", "junction", "fragmented"] {
         assert!(root_names.remove(extra_name), "{extra_name} missing");
     }
     let mut src_names = BTreeSet::new();
@@ -404,6 +429,13 @@ fn ntfs_tree_equals_source() {
         }
     }
     assert!(seen >= 10);
+
+    // The fragmented file, its $DATA split over several MFT records.
+    let frag = fs.lookup(root, b"fragmented").unwrap().attr.node;
+    assert_eq!(fs.read_dir(frag).unwrap().len(), FRAGMENTS + 1);
+    let f = fs.lookup(frag, b"fragmented.bin").unwrap();
+    let expect: Vec<u8> = (0..FRAGMENTS).flat_map(fragment).collect();
+    assert_eq!(sha(&read_all(&*fs, f.attr.node, f.attr.size, 1 << 20)), sha(&expect));
 
     // Hard links: one node, two names.
     let a = fs.lookup(root, "héllo wörld.txt".as_bytes()).unwrap();
@@ -475,10 +507,42 @@ fn ntfs_tree_equals_source() {
         }
     });
 
+    // An EFS-encrypted file is listed but not read.
+    let victim = fs.lookup(root, b"resident.bin").unwrap();
+    let enc_image = tmp.path().join("encrypted.img");
+    mark_encrypted(&image, victim.attr.node, &enc_image);
+    let enc = open(&enc_image);
+    let e = enc.lookup(enc.root(), b"resident.bin").unwrap();
+    match enc.read(e.attr.node, 0, &mut [0u8; 16]) {
+        Err(FsError::Unsupported(msg)) => assert!(msg.contains("encrypted"), "{msg}"),
+        other => panic!("encrypted file read: {other:?}"),
+    }
+    assert!(enc.lookup(enc.root(), b"empty.txt").is_ok());
+
     // Deep paths by lookup.
     let deep = (0..12).map(|l| format!("level {l} ñ")).collect::<Vec<_>>().join("/") + "/deep.txt";
     let e = lookup_path(&*fs, &deep);
     assert_eq!(read_all(&*fs, e.attr.node, e.attr.size, 4096), b"at the bottom\n");
+}
+
+/// Sets FILE_ATTRIBUTE_ENCRYPTED in the $STANDARD_INFORMATION of MFT record
+/// `frn` of a copy of `image` (ntfs-3g cannot make EFS files), the way an
+/// EFS file looks to a reader without the key.
+fn mark_encrypted(image: &Path, frn: u64, out: &Path) {
+    let mut img = std::fs::read(image).unwrap();
+    let le16 = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let cluster = le16(&img, 11) as u64 * u64::from(img[13]);
+    let mft = u64::from_le_bytes(img[0x30..0x38].try_into().unwrap()) * cluster;
+    // Records of 1024 bytes (mkntfs's default); the first MFT extent holds
+    // the low-numbered records of a fresh volume.
+    let rec = (mft + frn * 1024) as usize;
+    assert_eq!(&img[rec..rec + 4], b"FILE");
+    assert_eq!(u32::from_le_bytes(img[rec + 0x2c..rec + 0x30].try_into().unwrap()) as u64, frn);
+    let attr = rec + le16(&img, rec + 0x14);
+    assert_eq!(u32::from_le_bytes(img[attr..attr + 4].try_into().unwrap()), 0x10, "first attribute is not SI");
+    let value = attr + le16(&img, attr + 0x14);
+    img[value + 0x21] |= 0x40; // bit 0x4000 of the u32 at 0x20
+    std::fs::write(out, img).unwrap();
 }
 
 /// The Rng state `build_image` had when it wrote `sub/nested.txt`.
@@ -491,7 +555,7 @@ fn skip_rng() -> Rng {
 #[test]
 fn corrupt_images_never_panic() {
     let tmp = tempdir();
-    let (image, _src, _extra) = build_image(tmp.path(), 40, 8);
+    let (image, _src, _extra) = build_image(tmp.path(), 40, 8, 0);
     let pristine = std::fs::read(&image).unwrap();
     // The unmodified image walks cleanly.
     backchain::volume::fs::ntfs::fuzz_open_walk(&pristine);
@@ -581,5 +645,27 @@ fn fixture_ntfs_img() {
                 }
             }
         }
+    }
+}
+
+/// The same NTFS volume as partition 2 of the GPT and partition 7 (a
+/// logical one) of the MBR fixture disks, through a partition window.
+#[test]
+fn fixture_ntfs_in_partitions() {
+    use backchain::block::Slice;
+    use backchain::volume::table::read_table;
+    let plain = open(&fixtures::fixture("ntfs.img"));
+    let readme = plain.lookup(plain.root(), b"README.txt").unwrap();
+    let expect = read_all(&*plain, readme.attr.node, readme.attr.size, 4096);
+    for (disk, number) in [("gpt.img", 2), ("mbr.img", 7)] {
+        let vol: Arc<dyn ReadAt> = Arc::new(RawFile::open(&fixtures::fixture(disk)).unwrap());
+        let table = read_table(&vol).unwrap();
+        let part = table.partitions.iter().find(|p| p.number == number).unwrap();
+        let window: Arc<dyn ReadAt> = Arc::new(Slice::new(vol.clone(), part.start, part.size).unwrap());
+        let fs = fs::open(window).unwrap().expect("NTFS in the partition");
+        assert_eq!(fs.label().as_deref(), Some("BC-NTFS"), "{disk}");
+        let e = fs.lookup(fs.root(), b"README.txt").unwrap();
+        assert_eq!(read_all(&*fs, e.attr.node, e.attr.size, 4096), expect, "{disk}");
+        assert_eq!(names(&*fs, fs.root()), names(&*plain, plain.root()), "{disk}");
     }
 }

@@ -17,6 +17,7 @@ mod blockmap;
 mod dir;
 pub mod fuzz;
 mod inode;
+mod journal;
 mod superblock;
 mod view;
 
@@ -74,20 +75,40 @@ impl Ext4Fs {
             return Ok(None);
         };
         view::check(&volume)?;
+        let mut fs = Ext4Fs::with(volume, sb)?;
+        if fs.sb.journal_inode != 0 {
+            let journal = fs.inode(fs.sb.journal_inode)?;
+            let remap = journal::replay(&*fs.volume, &fs.ctx(), &journal)?;
+            if !remap.is_empty() {
+                let volume: Arc<dyn ReadAt> =
+                    Arc::new(journal::Recovered { inner: fs.volume.clone(), remap, block_size: fs.bs() });
+                let sb = Superblock::read(&*volume)?.ok_or_else(|| {
+                    FsError::corrupt(superblock::SUPERBLOCK_OFFSET, "journal replaced the superblock")
+                })?;
+                fs = Ext4Fs::with(volume, sb)?;
+            }
+        }
+        let root = fs.inode(ROOT_INODE)?;
+        if root.kind() != NodeKind::Directory {
+            return Err(FsError::corrupt(0, "the root inode is not a folder"));
+        }
+        Ok(Some(fs))
+    }
+
+    fn with(volume: Arc<dyn ReadAt>, sb: Superblock) -> Result<Ext4Fs, FsError> {
         let inode_tables = sb.read_inode_tables(&*volume)?;
-        let fs = Ext4Fs {
+        Ok(Ext4Fs {
             volume,
             sb,
             inode_tables,
             maps: Mutex::new(Lru::new(MAP_CACHE)),
             dirs: Mutex::new(Lru::new(DIR_CACHE)),
             inode_blocks: Mutex::new(Lru::new(INODE_BLOCK_CACHE)),
-        };
-        let root = fs.inode(ROOT_INODE)?;
-        if root.kind() != NodeKind::Directory {
-            return Err(FsError::corrupt(0, "the root inode is not a folder"));
-        }
-        Ok(Some(fs))
+        })
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx { volume: &*self.volume, block_size: self.sb.block_size, blocks_count: self.sb.blocks_count }
     }
 
     fn bs(&self) -> u64 {
@@ -156,8 +177,7 @@ impl Ext4Fs {
         if i.flags & FLAG_INLINE_DATA != 0 {
             return Err(FsError::Unsupported(format!("inode {ino} keeps its data inline")));
         }
-        let ctx = Ctx { volume: &*self.volume, block_size: self.sb.block_size, blocks_count: self.sb.blocks_count };
-        let m = Arc::new(BlockMap::load(&ctx, i)?);
+        let m = Arc::new(BlockMap::load(&self.ctx(), i)?);
         lock(&self.maps).insert(ino, m.clone());
         Ok(m)
     }

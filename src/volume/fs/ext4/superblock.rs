@@ -55,6 +55,8 @@ pub struct Superblock {
     pub feature_ro_compat: u32,
     pub label: [u8; 16],
     pub desc_size: u16,
+    /// The journal's inode (0: none or external).
+    pub journal_inode: u32,
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
@@ -111,7 +113,12 @@ impl Superblock {
             // OK to unwrap: the slice is exactly 16 bytes.
             label: b[0x78..0x88].try_into().unwrap(),
             desc_size,
+            journal_inode: if u32_at(&b, 0x5C) & COMPAT_HAS_JOURNAL != 0 { u32_at(&b, 0xE0) } else { 0 },
         };
+        // Every block's byte offset must fit in 64 bits.
+        if sb.blocks_count.checked_mul(u64::from(block_size)).is_none() {
+            return Err(corrupt(0x4, &format!("{} blocks", sb.blocks_count)));
+        }
         if sb.blocks_per_group == 0 || sb.inodes_per_group == 0 {
             return Err(corrupt(0x20, "zero blocks or inodes per group"));
         }

@@ -239,3 +239,88 @@ impl Parser {
         p.next_ord = seq - 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long-name entries for `name` in on-disk order (last part first),
+    /// built from the specification's layout with std's UTF-16 encoder.
+    fn long_entries(name: &str, short: &[u8; 11]) -> Vec<[u8; 32]> {
+        let mut units: Vec<u16> = name.encode_utf16().collect();
+        // A name that does not fill its last part ends in 0x0000, then 0xFFFF.
+        let padded = units.len().div_ceil(13) * 13;
+        if padded != units.len() {
+            units.push(0);
+            units.resize(padded, 0xFFFF);
+        }
+        // Checksum per section 7.2, written out as the spec does.
+        let mut sum: u8 = 0;
+        for &c in short {
+            sum = (if sum & 1 != 0 { 0x80u8 } else { 0 }).wrapping_add(sum >> 1).wrapping_add(c);
+        }
+        let parts = units.len() / 13;
+        (0..parts)
+            .rev()
+            .map(|k| {
+                let mut e = [0u8; 32];
+                e[0] = (k as u8 + 1) | if k + 1 == parts { 0x40 } else { 0 };
+                e[11] = 0x0F;
+                e[13] = sum;
+                for (i, &o) in LFN_CHAR_OFFSETS.iter().enumerate() {
+                    e[o..o + 2].copy_from_slice(&units[k * 13 + i].to_le_bytes());
+                }
+                e
+            })
+            .collect()
+    }
+
+    fn short_entry(name: &[u8; 11], nt: u8) -> [u8; 32] {
+        let mut e = [0u8; 32];
+        e[..11].copy_from_slice(name);
+        e[11] = 0x20;
+        e[12] = nt;
+        e
+    }
+
+    fn parse(entries: &[[u8; 32]]) -> Vec<String> {
+        let mut p = Parser::default();
+        p.feed(0, &entries.concat());
+        p.entries.into_iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn long_names_beyond_the_basic_plane_and_fallbacks() {
+        let name = "Folder 📁 with a long name — ok.txt";
+        let short = *b"FOLDER~1TXT";
+        let mut entries = long_entries(name, &short);
+        entries.push(short_entry(&short, 0));
+        // NT lower-case flags on a plain 8.3 entry.
+        entries.push(short_entry(b"README  MD ", 0x08 | 0x10));
+        entries.push(short_entry(b"MAKEFILE   ", 0x08));
+        // A deleted entry and its orphaned long parts.
+        let mut gone = long_entries("deleted file name", b"DELETE~1TXT");
+        gone.push(short_entry(b"DELETE~1TXT", 0));
+        gone.last_mut().unwrap()[0] = DELETED;
+        entries.extend(gone);
+        // Long parts out of sequence: the short name is used.
+        let mut broken = long_entries("a name spanning two entries", b"ANAMES~1   ");
+        broken.swap(0, 1);
+        broken.push(short_entry(b"ANAMES~1   ", 0));
+        entries.extend(broken);
+        entries.push([0u8; 32]);
+        entries.push(short_entry(b"AFTEREND   ", 0));
+        assert_eq!(parse(&entries), vec![name, "readme.md", "makefile", "ANAMES~1"]);
+    }
+
+    #[test]
+    fn dates_match_the_calendar() {
+        // 2024-02-29 13:45:58, 1.5 s of creation tenths.
+        let date = ((2024 - 1980) << 9) | (2 << 5) | 29;
+        let time = (13 << 11) | (45 << 5) | 29;
+        let t = fat_time(date, time, 150);
+        // 2024-02-29T13:45:58Z is 1709214358 (`date -u -d ... +%s`).
+        assert_eq!((t.secs, t.nanos), (1_709_214_358 + 1, 500_000_000));
+        assert_eq!(fat_time(0, 0, 0), Timestamp::default());
+    }
+}

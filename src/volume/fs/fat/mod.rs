@@ -15,7 +15,7 @@ mod dir;
 mod table;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::block::{Lru, MemImage, ReadAt};
 use crate::volume::fs::{Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, NodeId, NodeKind};
@@ -51,6 +51,8 @@ pub struct FatFs {
     bpb: Bpb,
     fat: Fat,
     label: Option<String>,
+    /// Free clusters, counted on the first `statfs` (a scan of the FAT).
+    free: OnceLock<u64>,
     dirs: Mutex<Lru<NodeId, Arc<Listing>>>,
     chains: Mutex<Lru<u32, Arc<Chain>>>,
 }
@@ -90,6 +92,7 @@ impl FatFs {
             bpb,
             fat,
             label: None,
+            free: OnceLock::new(),
             dirs: Mutex::new(Lru::new(DIR_CACHE)),
             chains: Mutex::new(Lru::new(CHAIN_CACHE)),
         };
@@ -307,7 +310,7 @@ impl Filesystem for FatFs {
         Ok(FsStats {
             block_size: self.bpb.cluster_size,
             total_bytes: u64::from(self.bpb.cluster_count) * cs,
-            free_bytes: self.fat.free_clusters() * cs,
+            free_bytes: *self.free.get_or_init(|| self.fat.free_clusters()) * cs,
             files: 0,
         })
     }

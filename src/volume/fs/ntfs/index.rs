@@ -153,3 +153,57 @@ impl Walk<'_> {
         self.node(&buf, INDX_HEADER, offset, depth)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::block::{Lru, MemImage};
+    use crate::volume::fs::ntfs::record::Run;
+
+    /// A node header plus one "last" entry pointing at subnode VCN 0.
+    fn node_with_subnode(header_at: usize, buf: &mut [u8]) {
+        let entries = header_at + 0x10;
+        buf[header_at..header_at + 4].copy_from_slice(&0x10u32.to_le_bytes());
+        buf[header_at + 4..header_at + 8].copy_from_slice(&(0x10u32 + 24).to_le_bytes());
+        buf[header_at + 8..header_at + 12].copy_from_slice(&(0x10u32 + 24).to_le_bytes());
+        buf[entries + IE_LENGTH..entries + IE_LENGTH + 2].copy_from_slice(&24u16.to_le_bytes());
+        let flags = IE_FLAG_SUBNODE | IE_FLAG_LAST;
+        buf[entries + IE_FLAGS..entries + IE_FLAGS + 2].copy_from_slice(&flags.to_le_bytes());
+        buf[entries + 16..entries + 24].copy_from_slice(&0u64.to_le_bytes());
+    }
+
+    /// An index block whose only entry points back at itself: the walk
+    /// must stop with an error instead of looping.
+    #[test]
+    fn subnode_cycle_is_detected() {
+        let mut root = vec![0u8; 0x10 + 0x10 + 24];
+        root[IR_BLOCK_SIZE..IR_BLOCK_SIZE + 4].copy_from_slice(&512u32.to_le_bytes());
+        node_with_subnode(IR_NODE_HEADER, &mut root);
+
+        let mut block = vec![0u8; 512];
+        block[..4].copy_from_slice(INDX_MAGIC);
+        block[4..6].copy_from_slice(&0x28u16.to_le_bytes()); // update sequence offset
+        block[6..8].copy_from_slice(&2u16.to_le_bytes()); // usn + one stride
+        block[0x28..0x2a].copy_from_slice(&[1, 0]);
+        node_with_subnode(INDX_HEADER, &mut block);
+        block[510..512].copy_from_slice(&[1, 0]);
+        let mut vol = vec![0u8; 1024];
+        vol[512..].copy_from_slice(&block);
+
+        let alloc = Stream {
+            size: 512,
+            init_size: 512,
+            runs: vec![Run { vcn: 0, len: 1, lcn: Some(1) }],
+            cluster: 512,
+            unit_clusters: 0,
+        };
+        let index = Index { root, root_pos: 0, alloc: Some(alloc) };
+        let cache = Mutex::new(Lru::new(1));
+        match index.entries(&MemImage(vol), &cache) {
+            Err(FsError::Corrupt { what, .. }) => assert!(what.contains("cycle"), "{what}"),
+            other => panic!("expected a cycle error, got {other:?}"),
+        }
+    }
+}

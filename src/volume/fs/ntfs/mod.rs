@@ -477,7 +477,8 @@ impl NtfsFs {
     fn count_free(&self) -> Option<u64> {
         let node = self.node(FRN_BITMAP).ok()?;
         let Content::File(data) = &node.content else { return None };
-        let clusters = self.size / self.cluster;
+        // The boot sector's size is not trusted beyond the volume's bytes.
+        let clusters = self.size.min(self.vol.size()) / self.cluster;
         let bytes = clusters.div_ceil(8).min(data.size());
         let mut used = 0u64;
         let mut buf = vec![0u8; BITMAP_CHUNK];
