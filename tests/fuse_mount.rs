@@ -136,10 +136,10 @@ fn a_backup_mounted_reads_like_its_source() {
     let part = find(&disk, "Partition 3 - ");
     let erofs = |r: std::io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(30), "EROFS expected");
     erofs(fs::write(part.join("new.txt"), b"x"));
-    erofs(fs::OpenOptions::new().write(true).open(part.join("hello.txt")).map(|_| ()));
+    erofs(fs::OpenOptions::new().write(true).open(part.join("README.txt")).map(|_| ()));
     erofs(fs::create_dir(part.join("newdir")));
-    erofs(fs::remove_file(part.join("hello.txt")));
-    erofs(fs::rename(part.join("hello.txt"), part.join("moved.txt")));
+    erofs(fs::remove_file(part.join("README.txt")));
+    erofs(fs::rename(part.join("README.txt"), part.join("moved.txt")));
     let err = fs::read_dir(mnt.join("no-such")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 
@@ -164,7 +164,7 @@ fn the_repository_mount_shows_new_backups_and_latest() {
     let _guard = Mount(mnt.clone());
     let ext = find(&mnt.join("pc").join(&first).join("disk-0"), "Partition 3 - ");
     let src = fixtures::fixtures().join("src");
-    assert!(fs::read(ext.join("hello.txt")).unwrap() == fs::read(src.join("hello.txt")).unwrap());
+    assert!(fs::read(ext.join("README.txt")).unwrap() == fs::read(src.join("README.txt")).unwrap());
     assert_eq!(fs::read_link(mnt.join("pc/latest")).unwrap(), PathBuf::from(&first));
 
     // A backup committed after the mount appears, and `latest` follows it.
@@ -207,7 +207,7 @@ fn a_dead_mount_is_cleaned_up_by_the_next_mount() {
     run(backchain().arg("mount").arg(&img).arg(&mnt));
     let _guard = Mount(mnt.clone());
     let vol = find(&mnt, "Volume (");
-    assert!(vol.join("hello.txt").is_file());
+    assert!(vol.join("README.txt").is_file());
     run(backchain().arg("umount").arg(&mnt));
     assert!(!mounted(&mnt));
 }

@@ -98,8 +98,8 @@ fn gpt_disk_partitions_and_files() {
     let fat = folder(&names, "Partition 1 - BC-FAT32 (");
     let ntfs = folder(&names, "Partition 2 - BC-NTFS (");
     let ext = folder(&names, "Partition 3 - BC-EXT4 (");
-    let swap = folder(&names, "Partition 4 - Linux swap (");
-    let unknown = folder(&names, "Partition 5 (");
+    let swap = folder(&names, "Partition 4 - swap (");
+    let unknown = folder(&names, "Partition 5 - mystery (");
     let f = fixtures::fixtures();
     let n = compare(&t, t.resolve(fat).unwrap().ino, &f.join("src-fat"), &[], false);
     assert!(n > 3000, "{n} files compared on FAT");
@@ -178,8 +178,9 @@ fn a_corrupt_filesystem_leaves_the_others_browsable() {
     let t = tree::for_image(&disk, &OpenOptions::default()).unwrap();
     let names = root_names(&t);
     assert_eq!(names.len(), 5, "{names:?}");
-    let broken = folder(&names, "Partition 3 (");
-    assert_ne!(broken, ext, "the label came from the broken superblock");
+    // The label now comes from the GPT name: the superblock is gone.
+    let broken = folder(&names, "Partition 3 - linux-root (");
+    assert_ne!(broken, ext);
     let note = t.resolve(broken).unwrap().note.unwrap_or_default();
     assert!(!note.is_empty(), "no reason given for {broken}");
     let f = fixtures::fixtures();
@@ -208,7 +209,7 @@ fn each_restore_point_shows_its_own_files() {
     run(tool("mount").args(["-o", &format!("loop,offset={},sizelimit={}", p.start, p.size)]).arg(&disk).arg(&mnt));
     let new_text = b"changed after the full backup\n".repeat(1000);
     let result = std::panic::catch_unwind(|| {
-        fs::write(mnt.join("hello.txt"), &new_text).unwrap();
+        fs::write(mnt.join("README.txt"), &new_text).unwrap();
         fs::write(mnt.join("added.bin"), vec![7u8; 300_000]).unwrap();
     });
     run(tool("umount").arg(&mnt));
@@ -222,11 +223,11 @@ fn each_restore_point_shows_its_own_files() {
     let new = tree::for_backup(&r, &inc_id, None).unwrap();
     let src = fixtures::fixtures().join("src");
     let ext_old = folder(&root_names_at(&old, "disk-0"), "Partition 3").to_string();
-    let hello_old = old.resolve(&format!("disk-0/{ext_old}/hello.txt")).unwrap();
-    assert!(read_all(&old, hello_old.ino, hello_old.size) == fs::read(src.join("hello.txt")).unwrap());
+    let readme_old = old.resolve(&format!("disk-0/{ext_old}/README.txt")).unwrap();
+    assert!(read_all(&old, readme_old.ino, readme_old.size) == fs::read(src.join("README.txt")).unwrap());
     assert!(old.resolve(&format!("disk-0/{ext_old}/added.bin")).is_err());
-    let hello_new = new.resolve(&format!("disk-0/{ext_old}/hello.txt")).unwrap();
-    assert!(read_all(&new, hello_new.ino, hello_new.size) == new_text);
+    let readme_new = new.resolve(&format!("disk-0/{ext_old}/README.txt")).unwrap();
+    assert!(read_all(&new, readme_new.ino, readme_new.size) == new_text);
     let added = new.resolve(&format!("disk-0/{ext_old}/added.bin")).unwrap();
     assert!(read_all(&new, added.ino, added.size) == vec![7u8; 300_000]);
 }

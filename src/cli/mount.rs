@@ -23,12 +23,15 @@ pub struct MountArgs {
 }
 
 pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
+    // A server that died leaves a dead mount ("transport endpoint is not
+    // connected"): detach it first, so that the check below and the wait for
+    // the new mount see the folder itself.
+    bf::clean_stale_mount(&a.mountpoint)?;
     if !a.mountpoint.is_dir() {
-        // A dead mount makes the folder unreadable: clean it, then look again.
-        let _ = bf::clean_stale_mount(&a.mountpoint);
-        if !a.mountpoint.is_dir() {
-            return Err(CliError::msg(format!("mount point {} is not a folder", a.mountpoint.display())));
-        }
+        return Err(CliError::msg(format!("mount point {} is not a folder", a.mountpoint.display())));
+    }
+    if bf::is_mounted(&a.mountpoint)? {
+        return Err(CliError::msg(format!("{} is already mounted", a.mountpoint.display())));
     }
     if !a.foreground {
         return spawn_background(&repo_dir, &a);
