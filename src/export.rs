@@ -1,6 +1,6 @@
 //! Flattening a disk (a chain, or any reader) into a raw or QCOW2 file.
 
-use crate::block::ReadAt;
+use crate::block::{RawFile, ReadAt};
 use crate::qcow2::{self, Chain, Writer, WriterOptions, is_zero};
 use std::fs::File;
 use std::io;
@@ -11,7 +11,9 @@ use std::sync::mpsc;
 /// Bytes read per step; large enough for sequential throughput, small
 /// enough that the few buffers in flight stay cheap.
 const CHUNK: u64 = 4 << 20;
-/// Holes are detected at this granularity in data the source reports.
+/// Holes are detected at this granularity in data the source reports, and
+/// raw file holes are used only at this alignment (so runs stay aligned to
+/// the clusters of the image written).
 const ZERO_BLOCK: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,21 +26,33 @@ pub enum Error {
     Qcow2(#[from] qcow2::Error),
 }
 
-/// A source and, when it is a chain, its map of known-zero runs.
+/// A source and what it knows about its holes: a chain's map of known-zero
+/// runs, or a raw file's holes (SEEK_DATA / SEEK_HOLE).
 pub struct Disk<'a> {
     pub reader: &'a dyn ReadAt,
     pub chain: Option<&'a Chain>,
+    /// A raw source file whose holes are skipped without reading them.
+    pub holes: Option<&'a File>,
 }
 
-impl Disk<'_> {
-    /// Known zero (true) or maybe data (false) from `off`, and for how long.
-    fn run(&self, off: u64, max: u64) -> io::Result<(bool, u64)> {
-        match self.chain {
-            Some(c) => c.zero_run(off, max),
-            None => Ok((false, max.min(self.reader.size() - off))),
-        }
+impl<'a> Disk<'a> {
+    pub fn chain(chain: &'a Chain) -> Self {
+        Disk { reader: chain, chain: Some(chain), holes: None }
     }
 
+    pub fn raw(file: &'a RawFile) -> Self {
+        Disk { reader: file, chain: None, holes: Some(file.file()) }
+    }
+
+    /// Known zero (true) or maybe data (false) from `off`, and for how long.
+    fn run(&self, off: u64, max: u64) -> io::Result<(bool, u64)> {
+        let end = off.saturating_add(max).min(self.reader.size());
+        match (self.chain, self.holes) {
+            (Some(c), _) => c.zero_run(off, max),
+            (None, Some(f)) => Ok(file_run(f, off, end)),
+            (None, None) => Ok((false, end - off)),
+        }
+    }
     /// Calls `f(offset, bytes)` for every chunk that may hold data, in order,
     /// reading on a second thread so reading and writing overlap.
     fn for_each_data(&self, mut f: impl FnMut(u64, &[u8]) -> Result<(), Error>) -> Result<(), Error> {
@@ -88,12 +102,26 @@ pub fn to_raw(disk: &Disk, out: &Path) -> Result<u64, Error> {
     let file = File::create(out).map_err(werr)?;
     let mut written = 0u64;
     disk.for_each_data(|off, buf| {
+        // One write per run of non-zero blocks: fewer, larger syscalls.
+        let mut run: Option<usize> = None;
+        let mut flush = |from: usize, to: usize| -> Result<(), Error> {
+            file.write_all_at(&buf[from..to], off + from as u64).map_err(werr)?;
+            written += (to - from) as u64;
+            Ok(())
+        };
         for (i, block) in buf.chunks(ZERO_BLOCK).enumerate() {
-            if !is_zero(block) {
-                let at = off + (i * ZERO_BLOCK) as u64;
-                file.write_all_at(block, at).map_err(werr)?;
-                written += block.len() as u64;
+            let at = i * ZERO_BLOCK;
+            match (is_zero(block), run) {
+                (false, None) => run = Some(at),
+                (true, Some(from)) => {
+                    flush(from, at)?;
+                    run = None;
+                }
+                _ => {}
             }
+        }
+        if let Some(from) = run {
+            flush(from, buf.len())?;
         }
         Ok(())
     })?;
@@ -135,5 +163,33 @@ pub fn to_qcow2(disk: &Disk, out: &Path, opts: WriterOptions) -> Result<qcow2::W
             let _ = qcow2::discard(out);
             Err(e)
         }
+    }
+}
+
+/// A raw file's hole map: known zero (true) or data (false) from `off` (a
+/// multiple of ZERO_BLOCK), and for how long, up to `end`. Hole edges are
+/// rounded inwards to ZERO_BLOCK. Where the filesystem cannot tell, all is
+/// data.
+fn file_run(file: &File, off: u64, end: u64) -> (bool, u64) {
+    use rustix::fs::{SeekFrom, seek};
+    let align = ZERO_BLOCK as u64;
+    if off >= end {
+        return (true, 0);
+    }
+    match seek(file, SeekFrom::Data(off)) {
+        // Data at `off`: it lasts until the next hole (the end of the file
+        // counts as one).
+        Ok(d) if d <= off => {
+            let hole = seek(file, SeekFrom::Hole(off)).unwrap_or(end);
+            let stop = hole.max(off + 1).next_multiple_of(align).min(end);
+            (false, stop - off)
+        }
+        Ok(d) => {
+            let stop = (d - d % align).min(end);
+            if stop > off { (true, stop - off) } else { (false, align.min(end - off)) }
+        }
+        // No data at or after `off`.
+        Err(e) if e == rustix::io::Errno::NXIO => (true, end - off),
+        Err(_) => (false, end - off),
     }
 }

@@ -42,7 +42,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 /// Mutated copies tried per seed image.
-const MUTANTS_PER_IMAGE: u64 = 150;
+const MUTANTS_PER_IMAGE: u64 = 400;
 /// Extra heap one open + read may use above the image bytes themselves: the
 /// chain's caches are bounded (regions, L2 tables, decompressed clusters)
 /// and the images here are tiny, so tens of MiB would already mean a bug.
@@ -147,7 +147,11 @@ fn seed_images(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         ("v3-4k-zero", "cluster_size=4096", &["write -P 0x33 0 8k", "write -z 16k 4k", "write -P 0x44 700k 4k"]),
         ("deflate", "cluster_size=4096", &["write -c -P 0x55 0 4k", "write -c -P 0x56 8k 4k", "write -P 0x57 12k 4k"]),
         ("zstd", "cluster_size=4096,compression_type=zstd", &["write -c -P 0x66 0 4k", "write -c -P 0x67 512k 4k"]),
-        ("extl2", "cluster_size=16k,extended_l2=on", &["write -P 0x77 0 512", "write -z 1k 512", "write -P 0x78 20k 2k"]),
+        (
+            "extl2",
+            "cluster_size=16k,extended_l2=on",
+            &["write -P 0x77 0 512", "write -z 1k 512", "write -P 0x78 20k 2k"],
+        ),
     ];
     specs
         .iter()

@@ -93,11 +93,11 @@ pub fn export(target: &str, format: ExportFormat, out: &Path, compress: Option<C
     let disk = match qcow2::detect(path)? {
         Format::Qcow2 => {
             chain = Chain::open(path, &opts)?;
-            Disk { reader: &chain, chain: Some(&chain) }
+            Disk::chain(&chain)
         }
         Format::Raw => {
             raw = backchain::block::RawFile::open(path)?;
-            Disk { reader: &raw, chain: None }
+            Disk::raw(&raw)
         }
     };
     match format {
