@@ -19,6 +19,9 @@ use std::sync::Arc;
 
 /// Sequential data clusters are gathered into writes of up to this size.
 const WRITE_BUFFER: usize = 4 << 20;
+/// Gathered writes queued for the background writer beyond the one it is
+/// doing: bounds the memory in flight to a few WRITE_BUFFERs.
+const WRITES_QUEUED: usize = 2;
 /// Refcount width written: 16 bits (refcount_order 4), QEMU's default.
 const REFCOUNT_ORDER: u32 = 4;
 
@@ -63,6 +66,7 @@ pub struct Writer {
     ctail_end: u64,
     pending: Vec<u8>,
     pending_at: u64,
+    flusher: Option<Flusher>,
     backing_reader: Option<Arc<dyn ReadAt>>,
     stats: WriteStats,
 }
@@ -104,6 +108,7 @@ impl Writer {
             ctail_end: 0,
             pending: Vec::new(),
             pending_at: 0,
+            flusher: None,
             backing_reader: None,
             stats: WriteStats::default(),
         };
@@ -169,12 +174,31 @@ impl Writer {
         Ok(())
     }
 
+    /// Hands the gathered data to the background writer, so the caller
+    /// goes on preparing the next clusters while the kernel copies these.
     fn flush_pending(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            self.file.write_all_at(&self.pending, self.pending_at).map_err(Error::io(self.pending_at))?;
-            self.pending.clear();
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        if self.flusher.is_none() {
+            let file = self.file.try_clone().map_err(Error::io(self.pending_at))?;
+            self.flusher = Some(Flusher::start(file));
+        }
+        // OK to unwrap: set just above.
+        let fl = self.flusher.as_mut().unwrap();
+        let spare = fl.spare()?;
+        let buf = std::mem::replace(&mut self.pending, spare);
+        fl.send(self.pending_at, buf)
+    }
+
+    /// Flushes and waits until every write handed off is in the file: before
+    /// the file is read, rewritten in place, or finished.
+    fn settle(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        match &mut self.flusher {
+            Some(fl) => fl.wait_all(),
+            None => Ok(()),
+        }
     }
 
     fn check_cluster(&self, cluster: u64) -> Result<u64> {
@@ -202,7 +226,7 @@ impl Writer {
         if old & OFLAG_COMPRESSED == 0 && old & L2E_OFFSET_MASK != 0 {
             // Rewrite in place.
             let host = old & L2E_OFFSET_MASK;
-            self.flush_pending()?;
+            self.settle()?;
             let mut full = data.to_vec();
             full.resize(cs, 0);
             return self.file.write_all_at(&full, host).map_err(Error::io(host));
@@ -279,7 +303,7 @@ impl Writer {
         let old = self.entry(cluster);
         if old & OFLAG_COMPRESSED == 0 && old & L2E_OFFSET_MASK != 0 {
             let host = old & L2E_OFFSET_MASK;
-            self.flush_pending()?;
+            self.settle()?;
             let z = vec![0u8; want as usize];
             return self.file.write_all_at(&z, host).map_err(Error::io(host));
         }
@@ -328,7 +352,7 @@ impl Writer {
     fn read_own(&mut self, cluster: u64, buf: &mut [u8]) -> Result<()> {
         let e = self.entry(cluster);
         let cb = self.opts.cluster.bits();
-        self.flush_pending()?;
+        self.settle()?;
         if e & OFLAG_COMPRESSED != 0 {
             let (host, len) = l2::compressed(e, cb);
             let len = len.min(self.next_host - host);
@@ -416,7 +440,7 @@ impl Writer {
             rb[i * 2..i * 2 + 2].copy_from_slice(&r.to_be_bytes());
         }
         self.host_write(rb_off, &rb)?;
-        self.flush_pending()?;
+        self.settle()?;
         // Header last: until it is written the file is not a valid image.
         let header = self.header(l1.len() as u32, l1_off, rt_off, table as u32)?;
         self.file.write_all_at(&header, 0).map_err(Error::io(0))?;
@@ -497,5 +521,60 @@ pub fn discard(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// A thread that performs the writer's gathered data writes, so preparing
+/// clusters and the kernel's copy of the previous batch overlap. Every write
+/// comes back (with its buffer, for reuse) in order; the first error is
+/// reported by the next call.
+struct Flusher {
+    tx: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+    done: std::sync::mpsc::Receiver<(u64, io::Result<Vec<u8>>)>,
+    in_flight: usize,
+}
+
+impl Flusher {
+    fn start(file: File) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(WRITES_QUEUED);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (at, mut buf) in rx {
+                let r = file.write_all_at(&buf, at).map(|()| {
+                    buf.clear();
+                    buf
+                });
+                if done_tx.send((at, r)).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { tx, done, in_flight: 0 }
+    }
+
+    fn send(&mut self, at: u64, buf: Vec<u8>) -> Result<()> {
+        self.tx.send((at, buf)).map_err(|_| Error::io(at)(io::Error::other("background writer stopped")))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// A buffer back from a finished write, or a new one.
+    fn spare(&mut self) -> Result<Vec<u8>> {
+        match self.done.try_recv() {
+            Ok((at, r)) => {
+                self.in_flight -= 1;
+                r.map_err(Error::io(at))
+            }
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn wait_all(&mut self) -> Result<()> {
+        while self.in_flight > 0 {
+            let (at, r) = self.done.recv().map_err(|_| Error::io(0)(io::Error::other("background writer stopped")))?;
+            self.in_flight -= 1;
+            r.map_err(Error::io(at))?;
+        }
+        Ok(())
     }
 }
