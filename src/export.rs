@@ -205,13 +205,13 @@ pub fn to_qcow2(disk: &Disk, out: &Path, opts: WriterOptions) -> Result<qcow2::W
         // cluster multiples) except for a source whose cluster size is
         // smaller than ours; write_at handles both.
         if off % cs == 0 {
-            for (i, c) in buf.chunks(cs as usize).enumerate() {
-                let at = off + (i as u64) * cs;
-                if c.len() as u64 == cs || at + c.len() as u64 == size {
-                    w.write_cluster(at / cs, c)?;
-                } else {
-                    w.write_at(at, c)?;
-                }
+            let whole = buf.len() - buf.len() % cs as usize;
+            w.write_clusters(off / cs, &buf[..whole])?;
+            let (at, tail) = (off + whole as u64, &buf[whole..]);
+            if at + tail.len() as u64 == size && !tail.is_empty() {
+                w.write_cluster(at / cs, tail)?;
+            } else if !tail.is_empty() {
+                w.write_at(at, tail)?;
             }
         } else {
             w.write_at(off, buf)?;

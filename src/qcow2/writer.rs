@@ -19,6 +19,9 @@ use std::sync::Arc;
 
 /// Sequential data clusters are gathered into writes of up to this size.
 const WRITE_BUFFER: usize = 4 << 20;
+/// Runs of new clusters at least this long are written straight from the
+/// caller's buffer instead of being gathered (copied) first.
+const DIRECT_WRITE: usize = 256 << 10;
 /// Gathered writes queued for the background writer beyond the one it is
 /// doing: bounds the memory in flight to a few WRITE_BUFFERs.
 const WRITES_QUEUED: usize = 2;
@@ -208,6 +211,57 @@ impl Writer {
             .filter(|&o| o < self.size)
             .ok_or_else(|| Error::Unsupported(format!("cluster {cluster} is beyond the virtual size {}", self.size)))?;
         Ok((self.size - off).min(cs))
+    }
+
+    /// Stores the whole guest clusters `first..` from `data` (a multiple of
+    /// the cluster size). Runs of new, non-zero clusters in an uncompressed
+    /// image are allocated together and written straight from `data`, with no
+    /// copy; everything else goes through `write_cluster`.
+    pub fn write_clusters(&mut self, first: u64, data: &[u8]) -> Result<()> {
+        let cs = self.opts.cluster.usize();
+        if !data.len().is_multiple_of(cs) {
+            return Err(Error::Unsupported(format!("write of {} bytes is not whole clusters", data.len())));
+        }
+        let n = (data.len() / cs) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        // The last cluster must be a whole one inside the virtual size.
+        let full = first.checked_add(n - 1).map(|l| self.check_cluster(l));
+        if !matches!(full, Some(Ok(w)) if w == cs as u64) {
+            return Err(Error::Unsupported(format!("{n} clusters from {first} pass the virtual size")));
+        }
+        let fresh = |w: &Self, i: u64, c: &[u8]| w.opts.compression.is_none() && w.entry(first + i) == 0 && !is_zero(c);
+        let mut i = 0u64;
+        while i < n {
+            let chunk = |k: u64| &data[(k as usize) * cs..(k as usize + 1) * cs];
+            if !fresh(self, i, chunk(i)) {
+                self.write_cluster(first + i, chunk(i))?;
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < n && fresh(self, j, chunk(j)) {
+                j += 1;
+            }
+            let host = self.alloc_clusters(j - i);
+            let cb = self.opts.cluster.bits();
+            for k in i..j {
+                let h = host + (k - i) * cs as u64;
+                self.refcounts[(h >> cb) as usize] = 1;
+                self.set_entry(first + k, h | OFLAG_COPIED);
+            }
+            self.stats.data_clusters += j - i;
+            let bytes = &data[(i as usize) * cs..(j as usize) * cs];
+            if bytes.len() >= DIRECT_WRITE {
+                // Host ranges never overlap, so this may pass queued writes.
+                self.file.write_all_at(bytes, host).map_err(Error::io(host))?;
+            } else {
+                self.host_write(host, bytes)?;
+            }
+            i = j;
+        }
+        Ok(())
     }
 
     /// Stores guest cluster `cluster`. `data` is the whole cluster, or up to
