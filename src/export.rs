@@ -52,7 +52,18 @@ impl<'a> Disk<'a> {
     fn run(&self, off: u64, max: u64) -> io::Result<(bool, u64)> {
         let end = off.saturating_add(max).min(self.reader.size());
         match (self.chain, self.holes) {
-            (Some(c), _) => c.zero_run(off, max),
+            (Some(c), _) => {
+                let (zero, n) = c.zero_run(off, max)?;
+                // A hole is skipped whole, however long: only data is read
+                // in bounded steps.
+                if zero && off + n < self.reader.size() {
+                    let (more_zero, more) = c.zero_run(off + n, u64::MAX)?;
+                    if more_zero {
+                        return Ok((true, n + more));
+                    }
+                }
+                Ok((zero, n))
+            }
             (None, Some(f)) => Ok(file_run(f, off, end)),
             (None, None) => Ok((false, end - off)),
         }
