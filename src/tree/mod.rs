@@ -219,10 +219,10 @@ impl Tree {
     /// Adds `ino` under `name` to the static folder `parent`.
     fn link(&self, parent: Ino, name: &[u8], ino: Ino) {
         let mut v = self.inner.vnodes.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(VNode { kind: VKind::Dir(children), .. }) = v.get_mut(parent as usize) {
-            if !children.iter().any(|c| c.name == name) {
-                children.push(Child { name: name.to_vec(), ino });
-            }
+        if let Some(VNode { kind: VKind::Dir(children), .. }) = v.get_mut(parent as usize)
+            && !children.iter().any(|c| c.name == name)
+        {
+            children.push(Child { name: name.to_vec(), ino });
         }
         drop(v);
         // Static folders only change while a tree is built: start the
