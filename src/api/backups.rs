@@ -138,6 +138,10 @@ impl Jobs {
         jobs.insert(id.to_string(), job);
     }
 
+    fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
     fn get(&self, id: &str) -> Option<Arc<Job>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
@@ -221,6 +225,7 @@ pub async fn delete(axum::extract::State(st): St, Path(id): Path<String>) -> Api
     }
     let disks = st.repo.catalog.delete_backup(&id).await?;
     st.sessions.close_backup(&id);
+    st.jobs.remove(&id);
     let repo = st.repo.clone();
     let mut removed = Vec::new();
     for d in &disks {
