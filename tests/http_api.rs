@@ -478,3 +478,53 @@ fn backups_over_http_and_delete_rules() {
     assert_eq!(r.status, 413);
     assert_eq!(s.call("GET", "/nope", None).status, 404);
 }
+
+/// Kills the server process when the test ends, however it ends.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_demo_and_listen_rules() {
+    let t = tempdir();
+    let repo = t.path().join("repo");
+    // No token on a non-loopback address: refused before anything starts.
+    let err = run_fail(backchain().arg("--repo").arg(&repo).args(["serve", "--listen", "0.0.0.0:0"]));
+    assert!(err.contains("--token-file"), "{err}");
+    let short = t.path().join("short-token");
+    std::fs::write(&short, "abc\n").unwrap();
+    let err = run_fail(backchain().arg("--repo").arg(&repo).args(["serve", "--token-file"]).arg(&short));
+    assert!(err.contains("at least 16"), "{err}");
+
+    let mut child = Child(
+        backchain()
+            .arg("--repo")
+            .arg(&repo)
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.0.stderr.take().unwrap()));
+    let line = lines.next().expect("a start-up line").unwrap();
+    let at = line.find("http://").unwrap_or_else(|| panic!("{line}"));
+    let addr: SocketAddr = line[at + 7..].split('/').next().unwrap().parse().unwrap();
+    let backups = request(addr, "GET", "/api/v1/backups?vm_name=demo", &[], b"").json();
+    let list = backups["backups"].as_array().unwrap();
+    let kinds: Vec<&str> = list.iter().map(|b| b["backup_type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["incremental", "full"]);
+    let id = list[0]["id"].as_str().unwrap();
+    let body = json!({"backup_id": id, "disk_index": 0}).to_string();
+    let r = request(addr, "POST", "/api/v1/restore/mount", &[], body.as_bytes());
+    assert_eq!(r.status, 201);
+    let names: Vec<String> =
+        r.json()["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for (i, fs) in ["FAT", "NTFS", "ext4"].iter().enumerate() {
+        assert!(names[i].starts_with(&format!("Partition {}", i + 1)) && names[i].contains(fs), "{names:?}");
+    }
+}

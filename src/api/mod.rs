@@ -7,6 +7,7 @@
 //! memory stays bounded whatever is downloaded.
 
 mod backups;
+mod demo;
 mod download;
 pub mod entry;
 mod error;
@@ -194,12 +195,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         )));
     }
     let repo = Arc::new(Repo::open(&config.repo, rt.handle().clone())?);
-    if config.demo {
-        demo(&repo)?;
-    }
+    let demo_ids = if config.demo { demo::fill(&repo)? } else { Vec::new() };
     let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
     let addr = listener.local_addr()?;
     eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
+    if config.demo {
+        eprintln!("{}", demo::examples(&format!("http://{addr}"), &demo_ids));
+    }
     let opts = Options { token, session_idle: config.session_idle, max_sessions: config.max_sessions };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -207,8 +209,4 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let r = rt.block_on(run(listener, repo.clone(), opts, shutdown));
     rt.block_on(repo.catalog.close());
     Ok(r?)
-}
-
-fn demo(_repo: &Repo) -> Result<(), ServeError> {
-    Err(ServeError::Config("--demo is not available yet".into()))
 }
