@@ -211,3 +211,36 @@ fn a_dead_mount_is_cleaned_up_by_the_next_mount() {
     run(backchain().arg("umount").arg(&mnt));
     assert!(!mounted(&mnt));
 }
+
+#[test]
+fn serve_keeps_a_repository_mount_while_it_runs() {
+    if !fuse_available() {
+        return;
+    }
+    let d = tempdir();
+    let repo = d.path().join("repo");
+    let id = backup(&repo, "srv", &fixture("nopart-ext4.img"));
+    let mnt = d.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut server = backchain()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["serve", "--listen", "127.0.0.1:0", "--mount"])
+        .arg(&mnt)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !mounted(&mnt) {
+        assert!(t0.elapsed().as_secs() < 30, "serve --mount did not mount");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let vol = find(&mnt.join("srv").join(&id).join("disk-0"), "Volume (");
+    let src = fixtures::fixtures().join("src");
+    assert!(fs::read(vol.join("README.txt")).unwrap() == fs::read(src.join("README.txt")).unwrap());
+    // Ctrl-C stops the server and takes the mount with it.
+    run(std::process::Command::new("kill").args(["-INT", &server.id().to_string()]));
+    assert!(server.wait().unwrap().success());
+    assert!(!mounted(&mnt));
+}
