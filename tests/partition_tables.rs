@@ -220,6 +220,9 @@ fn filesystem_without_table() {
     assert!(String::from_utf8(out.stdout).unwrap().trim().is_empty());
     assert_eq!(blkid_type(&path, 0), "ext4");
     check_hints(&path, &disk, &t);
+    // The manifests the NTFS fixture ships are well-formed (their users rely on it).
+    assert!(fixtures::manifest("ntfs-reparse.txt").iter().all(|r| r.len() == 3 && r[0].starts_with("reparse/")));
+    assert_eq!(fixtures::manifest("ntfs-streams.txt")[0][0], "README.txt:stream");
     // Whole-volume FAT and NTFS images carry 0x55AA but are not MBRs either.
     for name in ["fat32.img", "fat16.img", "fat12.img", "ntfs.img"] {
         let disk = open(name);

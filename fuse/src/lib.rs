@@ -1,10 +1,21 @@
 //! backchain-fuse: serves a read-only tree over FUSE. It knows nothing about
-//! disks or QCOW2; the main crate implements [`ReadOnlyTree`] for its tree.
+//! disks or QCOW2; the main crate implements [`ReadOnlyTree`] for its tree
+//! and calls [`mount`] (background) or [`mount_foreground`].
+//!
+//! The mount is read-only (every modifying request fails with EROFS), caches
+//! attributes and names as long as each node's [`Attr::ttl`] allows, serves
+//! requests from worker threads (reads apart from metadata, so a slow read
+//! never stalls a listing), and cleans up a dead mount left at the same
+//! place by a server that died ([`clean_stale_mount`]).
 
-/// A node's kind, as FUSE reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Directory,
-    Symlink,
-}
+mod mount;
+mod mountinfo;
+mod pool;
+mod server;
+mod tree;
+
+pub use mount::{
+    FUSE_DEVICE, MountError, MountHandle, MountOptions, SUBTYPE, clean_stale_mount, is_mounted, mount,
+    mount_foreground, unmount,
+};
+pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, Statfs, TreeError};

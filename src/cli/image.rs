@@ -107,11 +107,11 @@ pub fn export(
     let disk = match qcow2::detect(path)? {
         Format::Qcow2 => {
             chain = Chain::open(path, &opts)?;
-            Disk { reader: &chain, chain: Some(&chain), limit }
+            Disk { limit, ..Disk::chain(&chain) }
         }
         Format::Raw => {
             raw = backchain::block::RawFile::open(path)?;
-            Disk { reader: &raw, chain: None, limit }
+            Disk { limit, ..Disk::raw(&raw) }
         }
     };
     match format {

@@ -3,6 +3,7 @@
 
 mod browse;
 mod image;
+mod mount;
 mod repo;
 mod target;
 
@@ -59,6 +60,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount a backup, a disk of a backup, an image file, or (without TARGET)
+    /// the whole repository as a read-only folder.
+    Mount {
+        /// [TARGET] MOUNTPOINT
+        #[arg(num_args = 1..=2, required = true)]
+        args: Vec<String>,
+        /// Stay attached (SIGINT/SIGTERM unmount).
+        #[arg(long)]
+        foreground: bool,
+        /// Let other users (file managers) in, with permission checks.
+        #[arg(long)]
+        allow_other: bool,
+    },
+    /// Unmount a folder mounted by `backchain mount`.
+    Umount { mountpoint: PathBuf },
     /// Re-read backups and check structure, chain links and digests.
     Verify {
         backup_id: Option<String>,
@@ -179,6 +195,13 @@ pub fn main() -> ExitCode {
             };
             with_repo(dir, |r| repo::backup(r, vm, disks, kind, compress.map(image::CompressArg::compression), json))
         }
+        Command::Mount { mut args, foreground, allow_other } => {
+            // OK to unwrap: clap requires one or two values.
+            let mountpoint = PathBuf::from(args.pop().unwrap());
+            let target = args.pop();
+            mount::mount(repo_dir(dir), mount::MountArgs { target, mountpoint, foreground, allow_other })
+        }
+        Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
         Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),

@@ -444,7 +444,22 @@ impl Chain {
         }
         let mut pos = off;
         let mut kind = None;
+        let region_bytes = REGION_CLUSTERS * cs;
         while pos < end {
+            // At the start and at each region edge, skip whole L1 ranges that
+            // no layer maps, so an empty petabyte is not walked cluster by
+            // cluster.
+            if (pos == off || pos.is_multiple_of(region_bytes))
+                && kind != Some(false)
+                && let Some(until) = self.unmapped_until(pos)
+            {
+                let until = (until & !(cs - 1)).min(end);
+                if until > pos {
+                    kind = Some(true);
+                    pos = until;
+                    continue;
+                }
+            }
             let c = pos >> cb;
             let r = self.region(c / REGION_CLUSTERS)?[(c % REGION_CLUSTERS) as usize];
             let is_zero = r == Resolved::Zero;
@@ -456,6 +471,30 @@ impl Chain {
             pos = ((c + 1) * cs).min(end);
         }
         Ok((kind.unwrap_or(true), pos - off))
+    }
+}
+
+impl Chain {
+    /// When every layer that `pos` reaches has an empty L1 entry for it (or
+    /// ends before it), the guest bytes read as zeros up to the returned
+    /// offset: the nearest end of those layers' L1 ranges.
+    fn unmapped_until(&self, pos: u64) -> Option<u64> {
+        let mut until = self.size;
+        for layer in &self.layers {
+            if pos >= layer.virtual_size() {
+                return Some(until);
+            }
+            let img = layer.image()?;
+            let h = &img.header;
+            let span = h.l2_entries() << h.cluster.bits();
+            let idx = pos / span;
+            let entry = *img.l1().get(usize::try_from(idx).ok()?)?;
+            if entry & L1E_OFFSET_MASK != 0 {
+                return None;
+            }
+            until = until.min((idx + 1).saturating_mul(span));
+        }
+        Some(until)
     }
 }
 

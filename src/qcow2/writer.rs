@@ -19,6 +19,12 @@ use std::sync::Arc;
 
 /// Sequential data clusters are gathered into writes of up to this size.
 const WRITE_BUFFER: usize = 4 << 20;
+/// Runs of new clusters at least this long are written straight from the
+/// caller's buffer instead of being gathered (copied) first.
+const DIRECT_WRITE: usize = 256 << 10;
+/// Gathered writes queued for the background writer beyond the one it is
+/// doing: bounds the memory in flight to a few WRITE_BUFFERs.
+const WRITES_QUEUED: usize = 2;
 /// Refcount width written: 16 bits (refcount_order 4), QEMU's default.
 const REFCOUNT_ORDER: u32 = 4;
 /// QEMU sees a QCOW2 virtual size in whole 512-byte sectors, rounded down,
@@ -70,6 +76,7 @@ pub struct Writer {
     ctail_end: u64,
     pending: Vec<u8>,
     pending_at: u64,
+    flusher: Option<Flusher>,
     backing_reader: Option<Arc<dyn ReadAt>>,
     stats: WriteStats,
 }
@@ -116,6 +123,7 @@ impl Writer {
             ctail_end: 0,
             pending: Vec::new(),
             pending_at: 0,
+            flusher: None,
             backing_reader: None,
             stats: WriteStats::default(),
         };
@@ -181,12 +189,31 @@ impl Writer {
         Ok(())
     }
 
+    /// Hands the gathered data to the background writer, so the caller
+    /// goes on preparing the next clusters while the kernel copies these.
     fn flush_pending(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            self.file.write_all_at(&self.pending, self.pending_at).map_err(Error::io(self.pending_at))?;
-            self.pending.clear();
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        if self.flusher.is_none() {
+            let file = self.file.try_clone().map_err(Error::io(self.pending_at))?;
+            self.flusher = Some(Flusher::start(file));
+        }
+        // OK to unwrap: set just above.
+        let fl = self.flusher.as_mut().unwrap();
+        let spare = fl.spare()?;
+        let buf = std::mem::replace(&mut self.pending, spare);
+        fl.send(self.pending_at, buf)
+    }
+
+    /// Flushes and waits until every write handed off is in the file: before
+    /// the file is read, rewritten in place, or finished.
+    fn settle(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        match &mut self.flusher {
+            Some(fl) => fl.wait_all(),
+            None => Ok(()),
+        }
     }
 
     fn check_cluster(&self, cluster: u64) -> Result<u64> {
@@ -196,6 +223,57 @@ impl Writer {
             .filter(|&o| o < self.size)
             .ok_or_else(|| Error::Unsupported(format!("cluster {cluster} is beyond the virtual size {}", self.size)))?;
         Ok((self.size - off).min(cs))
+    }
+
+    /// Stores the whole guest clusters `first..` from `data` (a multiple of
+    /// the cluster size). Runs of new, non-zero clusters in an uncompressed
+    /// image are allocated together and written straight from `data`, with no
+    /// copy; everything else goes through `write_cluster`.
+    pub fn write_clusters(&mut self, first: u64, data: &[u8]) -> Result<()> {
+        let cs = self.opts.cluster.usize();
+        if !data.len().is_multiple_of(cs) {
+            return Err(Error::Unsupported(format!("write of {} bytes is not whole clusters", data.len())));
+        }
+        let n = (data.len() / cs) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        // The last cluster must be a whole one inside the virtual size.
+        let full = first.checked_add(n - 1).map(|l| self.check_cluster(l));
+        if !matches!(full, Some(Ok(w)) if w == cs as u64) {
+            return Err(Error::Unsupported(format!("{n} clusters from {first} pass the virtual size")));
+        }
+        let fresh = |w: &Self, i: u64, c: &[u8]| w.opts.compression.is_none() && w.entry(first + i) == 0 && !is_zero(c);
+        let mut i = 0u64;
+        while i < n {
+            let chunk = |k: u64| &data[(k as usize) * cs..(k as usize + 1) * cs];
+            if !fresh(self, i, chunk(i)) {
+                self.write_cluster(first + i, chunk(i))?;
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < n && fresh(self, j, chunk(j)) {
+                j += 1;
+            }
+            let host = self.alloc_clusters(j - i);
+            let cb = self.opts.cluster.bits();
+            for k in i..j {
+                let h = host + (k - i) * cs as u64;
+                self.refcounts[(h >> cb) as usize] = 1;
+                self.set_entry(first + k, h | OFLAG_COPIED);
+            }
+            self.stats.data_clusters += j - i;
+            let bytes = &data[(i as usize) * cs..(j as usize) * cs];
+            if bytes.len() >= DIRECT_WRITE {
+                // Host ranges never overlap, so this may pass queued writes.
+                self.file.write_all_at(bytes, host).map_err(Error::io(host))?;
+            } else {
+                self.host_write(host, bytes)?;
+            }
+            i = j;
+        }
+        Ok(())
     }
 
     /// Stores guest cluster `cluster`. `data` is the whole cluster, or up to
@@ -217,7 +295,7 @@ impl Writer {
         if old & OFLAG_COMPRESSED == 0 && old & L2E_OFFSET_MASK != 0 {
             // Rewrite in place.
             let host = old & L2E_OFFSET_MASK;
-            self.flush_pending()?;
+            self.settle()?;
             let mut full = data.to_vec();
             full.resize(cs, 0);
             return self.file.write_all_at(&full, host).map_err(Error::io(host));
@@ -294,7 +372,7 @@ impl Writer {
         let old = self.entry(cluster);
         if old & OFLAG_COMPRESSED == 0 && old & L2E_OFFSET_MASK != 0 {
             let host = old & L2E_OFFSET_MASK;
-            self.flush_pending()?;
+            self.settle()?;
             let z = vec![0u8; want as usize];
             return self.file.write_all_at(&z, host).map_err(Error::io(host));
         }
@@ -343,7 +421,7 @@ impl Writer {
     fn read_own(&mut self, cluster: u64, buf: &mut [u8]) -> Result<()> {
         let e = self.entry(cluster);
         let cb = self.opts.cluster.bits();
-        self.flush_pending()?;
+        self.settle()?;
         if e & OFLAG_COMPRESSED != 0 {
             let (host, len) = l2::compressed(e, cb);
             // The sector-rounded length may reach past what has been
@@ -437,7 +515,7 @@ impl Writer {
             rb[i * 2..i * 2 + 2].copy_from_slice(&r.to_be_bytes());
         }
         self.host_write(rb_off, &rb)?;
-        self.flush_pending()?;
+        self.settle()?;
         // Header last: until it is written the file is not a valid image.
         let header = self.header(l1.len() as u32, l1_off, rt_off, table as u32)?;
         self.file.write_all_at(&header, 0).map_err(Error::io(0))?;
@@ -518,5 +596,60 @@ pub fn discard(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// A thread that performs the writer's gathered data writes, so preparing
+/// clusters and the kernel's copy of the previous batch overlap. Every write
+/// comes back (with its buffer, for reuse) in order; the first error is
+/// reported by the next call.
+struct Flusher {
+    tx: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+    done: std::sync::mpsc::Receiver<(u64, io::Result<Vec<u8>>)>,
+    in_flight: usize,
+}
+
+impl Flusher {
+    fn start(file: File) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(WRITES_QUEUED);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (at, mut buf) in rx {
+                let r = file.write_all_at(&buf, at).map(|()| {
+                    buf.clear();
+                    buf
+                });
+                if done_tx.send((at, r)).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { tx, done, in_flight: 0 }
+    }
+
+    fn send(&mut self, at: u64, buf: Vec<u8>) -> Result<()> {
+        self.tx.send((at, buf)).map_err(|_| Error::io(at)(io::Error::other("background writer stopped")))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// A buffer back from a finished write, or a new one.
+    fn spare(&mut self) -> Result<Vec<u8>> {
+        match self.done.try_recv() {
+            Ok((at, r)) => {
+                self.in_flight -= 1;
+                r.map_err(Error::io(at))
+            }
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn wait_all(&mut self) -> Result<()> {
+        while self.in_flight > 0 {
+            let (at, r) = self.done.recv().map_err(|_| Error::io(0)(io::Error::other("background writer stopped")))?;
+            self.in_flight -= 1;
+            r.map_err(Error::io(at))?;
+        }
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@
 //! numbered from 1 (the root) in creation order.
 
 mod build;
+pub mod fuse;
 mod names;
 mod repo;
 
@@ -263,6 +264,14 @@ impl Tree {
             _ => Vec::new(),
         })
         .unwrap_or_default()
+    }
+
+    /// Whether a node may change while the tree is served: the folders of a
+    /// repository tree (VMs, backup lists, `latest`), never a backup's content.
+    pub fn volatile(&self, ino: Ino) -> bool {
+        ino >> SLOT_SHIFT == 0
+            && self.with_vnode(ROOT, |v| matches!(v.kind, VKind::LazyDir(_))).unwrap_or(false)
+            && self.with_vnode(ino, |v| matches!(v.kind, VKind::LazyDir(_) | VKind::Symlink(_))).unwrap_or(false)
     }
 
     /// Makes the root a folder whose children `source` computes.

@@ -49,6 +49,16 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)
 }
 
+/// The rows of a tab-separated manifest (`ntfs-reparse.txt`, `ntfs-streams.txt`),
+/// without `#` comment lines.
+pub fn manifest(name: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
 /// The cargo target directory: the test binary lives in `<target>/<profile>/deps/`.
 fn target_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {

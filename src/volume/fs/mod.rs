@@ -4,10 +4,15 @@
 //! read-only, addressed by stable node ids. Parsers whose handles are not
 //! `Send` run on worker threads behind that trait.
 
+pub mod ntfs;
+
 use std::io;
 use std::sync::Arc;
 
 use crate::block::ReadAt;
+
+pub mod ext4;
+pub mod fat;
 
 /// A node (file, folder, symlink) of one filesystem. Stable for the life of
 /// the filesystem handle and deterministic across runs where the format has
@@ -137,7 +142,7 @@ pub trait Filesystem: Send + Sync {
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
 /// error says why, for the listing).
 pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
-    let openers: &[Opener] = &[];
+    let openers: &[Opener] = &[ntfs::open, ext4::open, fat::open];
     for opener in openers {
         if let Some(fs) = opener(&volume)? {
             return Ok(Some(fs));

@@ -1,0 +1,106 @@
+//! The tree as a `backchain_fuse::ReadOnlyTree`: what `backchain mount`
+//! serves. Errors map to the FUSE crate's kinds here; errno values appear
+//! only inside that crate.
+
+use super::{Ino, Tree, TreeError};
+use crate::volume::fs::{FsError, NodeKind, Timestamp};
+use backchain_fuse::{self as bf, Attr, DirEntry, Kind, ReadOnlyTree, Statfs};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long the kernel may cache the repository's own folders (VMs, backup
+/// lists, `latest`), which change as backups commit.
+const VOLATILE_TTL: Duration = Duration::from_secs(1);
+
+/// A tree served over FUSE.
+pub struct FuseTree(pub Tree);
+
+fn time(t: Timestamp) -> SystemTime {
+    if t.secs >= 0 {
+        UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos.min(999_999_999))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(t.secs.unsigned_abs())).unwrap_or(UNIX_EPOCH)
+    }
+}
+
+fn kind(k: NodeKind) -> Kind {
+    match k {
+        NodeKind::Directory => Kind::Directory,
+        NodeKind::Symlink => Kind::Symlink,
+        // Devices, sockets and FIFOs are shown as empty files: never read.
+        NodeKind::File | NodeKind::Other => Kind::File,
+    }
+}
+
+fn err(e: TreeError) -> bf::TreeError {
+    match e {
+        TreeError::NotFound => bf::TreeError::NotFound,
+        TreeError::NotADirectory => bf::TreeError::NotADirectory,
+        TreeError::IsADirectory => bf::TreeError::IsADirectory,
+        TreeError::NotASymlink => bf::TreeError::NotASymlink,
+        TreeError::InvalidPath(m) => bf::TreeError::InvalidArgument(m),
+        TreeError::Unavailable(m) => bf::TreeError::Unsupported(m),
+        TreeError::Fs(FsError::Unsupported(m)) => bf::TreeError::Unsupported(m),
+        TreeError::Fs(FsError::Io(e)) | TreeError::Io(e) => bf::TreeError::Io(e),
+        TreeError::Fs(other) => bf::TreeError::Corrupt(other.to_string()),
+    }
+}
+
+impl FuseTree {
+    fn attr(&self, n: &super::Node) -> Attr {
+        let mut a = Attr::new(n.ino, kind(n.kind), n.size, n.perm);
+        a.nlink = n.nlink.max(1);
+        a.uid = n.uid;
+        a.gid = n.gid;
+        a.mtime = time(n.mtime);
+        a.atime = time(n.atime);
+        a.ctime = time(n.ctime);
+        a.crtime = time(n.mtime);
+        a.blksize = 1 << 20;
+        if self.0.volatile(n.ino) {
+            a.ttl = VOLATILE_TTL;
+        }
+        a
+    }
+}
+
+impl ReadOnlyTree for FuseTree {
+    fn root(&self) -> u64 {
+        super::ROOT
+    }
+
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, bf::TreeError> {
+        let n = self.0.lookup(parent as Ino, name.as_bytes()).map_err(err)?;
+        Ok(self.attr(&n))
+    }
+
+    fn getattr(&self, ino: u64) -> Result<Attr, bf::TreeError> {
+        let n = self.0.getattr(ino).map_err(err)?;
+        Ok(self.attr(&n))
+    }
+
+    fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), bf::TreeError> {
+        let listing = self.0.read_dir(ino).map_err(err)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for n in listing.entries.iter().skip(start) {
+            if !add(DirEntry { ino: n.ino, kind: kind(n.kind), name: OsStr::from_bytes(&n.name) }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, bf::TreeError> {
+        self.0.read(ino, offset, buf).map_err(err)
+    }
+
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>, bf::TreeError> {
+        self.0.read_link(ino).map_err(err)
+    }
+
+    fn statfs(&self) -> Statfs {
+        let s = self.0.statfs();
+        Statfs { blocks: s.total_bytes / 4096, files: s.files, bsize: 4096, namelen: 255 }
+    }
+}

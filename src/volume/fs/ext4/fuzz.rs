@@ -1,0 +1,65 @@
+//! Fuzz entry points: open a filesystem from bytes and walk all of it, with
+//! bounded depth, node count and bytes read, so that any hang or panic the
+//! fuzzer finds is in the parser and not in the walk.
+
+use std::sync::Arc;
+
+use crate::block::{MemImage, ReadAt};
+use crate::volume::fs::{Filesystem, NodeId, NodeKind};
+
+/// Deepest folder nesting the walk descends into.
+pub const WALK_MAX_DEPTH: usize = 64;
+/// Most nodes the walk visits.
+pub const WALK_MAX_NODES: usize = 20_000;
+/// Most bytes read from one file.
+pub const WALK_MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Visits every node reachable from the root; errors are expected on
+/// corrupt input and only counted.
+pub fn walk(fs: &dyn Filesystem) -> usize {
+    let _ = (fs.kind(), fs.label(), fs.statfs());
+    let mut stack: Vec<(NodeId, usize)> = vec![(fs.root(), 0)];
+    let mut visited = 0usize;
+    // A corrupt folder can contain itself or an ancestor: list each once.
+    let mut listed = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while let Some((dir, depth)) = stack.pop() {
+        if !listed.insert(dir) {
+            continue;
+        }
+        let Ok(entries) = fs.read_dir(dir) else { continue };
+        for e in entries {
+            visited += 1;
+            if visited > WALK_MAX_NODES {
+                return visited;
+            }
+            let _ = fs.lookup(dir, &e.name);
+            let _ = fs.stat(e.attr.node);
+            match e.attr.kind {
+                NodeKind::Directory if depth < WALK_MAX_DEPTH => stack.push((e.attr.node, depth + 1)),
+                NodeKind::File => {
+                    let mut off = 0u64;
+                    while off < WALK_MAX_FILE_BYTES {
+                        match fs.read(e.attr.node, off, &mut buf) {
+                            Ok(n) if n > 0 => off += n as u64,
+                            _ => break,
+                        }
+                    }
+                }
+                NodeKind::Symlink => {
+                    let _ = fs.read_link(e.attr.node);
+                }
+                _ => {}
+            }
+        }
+    }
+    visited
+}
+
+/// Opens an ext2/3/4 filesystem from `data` and walks it.
+pub fn fuzz_open_walk(data: &[u8]) {
+    let volume: Arc<dyn ReadAt> = Arc::new(MemImage(data.to_vec()));
+    if let Ok(Some(fs)) = super::open(&volume) {
+        walk(&*fs);
+    }
+}
