@@ -483,6 +483,15 @@ fn backups_over_http_and_delete_rules() {
 struct Child(std::process::Child);
 impl Drop for Child {
     fn drop(&mut self) {
+        // SIGINT: the server's Ctrl-C path, which also unmounts.
+        let _ = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -500,17 +509,20 @@ fn serve_demo_and_listen_rules() {
     let err = run_fail(backchain().arg("--repo").arg(&repo).args(["serve", "--token-file"]).arg(&short));
     assert!(err.contains("at least 16"), "{err}");
 
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
     let mut child = Child(
         backchain()
             .arg("--repo")
             .arg(&repo)
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--mount"])
+            .arg(&mnt)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
     );
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.0.stderr.take().unwrap()));
-    let line = lines.next().expect("a start-up line").unwrap();
+    let line = lines.by_ref().map(|l| l.unwrap()).find(|l| l.contains("http://")).expect("a start-up line");
     let at = line.find("http://").unwrap_or_else(|| panic!("{line}"));
     let addr: SocketAddr = line[at + 7..].split('/').next().unwrap().parse().unwrap();
     let backups = request(addr, "GET", "/api/v1/backups?vm_name=demo", &[], b"").json();
@@ -524,6 +536,19 @@ fn serve_demo_and_listen_rules() {
     let names: Vec<String> =
         r.json()["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
+    // --mount: the repository as a folder, while the server runs.
+    let vms: Vec<String> =
+        std::fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(vms, ["demo"]);
+    let mut backups: Vec<String> = std::fs::read_dir(mnt.join("demo"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    backups.sort();
+    let mut want: Vec<String> = list.iter().map(|b| b["id"].as_str().unwrap().to_string()).collect();
+    want.push("latest".into());
+    want.sort();
+    assert_eq!(backups, want);
     for (i, fs) in ["FAT", "NTFS", "ext4"].iter().enumerate() {
         assert!(names[i].starts_with(&format!("Partition {}", i + 1)) && names[i].contains(fs), "{names:?}");
     }
