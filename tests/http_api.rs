@@ -192,6 +192,9 @@ fn q(path: &str) -> String {
 fn listing_download_ranges_and_head() {
     let s = server(Options::default());
     assert_eq!(s.call("GET", "/health", None).json()["status"], "ok");
+    let page = request(s.addr, "GET", "/", &[], b"");
+    assert_eq!((page.status, page.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    assert!(String::from_utf8_lossy(&page.body).contains("/api/v1"));
     let m = s.mount(None);
     let root = s.ls(&m, "/");
     assert_eq!(root["entries"][0]["name"], "disk-0");

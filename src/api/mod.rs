@@ -128,12 +128,20 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/restore/{mount}/download-directory", get(download::download_directory))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
+        .route("/", get(index))
         .route("/api/v1/health", get(health))
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The web file browser: one static page over the API.
+const INDEX_HTML: &str = include_str!("index.html");
+
+async fn index() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response()
 }
 
 async fn health() -> Response {
