@@ -74,6 +74,7 @@ impl Ext4Fs {
         let Some(sb) = Superblock::read(&*volume)? else {
             return Ok(None);
         };
+        sb.check_group_count(volume.size())?;
         view::check(&volume)?;
         let mut fs = Ext4Fs::with(volume, sb)?;
         if fs.sb.journal_inode != 0 {

@@ -57,6 +57,9 @@ pub struct Superblock {
     pub desc_size: u16,
     /// The journal's inode (0: none or external).
     pub journal_inode: u32,
+    /// The high word of the block count as stored, even without the 64bit
+    /// feature (ext4-view counts it regardless; see check_group_count).
+    pub stored_blocks_hi: u32,
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
@@ -113,6 +116,7 @@ impl Superblock {
             // OK to unwrap: the slice is exactly 16 bytes.
             label: b[0x78..0x88].try_into().unwrap(),
             desc_size,
+            stored_blocks_hi: u32_at(&b, 0x150),
             journal_inode: if u32_at(&b, 0x5C) & COMPAT_HAS_JOURNAL != 0 { u32_at(&b, 0xE0) } else { 0 },
         };
         // Every block's byte offset must fit in 64 bits.
@@ -130,6 +134,27 @@ impl Superblock {
             return Err(FsError::Unsupported(format!("ext4 incompatible features {unknown:#x}")));
         }
         Ok(Some(sb))
+    }
+
+    /// Refuses a group count the volume cannot hold: the group descriptor
+    /// table must fit in the volume. This runs before anything (ext4-view
+    /// included) sizes a buffer by the group count, so a forged superblock
+    /// cannot make the image decide a huge allocation.
+    pub fn check_group_count(&self, volume_size: u64) -> Result<(), FsError> {
+        // ext4-view reads the high word of the block count whatever the
+        // features say: bound the larger of the two readings.
+        let raw = (u64::from(self.stored_blocks_hi) << 32) | (self.blocks_count & 0xffff_ffff);
+        let raw_groups =
+            raw.saturating_sub(u64::from(self.first_data_block)).div_ceil(u64::from(self.blocks_per_group));
+        let groups = self.group_count().max(raw_groups);
+        let table = groups.saturating_mul(u64::from(self.desc_size.max(32)));
+        if groups == 0 || groups > MAX_GROUPS || table > volume_size {
+            return Err(FsError::corrupt(
+                SUPERBLOCK_OFFSET + 0x4,
+                format!("{groups} block groups do not fit in a {volume_size}-byte volume"),
+            ));
+        }
+        Ok(())
     }
 
     pub fn group_count(&self) -> u64 {
