@@ -3,6 +3,8 @@
 //! Backups are QCOW2 chains in a repository; restores open any point of any
 //! chain read-only, in userspace. See docs/architecture.md.
 
+pub mod api;
+pub mod archive;
 pub mod block;
 pub mod catalog;
 pub mod engine;

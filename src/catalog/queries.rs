@@ -307,6 +307,21 @@ impl Catalog {
         Ok(chains)
     }
 
+    /// Records the change id a push agent reports for one disk of a backup.
+    pub async fn set_change_id(&self, backup_id: &str, disk_index: i64, change_id: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE backup_disks SET change_id = ? WHERE backup_id = ? AND disk_index = ?")
+            .bind(change_id)
+            .bind(backup_id)
+            .bind(disk_index)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            self.backup(backup_id).await?;
+            return Err(CatalogError::NotFound(format!("backup {backup_id} has no disk {disk_index}")));
+        }
+        Ok(())
+    }
+
     /// Deletes a backup that no later backup depends on; returns its disk
     /// rows so the caller can remove the files after the commit.
     pub async fn delete_backup(&self, id: &str) -> Result<Vec<BackupDisk>> {

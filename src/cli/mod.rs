@@ -1,6 +1,7 @@
 //! Subcommands. Each returns `Result<(), CliError>`; `main` prints the error
 //! as one line (with its causes) and exits non-zero.
 
+mod browse;
 mod image;
 mod mount;
 mod repo;
@@ -8,6 +9,7 @@ mod target;
 
 use backchain::engine::{Repo, Requested};
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,6 +99,44 @@ enum Command {
         #[arg(long, value_enum)]
         compress: Option<image::CompressArg>,
     },
+    /// List a folder of the tree of a backup or image.
+    Ls {
+        /// BACKUP_ID, BACKUP_ID:N, or an image path (QCOW2 or raw).
+        target: String,
+        path: Option<OsString>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file's bytes to stdout.
+    Cat { target: String, path: OsString },
+    /// Copy out a file, or a folder as OUT.zip / OUT.tar.gz.
+    Get {
+        target: String,
+        path: OsString,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Serve the HTTP API over the repository.
+    Serve {
+        /// Address to listen on; anything but loopback requires --token-file.
+        #[arg(long, default_value = backchain::api::DEFAULT_LISTEN)]
+        listen: String,
+        /// A file holding the bearer token that every request must present.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Also keep a FUSE mount of the whole repository here.
+        #[arg(long)]
+        mount: Option<PathBuf>,
+        /// On an empty repository, back up a bundled sample disk first.
+        #[arg(long)]
+        demo: bool,
+        /// Seconds after which an unused restore session closes.
+        #[arg(long, default_value_t = backchain::api::DEFAULT_IDLE_SECS)]
+        session_idle: u64,
+        /// Restore sessions open at once, at most.
+        #[arg(long, default_value_t = backchain::api::DEFAULT_MAX_SESSIONS)]
+        max_sessions: usize,
+    },
 }
 
 /// An error for the user: one line, with its causes.
@@ -165,6 +205,21 @@ pub fn main() -> ExitCode {
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
         Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
+        Command::Ls { target, path, json } => browse::with_tree(dir, &target, |t| browse::ls(t, path.as_deref(), json)),
+        Command::Cat { target, path } => browse::with_tree(dir, &target, |t| browse::cat(t, &path)),
+        Command::Get { target, path, output } => browse::with_tree(dir, &target, |t| browse::get(t, &path, &output)),
+        Command::Serve { listen, token_file, mount, demo, session_idle, max_sessions } => {
+            let config = backchain::api::Config {
+                repo: repo_dir(dir),
+                listen,
+                token_file,
+                mount,
+                demo,
+                session_idle: std::time::Duration::from_secs(session_idle),
+                max_sessions,
+            };
+            backchain::api::serve(config).map_err(CliError::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

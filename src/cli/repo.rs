@@ -52,7 +52,7 @@ pub fn backup(
     compression: Option<Compression>,
     json: bool,
 ) -> Result<(), CliError> {
-    let req = BackupRequest { vm, disks, kind, compression };
+    let req = BackupRequest { vm, disks, kind, compression, id: None };
     let bar = if json { Bar(None) } else { Bar::new() };
     let r = engine::backup::run(repo, &req, &bar)?;
     if json {

@@ -31,6 +31,9 @@ pub struct BackupRequest {
     pub disks: Vec<String>,
     pub kind: Requested,
     pub compression: Option<Compression>,
+    /// The backup id to use (the server hands it out before the job runs);
+    /// a fresh one when `None`.
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,7 +121,7 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
         plans.push(Plan { source, parent, chain });
     }
     let kind = if plans.iter().all(|p| p.parent.is_none()) { BackupType::Full } else { BackupType::Incremental };
-    let id = new_backup_id();
+    let id = req.id.clone().unwrap_or_else(new_backup_id);
     let total: u64 = plans.iter().map(|p| p.source.size()).sum();
     repo.block_on(repo.catalog.start_backup(&id, vm_id, kind, total))?;
     repo.block_on(repo.catalog.set_vm_disks(vm_id, &req.disks))?;

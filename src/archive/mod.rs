@@ -1,0 +1,41 @@
+//! Streaming archives of a tree folder: zip and tar.gz, written into any
+//! `std::io::Write` as the folder is walked.
+//!
+//! Memory stays bounded whatever the folder holds: file bytes go through one
+//! fixed buffer, folders are walked depth-first one listing at a time, and
+//! nothing is collected beyond the listings on the current path.
+
+mod tar_gz;
+mod walk;
+mod zip;
+
+pub use tar_gz::write_tar_gz;
+pub use walk::MAX_DEPTH;
+pub use zip::write_zip;
+
+use crate::tree::TreeError;
+
+/// Bytes of file data moved per step.
+pub const BUFFER: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{path}: {source}")]
+    Tree {
+        path: String,
+        #[source]
+        source: TreeError,
+    },
+    #[error("{path}: the file ended at byte {at} of {size}")]
+    Truncated { path: String, at: u64, size: u64 },
+    #[error("{path}: folders nested deeper than {MAX_DEPTH} levels")]
+    TooDeep { path: String },
+    #[error("archive cancelled")]
+    Cancelled,
+    #[error("writing the archive: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("writing the zip archive: {0}")]
+    Zip(#[from] ::zip::result::ZipError),
+}
+
+pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
