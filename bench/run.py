@@ -47,7 +47,8 @@ class Command:
     """One timed command. `output` is removed before every run."""
 
     argv: list
-    output: Path | None = None
+    output: Path | None = None  # a file, or a folder (removed as a whole)
+    peak_kib: int = 0  # largest ru_maxrss over the timed runs
 
 
 @dataclass
@@ -58,6 +59,9 @@ class Ratio:
     measured: str
     reference: str
     target: float
+    # Multiplies the time ratio: reference bytes / measured bytes when the
+    # two commands move different amounts of data (a speed ratio).
+    scale: float = 1.0
 
 
 @dataclass
@@ -67,6 +71,10 @@ class Scenario:
     commands: dict  # label -> Command, run in this order every round
     ratios: list
     notes: list = field(default_factory=list)
+    # Called after the timed runs with (medians, commands); returns rows
+    # (measurement, value, goal, met) for the "other measurements" table.
+    extra: object = None
+    rows: list = field(default_factory=list)
 
 
 @dataclass
@@ -228,6 +236,14 @@ SCENARIOS = {
     "export-chain": export_chain,
     "write-qcow2": write_qcow2,
 }
+# Backup (issue 3) and restore: CLI, FUSE, HTTP (issues 4-6) scenarios live
+# beside this file; they build on this module's classes and input helpers.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import backup_scenarios  # noqa: E402
+import restore_scenarios  # noqa: E402
+
+SCENARIOS.update(backup_scenarios.scenarios(sys.modules[__name__]))
+SCENARIOS.update(restore_scenarios.scenarios(sys.modules[__name__]))
 
 
 # ---------------------------------------------------------------- running
@@ -248,7 +264,9 @@ def qcow2_size(img):
 
 def time_once(cmd):
     """Runs a command; returns (wall seconds, CPU seconds: user + system)."""
-    if cmd.output is not None and (cmd.output.exists() or cmd.output.is_symlink()):
+    if cmd.output is not None and cmd.output.is_dir() and not cmd.output.is_symlink():
+        shutil.rmtree(cmd.output)
+    elif cmd.output is not None and (cmd.output.exists() or cmd.output.is_symlink()):
         cmd.output.unlink()
     t = time.perf_counter()
     with tempfile.TemporaryFile() as errf:
@@ -260,6 +278,7 @@ def time_once(cmd):
         err = errf.read().decode(errors="replace")
     if p.returncode != 0:
         sys.exit(f"command failed: {' '.join(map(str, cmd.argv))}\n{err}")
+    cmd.peak_kib = max(cmd.peak_kib, ru.ru_maxrss)
     return wall, ru.ru_utime + ru.ru_stime
 
 
@@ -280,7 +299,9 @@ def run_scenario(sc, runs):
             times[label].append(w)
             cpu[label].append(c)
     for cmd in sc.commands.values():
-        if cmd.output is not None and cmd.output.exists():
+        if cmd.output is not None and cmd.output.is_dir():
+            shutil.rmtree(cmd.output)
+        elif cmd.output is not None and cmd.output.exists():
             cmd.output.unlink()
     med = {label: statistics.median(t) for label, t in times.items()}
     med_cpu = {label: statistics.median(t) for label, t in cpu.items()}
@@ -347,24 +368,38 @@ def render(results, info, args, work_fs):
     ]
     for sc, med, cpu, _ in results:
         for r in sc.ratios:
-            v = med[r.reference] / med[r.measured]
-            c = cpu[r.reference] / max(cpu[r.measured], 1e-6)
+            v = med[r.reference] / med[r.measured] * r.scale
+            c = cpu[r.reference] / max(cpu[r.measured], 1e-6) * r.scale
             met = "yes" if v >= r.target else "NO"
             lines.append(f"| {sc.name} | {r.name} | {v:.2f} | >= {r.target:.2f} | {met} | {c:.2f} |")
     lines += [
         "",
         "Median times:",
         "",
-        "| scenario | command | wall s | CPU s | all runs, wall s |",
-        "|---|---|---|---|---|",
+        "| scenario | command | wall s | CPU s | peak RSS | all runs, wall s |",
+        "|---|---|---|---|---|---|",
     ]
     for sc, med, cpu, times in results:
         for label, t in med.items():
             runs = ", ".join(f"{x:.2f}" for x in times[label])
-            lines.append(f"| {sc.name} | {label} | {t:.3f} | {cpu[label]:.3f} | {runs} |")
+            rss = f"{sc.commands[label].peak_kib / 1024:.1f} MiB"
+            lines.append(f"| {sc.name} | {label} | {t:.3f} | {cpu[label]:.3f} | {rss} | {runs} |")
+    if any(sc.rows for sc, *_ in results):
+        lines += [
+            "",
+            "Other measurements (absolute goals, memory, sizes):",
+            "",
+            "| scenario | measurement | value | goal | met |",
+            "|---|---|---|---|---|",
+        ]
+        for sc, *_ in results:
+            for name, value, goal, met in sc.rows:
+                lines.append(f"| {sc.name} | {name} | {value} | {goal} | {met} |")
     lines += ["", "Scenarios:", ""]
     for sc, *_ in results:
         lines.append(f"* **{sc.name}**: {sc.description}.")
+        for note in sc.notes:
+            lines.append(f"  {note}")
         for cmd_label, cmd in sc.commands.items():
             argv = " ".join(Path(str(a)).name if i == 0 else str(a) for i, a in enumerate(cmd.argv))
             lines.append(f"  * {cmd_label}: `{argv}`")
@@ -417,8 +452,12 @@ def main():
                 runs = ", ".join(f"{x:.2f}" for x in times[label])
                 print(f"   {label:<22} {t:8.3f} s  cpu {cpu[label]:.3f} s  ({runs})")
             for r in sc.ratios:
-                v = med[r.reference] / med[r.measured]
+                v = med[r.reference] / med[r.measured] * r.scale
                 print(f"   {r.name}: {v:.2f} (target >= {r.target})")
+            if sc.extra is not None:
+                sc.rows = sc.extra(med, sc.commands)
+                for row in sc.rows:
+                    print(f"   {row[0]}: {row[1]} (goal {row[2]}: {row[3]})")
             results.append((sc, med, cpu, times))
     finally:
         if not args.keep and not args.work:
