@@ -185,8 +185,8 @@ def ls_many(h, ctx):
         name="ls-many",
         description=f"`backchain ls` of an ext4 folder of {n:,} files (text and --json), output to /dev/null",
         commands={
-            "backchain ls": h.Command(bc(ctx, info, "ls", target, folder)),
-            "backchain ls --json": h.Command(bc(ctx, info, "ls", target, folder, "--json")),
+            "backchain ls": h.Command(bc(ctx, info, "ls", target, folder), memory=True),
+            "backchain ls --json": h.Command(bc(ctx, info, "ls", target, folder, "--json"), memory=True),
         },
         ratios=[],
         extra=extra,
@@ -203,7 +203,9 @@ def get_zip(h, ctx):
     outs = {k: ctx.work / f"get-{k}.zip" for k in ("small", "big")}
     labels = {"small": f"get {h.human(small)}", "big": f"get {h.human(large)}"}
     cmds = {
-        labels[k]: h.Command(bc(ctx, info, "get", target, f"{info['vol']['ext4']}/zip-{k}", "-o", outs[k]), outs[k])
+        labels[k]: h.Command(
+            bc(ctx, info, "get", target, f"{info['vol']['ext4']}/zip-{k}", "-o", outs[k]), outs[k], memory=True
+        )
         for k in ("small", "big")
     }
 

@@ -48,7 +48,11 @@ class Command:
 
     argv: list
     output: Path | None = None  # a file, or a folder (removed as a whole)
-    peak_kib: int = 0  # largest ru_maxrss over the timed runs
+    # Measure peak memory: run under GNU time, whose child starts small (the
+    # ru_maxrss of a child forked from this Python process counts Python's
+    # own pages). peak_kib is the largest over all runs.
+    memory: bool = False
+    peak_kib: int = 0
 
 
 @dataclass
@@ -269,8 +273,12 @@ def time_once(cmd):
     elif cmd.output is not None and (cmd.output.exists() or cmd.output.is_symlink()):
         cmd.output.unlink()
     t = time.perf_counter()
+    argv = [str(a) for a in cmd.argv]
+    rss = tempfile.NamedTemporaryFile() if cmd.memory else None
+    if rss is not None:
+        argv = ["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv]
     with tempfile.TemporaryFile() as errf:
-        p = subprocess.Popen([str(a) for a in cmd.argv], stdout=subprocess.DEVNULL, stderr=errf)
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errf)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t
         p.returncode = os.waitstatus_to_exitcode(status)
@@ -278,7 +286,9 @@ def time_once(cmd):
         err = errf.read().decode(errors="replace")
     if p.returncode != 0:
         sys.exit(f"command failed: {' '.join(map(str, cmd.argv))}\n{err}")
-    cmd.peak_kib = max(cmd.peak_kib, ru.ru_maxrss)
+    if rss is not None:
+        cmd.peak_kib = max(cmd.peak_kib, int(open(rss.name).read().split()[-1]))
+        rss.close()
     return wall, ru.ru_utime + ru.ru_stime
 
 
@@ -382,7 +392,7 @@ def render(results, info, args, work_fs):
     for sc, med, cpu, times in results:
         for label, t in med.items():
             runs = ", ".join(f"{x:.2f}" for x in times[label])
-            rss = f"{sc.commands[label].peak_kib / 1024:.1f} MiB"
+            rss = f"{sc.commands[label].peak_kib / 1024:.1f} MiB" if sc.commands[label].memory else ""
             lines.append(f"| {sc.name} | {label} | {t:.3f} | {cpu[label]:.3f} | {rss} | {runs} |")
     if any(sc.rows for sc, *_ in results):
         lines += [
@@ -457,7 +467,7 @@ def main():
             if sc.extra is not None:
                 sc.rows = sc.extra(med, sc.commands)
                 for row in sc.rows:
-                    print(f"   {row[0]}: {row[1]} (goal {row[2]}: {row[3]})")
+                    print(f"   {row[0]}: {row[1]}" + (f" (goal {row[2]}: {row[3]})" if row[2] else ""))
             results.append((sc, med, cpu, times))
     finally:
         if not args.keep and not args.work:
