@@ -327,14 +327,16 @@ def mount_first_ls(h, ctx):
     """time from backchain mount to the first listing of the backup's root."""
     info = restore_repo(h, ctx)
     target = info["ids"]["ext4"]
-    mnt = ctx.work / "mnt-first"
-    mnt.mkdir(exist_ok=True)
-    _cleanup.append(lambda: umount(ctx, info, mnt))
     runs = 3 if ctx.quick else 7
 
     def extra(med, commands):
         roots, vols = [], []
-        for _ in range(runs):
+        for i in range(runs):
+            # A fresh mount point per run: no run waits for the previous
+            # server to finish unmounting.
+            mnt = ctx.work / f"mnt-first-{i}"
+            mnt.mkdir(exist_ok=True)
+            _cleanup.append(lambda mnt=mnt: umount(ctx, info, mnt))
             t = time.perf_counter()
             subprocess.run([str(a) for a in bc(ctx, info, "mount", target, mnt)], check=True)
             names = os.listdir(mnt)
