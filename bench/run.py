@@ -22,12 +22,6 @@ in SCENARIOS. A Scenario names its commands and the ratios to report.
 """
 
 import argparse
-import atexit
-import json
-import signal
-import socket
-import urllib.parse
-import urllib.request
 import datetime
 import os
 import platform
@@ -53,7 +47,12 @@ class Command:
     """One timed command. `output` is removed before every run."""
 
     argv: list
-    output: Path | None = None
+    output: Path | None = None  # a file, or a folder (removed as a whole)
+    # Measure peak memory: run under GNU time, whose child starts small (the
+    # ru_maxrss of a child forked from this Python process counts Python's
+    # own pages). peak_kib is the largest over all runs.
+    memory: bool = False
+    peak_kib: int = 0
 
 
 @dataclass
@@ -64,6 +63,9 @@ class Ratio:
     measured: str
     reference: str
     target: float
+    # Multiplies the time ratio: reference bytes / measured bytes when the
+    # two commands move different amounts of data (a speed ratio).
+    scale: float = 1.0
 
 
 @dataclass
@@ -73,6 +75,10 @@ class Scenario:
     commands: dict  # label -> Command, run in this order every round
     ratios: list
     notes: list = field(default_factory=list)
+    # Called after the timed runs with (medians, commands); returns rows
+    # (measurement, value, goal, met) for the "other measurements" table.
+    extra: object = None
+    rows: list = field(default_factory=list)
 
 
 @dataclass
@@ -229,125 +235,19 @@ def write_qcow2(ctx):
     )
 
 
-# ---------------------------------------------------------------- HTTP
-
-_SERVERS = []
-
-
-@atexit.register
-def _stop_servers():
-    for p in _SERVERS:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def _rss_kib(pid, field):
-    """VmRSS / VmHWM of a process, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def http_server(ctx):
-    """A server over a repository holding one backup of an ext4 disk with a
-    big file and a folder of many files; started once, stopped at exit."""
-    if getattr(ctx, "http", None):
-        return ctx.http
-    big = ctx.size(GIB, 128 * MIB)
-    count = ctx.size(10_000, 1_000)
-    each = big // count
-
-    def make_src(out):
-        (out / "many").mkdir(parents=True)
-        with open(out / "big.bin", "wb") as f:
-            for _ in range(big // (64 * MIB)):
-                f.write(os.urandom(64 * MIB))
-        for i in range(count):
-            # Half random, half text: deflate pays for some of it.
-            (out / "many" / f"file-{i:05}.bin").write_bytes(os.urandom(each // 2) + b"backchain " * (each // 20))
-
-    src = cached(ctx, "http-src", make_src)
-    img_size = 2 * big + 256 * MIB
-    img = cached(ctx, "http-ext4.img", lambda out: run_quiet(
-        ["mkfs.ext4", "-q", "-F", "-b", "4096", "-d", src, out, str(img_size // 1024) + "k"]))
-    repo = ctx.work / "http-repo"
-    out = run_quiet([ctx.backchain, "--repo", repo, "backup", "--vm", "bench", "--disk", img, "--json"])
-    backup_id = json.loads(out)["backup_id"]
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(ctx.backchain), "--repo", str(repo), "serve", "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _SERVERS.append(proc)
-    base = f"http://127.0.0.1:{port}/api/v1"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(base + "/health").read()
-            break
-        except OSError:
-            time.sleep(0.05)
-    req = urllib.request.Request(
-        base + "/restore/mount", data=json.dumps({"backup_id": backup_id, "disk_index": 0}).encode(), method="POST"
-    )
-    mount = json.loads(urllib.request.urlopen(req).read())
-    vol = mount["entries"][0]["path"]
-    idle = _rss_kib(proc.pid, "VmRSS")
-    ctx.http = (base, mount["mount_id"], proc, vol, backup_id, repo, idle, big, count)
-    return ctx.http
-
-
-def http_download(ctx):
-    """download of a big file over loopback HTTP vs backchain cat of it."""
-    base, mount, _, vol, backup_id, repo, _, big, _ = http_server(ctx)
-    path = urllib.parse.quote(vol + "/big.bin")
-    return Scenario(
-        name="http-download",
-        description=f"download of a {human(big)} file from an ext4 backup: curl over loopback vs `backchain cat`",
-        commands={
-            "http": Command(["curl", "-sf", "-o", "/dev/null", f"{base}/restore/{mount}/download?path={path}"]),
-            "cat": Command([ctx.backchain, "--repo", repo, "cat", f"{backup_id}:0", vol + "/big.bin"]),
-        },
-        ratios=[Ratio("backchain cat / HTTP download", "http", "cat", 0.8)],
-    )
-
-
-def http_zip(ctx):
-    """zip of a folder of many files over HTTP: throughput and peak server memory."""
-    base, mount, proc, vol, backup_id, repo, idle, big, count = http_server(ctx)
-    path = urllib.parse.quote(vol + "/many")
-    out_h = ctx.work / "many-http.zip"
-    out_c = ctx.work / "many-cli.zip"
-
-    def memory():
-        hwm = _rss_kib(proc.pid, "VmHWM")
-        return f"server memory: {idle / 1024:.0f} MiB idle, peak {hwm / 1024:.0f} MiB (goal: under idle + 64 MiB)"
-
-    return Scenario(
-        name="http-zip",
-        description=f"zip of a folder of {count} files ({human(big)}) streamed over HTTP vs `backchain get` to a file",
-        commands={
-            "http": Command(["curl", "-sf", "-o", out_h, f"{base}/restore/{mount}/download-directory?path={path}"], out_h),
-            "get": Command([ctx.backchain, "--repo", repo, "get", f"{backup_id}:0", vol + "/many", "-o", out_c], out_c),
-        },
-        ratios=[Ratio("backchain get / HTTP zip", "http", "get", 0.8)],
-        notes=[memory],
-    )
-
-
 SCENARIOS = {
     "export-raw": export_raw,
     "export-chain": export_chain,
     "write-qcow2": write_qcow2,
-    "http-download": http_download,
-    "http-zip": http_zip,
 }
+# Backup (issue 3) and restore: CLI, FUSE, HTTP (issues 4-6) scenarios live
+# beside this file; they build on this module's classes and input helpers.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import backup_scenarios  # noqa: E402
+import restore_scenarios  # noqa: E402
+
+SCENARIOS.update(backup_scenarios.scenarios(sys.modules[__name__]))
+SCENARIOS.update(restore_scenarios.scenarios(sys.modules[__name__]))
 
 
 # ---------------------------------------------------------------- running
@@ -368,11 +268,17 @@ def qcow2_size(img):
 
 def time_once(cmd):
     """Runs a command; returns (wall seconds, CPU seconds: user + system)."""
-    if cmd.output is not None and (cmd.output.exists() or cmd.output.is_symlink()):
+    if cmd.output is not None and cmd.output.is_dir() and not cmd.output.is_symlink():
+        shutil.rmtree(cmd.output)
+    elif cmd.output is not None and (cmd.output.exists() or cmd.output.is_symlink()):
         cmd.output.unlink()
     t = time.perf_counter()
+    argv = [str(a) for a in cmd.argv]
+    rss = tempfile.NamedTemporaryFile() if cmd.memory else None
+    if rss is not None:
+        argv = ["/usr/bin/time", "-f", "%M", "-o", rss.name, *argv]
     with tempfile.TemporaryFile() as errf:
-        p = subprocess.Popen([str(a) for a in cmd.argv], stdout=subprocess.DEVNULL, stderr=errf)
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errf)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t
         p.returncode = os.waitstatus_to_exitcode(status)
@@ -380,6 +286,9 @@ def time_once(cmd):
         err = errf.read().decode(errors="replace")
     if p.returncode != 0:
         sys.exit(f"command failed: {' '.join(map(str, cmd.argv))}\n{err}")
+    if rss is not None:
+        cmd.peak_kib = max(cmd.peak_kib, int(open(rss.name).read().split()[-1]))
+        rss.close()
     return wall, ru.ru_utime + ru.ru_stime
 
 
@@ -400,7 +309,9 @@ def run_scenario(sc, runs):
             times[label].append(w)
             cpu[label].append(c)
     for cmd in sc.commands.values():
-        if cmd.output is not None and cmd.output.exists():
+        if cmd.output is not None and cmd.output.is_dir():
+            shutil.rmtree(cmd.output)
+        elif cmd.output is not None and cmd.output.exists():
             cmd.output.unlink()
     med = {label: statistics.median(t) for label, t in times.items()}
     med_cpu = {label: statistics.median(t) for label, t in cpu.items()}
@@ -467,26 +378,38 @@ def render(results, info, args, work_fs):
     ]
     for sc, med, cpu, _ in results:
         for r in sc.ratios:
-            v = med[r.reference] / med[r.measured]
-            c = cpu[r.reference] / max(cpu[r.measured], 1e-6)
+            v = med[r.reference] / med[r.measured] * r.scale
+            c = cpu[r.reference] / max(cpu[r.measured], 1e-6) * r.scale
             met = "yes" if v >= r.target else "NO"
             lines.append(f"| {sc.name} | {r.name} | {v:.2f} | >= {r.target:.2f} | {met} | {c:.2f} |")
     lines += [
         "",
         "Median times:",
         "",
-        "| scenario | command | wall s | CPU s | all runs, wall s |",
-        "|---|---|---|---|---|",
+        "| scenario | command | wall s | CPU s | peak RSS | all runs, wall s |",
+        "|---|---|---|---|---|---|",
     ]
     for sc, med, cpu, times in results:
         for label, t in med.items():
             runs = ", ".join(f"{x:.2f}" for x in times[label])
-            lines.append(f"| {sc.name} | {label} | {t:.3f} | {cpu[label]:.3f} | {runs} |")
+            rss = f"{sc.commands[label].peak_kib / 1024:.1f} MiB" if sc.commands[label].memory else ""
+            lines.append(f"| {sc.name} | {label} | {t:.3f} | {cpu[label]:.3f} | {rss} | {runs} |")
+    if any(sc.rows for sc, *_ in results):
+        lines += [
+            "",
+            "Other measurements (absolute goals, memory, sizes):",
+            "",
+            "| scenario | measurement | value | goal | met |",
+            "|---|---|---|---|---|",
+        ]
+        for sc, *_ in results:
+            for name, value, goal, met in sc.rows:
+                lines.append(f"| {sc.name} | {name} | {value} | {goal} | {met} |")
     lines += ["", "Scenarios:", ""]
     for sc, *_ in results:
         lines.append(f"* **{sc.name}**: {sc.description}.")
-        for n in sc.notes:
-            lines.append(f"  * {n() if callable(n) else n}")
+        for note in sc.notes:
+            lines.append(f"  {note}")
         for cmd_label, cmd in sc.commands.items():
             argv = " ".join(Path(str(a)).name if i == 0 else str(a) for i, a in enumerate(cmd.argv))
             lines.append(f"  * {cmd_label}: `{argv}`")
@@ -539,8 +462,12 @@ def main():
                 runs = ", ".join(f"{x:.2f}" for x in times[label])
                 print(f"   {label:<22} {t:8.3f} s  cpu {cpu[label]:.3f} s  ({runs})")
             for r in sc.ratios:
-                v = med[r.reference] / med[r.measured]
+                v = med[r.reference] / med[r.measured] * r.scale
                 print(f"   {r.name}: {v:.2f} (target >= {r.target})")
+            if sc.extra is not None:
+                sc.rows = sc.extra(med, sc.commands)
+                for row in sc.rows:
+                    print(f"   {row[0]}: {row[1]}" + (f" (goal {row[2]}: {row[3]})" if row[2] else ""))
             results.append((sc, med, cpu, times))
     finally:
         if not args.keep and not args.work:

@@ -252,7 +252,7 @@ pub fn to_qcow2(disk: &Disk, out: &Path, opts: WriterOptions) -> Result<qcow2::W
 /// multiple of ZERO_BLOCK), and for how long, up to `end`. Hole edges are
 /// rounded inwards to ZERO_BLOCK. Where the filesystem cannot tell, all is
 /// data.
-fn file_run(file: &File, off: u64, end: u64) -> (bool, u64) {
+pub(crate) fn file_run(file: &File, off: u64, end: u64) -> (bool, u64) {
     use rustix::fs::{SeekFrom, seek};
     let align = ZERO_BLOCK as u64;
     if off >= end {

@@ -5,7 +5,7 @@ use super::digests::{self, Digest, MapReader, MapWriter, ZERO};
 use super::repo::{PARTIAL, Repo, check_vm_name, sync_dir};
 use super::{EngineError, Progress};
 use crate::catalog::{BackupDisk, BackupType, ChainRef, NewDisk};
-use crate::qcow2::{ClusterSize, Compression, Writer, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
+use crate::qcow2::{ClusterSize, Compression, Format, Writer, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
 use crate::source::{self, Source};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -293,17 +293,46 @@ impl Job<'_> {
         let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
         std::thread::scope(|s| -> Result<(), EngineError> {
             // Reading and digesting on one thread, writing on this one.
+            // A raw file's holes are neither read nor scanned (SEEK_DATA /
+            // SEEK_HOLE, as qemu-img does); elsewhere everything is data.
+            let holes = match plan.source.format {
+                Format::Raw => std::fs::File::open(&plan.source.spec).ok(),
+                Format::Qcow2 => None,
+            };
             s.spawn(move || {
                 let mut off = 0u64;
                 while off < size {
                     let n = (size - off).min(CHUNK as u64) as usize;
                     let mut buf = back_rx.try_recv().unwrap_or_default();
                     buf.resize(n, 0);
-                    if let Err(e) = reader.read_exact_at(off, &mut buf) {
-                        let _ = tx.send(Err(e));
-                        return;
+                    // Per cluster of this chunk: wholly inside a hole.
+                    let mut in_hole = vec![false; n.div_ceil(cs)];
+                    let mut pos = 0usize;
+                    while pos < n {
+                        let (hole, len) = match &holes {
+                            Some(f) => crate::export::file_run(f, off + pos as u64, off + n as u64),
+                            None => (false, (n - pos) as u64),
+                        };
+                        let len = (len as usize).clamp(1, n - pos);
+                        let part = &mut buf[pos..pos + len];
+                        if hole {
+                            part.fill(0);
+                            // Hole edges are cluster aligned (64 KiB), except at the end.
+                            let (a, b) = (pos.div_ceil(cs), (pos + len) / cs);
+                            if a < b {
+                                in_hole[a..b].fill(true);
+                            }
+                        } else if let Err(e) = reader.read_exact_at(off + pos as u64, part) {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                        pos += len;
                     }
-                    let ds = buf.chunks(cs).map(digests::digest).collect();
+                    let ds = buf
+                        .chunks(cs)
+                        .zip(&in_hole)
+                        .map(|(c, &hole)| if hole { ZERO } else { digests::digest(c) })
+                        .collect();
                     if tx.send(Ok((off, buf, ds))).is_err() {
                         return;
                     }
@@ -312,27 +341,36 @@ impl Job<'_> {
             });
             for item in rx {
                 let (off, buf, ds) = item.map_err(|e| EngineError::Read(plan.source.spec.clone(), e))?;
+                let first = off / cs as u64;
+                // Consecutive whole clusters to store go to the writer as one
+                // run: new data clusters are then written straight from `buf`
+                // (no copy into the writer's gather buffer); the writer still
+                // turns all-zero ones into zero clusters.
+                let mut run: Option<usize> = None;
                 for (i, (data, d)) in buf.chunks(cs).zip(&ds).enumerate() {
-                    let index = off / cs as u64 + i as u64;
                     digests_out.push(d)?;
-                    match &mut parent_map {
-                        Some(pm) => {
-                            if pm.next_digest()? == *d {
-                                continue;
-                            }
-                            changed += data.len() as u64;
-                            if *d == ZERO {
-                                w.write_zero_cluster(index)?;
-                            } else {
-                                w.write_cluster(index, data)?;
-                            }
+                    let store = match &mut parent_map {
+                        Some(pm) => pm.next_digest()? != *d,
+                        None => *d != ZERO,
+                    };
+                    if store {
+                        changed += data.len() as u64;
+                        if data.len() == cs {
+                            run.get_or_insert(i);
+                            continue;
                         }
-                        None if *d != ZERO => {
-                            changed += data.len() as u64;
-                            w.write_cluster(index, data)?;
-                        }
-                        None => {}
                     }
+                    if let Some(start) = run.take() {
+                        w.write_clusters(first + start as u64, &buf[start * cs..i * cs])?;
+                    }
+                    if store {
+                        // A short last cluster, never part of a run.
+                        let index = first + i as u64;
+                        if *d == ZERO { w.write_zero_cluster(index)? } else { w.write_cluster(index, data)? }
+                    }
+                }
+                if let Some(start) = run {
+                    w.write_clusters(first + start as u64, &buf[start * cs..])?;
                 }
                 self.advance(buf.len() as u64);
                 let _ = back_tx.send(buf);
