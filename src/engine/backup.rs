@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// Bytes read from a source per step (a multiple of every cluster size).
 const CHUNK: usize = 4 << 20;
+/// Threads reading and digesting a source (two cores are the norm here).
+const READERS: usize = 2;
 /// How often a running job's progress is written to the catalog.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -289,56 +291,43 @@ impl Job<'_> {
         let mut digests_out = MapWriter::create(map, cluster.bytes() as u32, size)?;
         let reader = &plan.source.reader;
         let mut changed = 0u64;
-        let (tx, rx) = mpsc::sync_channel::<Result<(u64, Vec<u8>, Vec<Digest>), std::io::Error>>(3);
-        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+        let holes = match plan.source.format {
+            Format::Raw => std::fs::File::open(&plan.source.spec).ok(),
+            Format::Qcow2 => None,
+        };
+        let holes = &holes;
         std::thread::scope(|s| -> Result<(), EngineError> {
-            // Reading and digesting on one thread, writing on this one.
+            // READERS threads each read and digest every READERS-th chunk, so
+            // reading and hashing overlap on all cores; this thread takes
+            // the chunks in order (one channel per reader keeps the order
+            // without an unbounded reorder buffer) and writes.
             // A raw file's holes are neither read nor scanned (SEEK_DATA /
             // SEEK_HOLE, as qemu-img does); elsewhere everything is data.
-            let holes = match plan.source.format {
-                Format::Raw => std::fs::File::open(&plan.source.spec).ok(),
-                Format::Qcow2 => None,
-            };
-            s.spawn(move || {
-                let mut off = 0u64;
-                while off < size {
-                    let n = (size - off).min(CHUNK as u64) as usize;
-                    let mut buf = back_rx.try_recv().unwrap_or_default();
-                    buf.resize(n, 0);
-                    // Per cluster of this chunk: wholly inside a hole.
-                    let mut in_hole = vec![false; n.div_ceil(cs)];
-                    let mut pos = 0usize;
-                    while pos < n {
-                        let (hole, len) = match &holes {
-                            Some(f) => crate::export::file_run(f, off + pos as u64, off + n as u64),
-                            None => (false, (n - pos) as u64),
-                        };
-                        let len = (len as usize).clamp(1, n - pos);
-                        let part = &mut buf[pos..pos + len];
-                        if hole {
-                            part.fill(0);
-                            // Hole edges are cluster aligned (64 KiB), except at the end.
-                            let (a, b) = (pos.div_ceil(cs), (pos + len) / cs);
-                            if a < b {
-                                in_hole[a..b].fill(true);
-                            }
-                        } else if let Err(e) = reader.read_exact_at(off + pos as u64, part) {
-                            let _ = tx.send(Err(e));
+            let mut rxs = Vec::new();
+            let mut backs = Vec::new();
+            for r in 0..READERS {
+                let (tx, rx) = mpsc::sync_channel::<Chunk>(2);
+                let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+                rxs.push(rx);
+                backs.push(back_tx);
+                s.spawn(move || {
+                    let mut off = r as u64 * CHUNK as u64;
+                    while off < size {
+                        let n = (size - off).min(CHUNK as u64) as usize;
+                        let mut buf = back_rx.try_recv().unwrap_or_default();
+                        buf.resize(n, 0);
+                        let item = read_chunk(&**reader, holes.as_ref(), off, &mut buf, cs)
+                            .map(|in_hole| (off, digest_chunk(&buf, cs, &in_hole)));
+                        let failed = item.is_err();
+                        if tx.send(item.map(|(off, ds)| (off, buf, ds))).is_err() || failed {
                             return;
                         }
-                        pos += len;
+                        off += (READERS * CHUNK) as u64;
                     }
-                    let ds = buf
-                        .chunks(cs)
-                        .zip(&in_hole)
-                        .map(|(c, &hole)| if hole { ZERO } else { digests::digest(c) })
-                        .collect();
-                    if tx.send(Ok((off, buf, ds))).is_err() {
-                        return;
-                    }
-                    off += n as u64;
-                }
-            });
+                });
+            }
+            let chunks = size.div_ceil(CHUNK as u64) as usize;
+            let rx = (0..chunks).map(|k| rxs[k % READERS].recv().unwrap_or_else(|_| Err(reader_gone())));
             for item in rx {
                 let (off, buf, ds) = item.map_err(|e| EngineError::Read(plan.source.spec.clone(), e))?;
                 let first = off / cs as u64;
@@ -373,7 +362,7 @@ impl Job<'_> {
                     w.write_clusters(first + start as u64, &buf[start * cs..])?;
                 }
                 self.advance(buf.len() as u64);
-                let _ = back_tx.send(buf);
+                let _ = backs[(off / CHUNK as u64) as usize % READERS].send(buf);
             }
             Ok(())
         })?;
@@ -381,6 +370,52 @@ impl Job<'_> {
         let content_digest = digests_out.finish()?;
         Ok(DiskOut { stored_bytes: stats.file_size, changed_bytes: changed, content_digest })
     }
+}
+
+/// A chunk as a reader thread hands it over: offset, bytes, digests.
+type Chunk = Result<(u64, Vec<u8>, Vec<Digest>), std::io::Error>;
+
+fn reader_gone() -> std::io::Error {
+    std::io::Error::other("a reader thread stopped")
+}
+
+/// Reads the chunk at `off` into `buf`; holes of a raw file are zero-filled
+/// without reading. Returns, per cluster, whether it lies wholly in a hole.
+fn read_chunk(
+    reader: &dyn crate::block::ReadAt,
+    holes: Option<&std::fs::File>,
+    off: u64,
+    buf: &mut [u8],
+    cs: usize,
+) -> std::io::Result<Vec<bool>> {
+    let n = buf.len();
+    let mut in_hole = vec![false; n.div_ceil(cs)];
+    let mut pos = 0usize;
+    while pos < n {
+        let (hole, len) = match holes {
+            Some(f) => crate::export::file_run(f, off + pos as u64, off + n as u64),
+            None => (false, (n - pos) as u64),
+        };
+        let len = (len as usize).clamp(1, n - pos);
+        let part = &mut buf[pos..pos + len];
+        if hole {
+            part.fill(0);
+            // Hole edges are cluster aligned (64 KiB), except at the end.
+            let (a, b) = (pos.div_ceil(cs), (pos + len) / cs);
+            if a < b {
+                in_hole[a..b].fill(true);
+            }
+        } else {
+            reader.read_exact_at(off + pos as u64, part)?;
+        }
+        pos += len;
+    }
+    Ok(in_hole)
+}
+
+/// The digests of a chunk's clusters (ZERO for clusters inside a hole).
+fn digest_chunk(buf: &[u8], cs: usize, in_hole: &[bool]) -> Vec<Digest> {
+    buf.chunks(cs).zip(in_hole).map(|(c, &hole)| if hole { ZERO } else { digests::digest(c) }).collect()
 }
 
 struct DiskOut {
