@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # tool:package pairs the tests use as oracles or fixture builders.
 TOOLS="qemu-img:qemu-utils qemu-io:qemu-utils mkfs.ext4:e2fsprogs debugfs:e2fsprogs mkntfs:ntfs-3g \
 ntfs-3g:ntfs-3g mkfs.fat:dosfstools mcopy:mtools sgdisk:gdisk fusermount3:fuse3 unzip:unzip zstd:zstd \
-sfdisk:fdisk setfattr:attr getfattr:attr python3:python3"
+sfdisk:fdisk setfattr:attr getfattr:attr python3:python3 ntfsinfo:ntfs-3g \
+blkid:util-linux mkswap:util-linux setpriv:util-linux flock:util-linux losetup:mount mount:mount tar:tar"
 missing=()
 for pair in $TOOLS; do
   tool=${pair%%:*} pkg=${pair##*:}

@@ -3,6 +3,8 @@
 //! disk's bytes (SHA-256), unzip/tar extraction, qemu-img compare.
 
 mod common;
+#[path = "common/fixtures.rs"]
+mod fixtures;
 use backchain::api::{self, Options};
 use backchain::engine::{BackupRequest, Repo, Requested, backup};
 use common::*;
@@ -190,6 +192,9 @@ fn q(path: &str) -> String {
 fn listing_download_ranges_and_head() {
     let s = server(Options::default());
     assert_eq!(s.call("GET", "/health", None).json()["status"], "ok");
+    let page = request(s.addr, "GET", "/", &[], b"");
+    assert_eq!((page.status, page.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    assert!(String::from_utf8_lossy(&page.body).contains("/api/v1"));
     let m = s.mount(None);
     let root = s.ls(&m, "/");
     assert_eq!(root["entries"][0]["name"], "disk-0");
@@ -483,6 +488,15 @@ fn backups_over_http_and_delete_rules() {
 struct Child(std::process::Child);
 impl Drop for Child {
     fn drop(&mut self) {
+        // SIGINT: the server's Ctrl-C path, which also unmounts.
+        let _ = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -500,17 +514,20 @@ fn serve_demo_and_listen_rules() {
     let err = run_fail(backchain().arg("--repo").arg(&repo).args(["serve", "--token-file"]).arg(&short));
     assert!(err.contains("at least 16"), "{err}");
 
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
     let mut child = Child(
         backchain()
             .arg("--repo")
             .arg(&repo)
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--mount"])
+            .arg(&mnt)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
     );
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.0.stderr.take().unwrap()));
-    let line = lines.next().expect("a start-up line").unwrap();
+    let line = lines.by_ref().map(|l| l.unwrap()).find(|l| l.contains("http://")).expect("a start-up line");
     let at = line.find("http://").unwrap_or_else(|| panic!("{line}"));
     let addr: SocketAddr = line[at + 7..].split('/').next().unwrap().parse().unwrap();
     let backups = request(addr, "GET", "/api/v1/backups?vm_name=demo", &[], b"").json();
@@ -524,7 +541,75 @@ fn serve_demo_and_listen_rules() {
     let names: Vec<String> =
         r.json()["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
-    for (i, fs) in ["FAT", "NTFS", "ext4"].iter().enumerate() {
-        assert!(names[i].starts_with(&format!("Partition {}", i + 1)) && names[i].contains(fs), "{names:?}");
+    // --mount: the repository as a folder, while the server runs.
+    let vms: Vec<String> =
+        std::fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(vms, ["demo"]);
+    let mut backups: Vec<String> = std::fs::read_dir(mnt.join("demo"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    backups.sort();
+    let mut want: Vec<String> = list.iter().map(|b| b["id"].as_str().unwrap().to_string()).collect();
+    want.push("latest".into());
+    want.sort();
+    assert_eq!(backups, want);
+    for (i, fs) in ["FAT", "NTFS", "EXT4"].iter().enumerate() {
+        let n = names[i].to_uppercase();
+        assert!(n.starts_with(&format!("PARTITION {}", i + 1)) && n.contains(fs), "{names:?}");
+    }
+}
+
+/// A backup of an ext4 disk built by mkfs.ext4 -d from the fixture tree
+/// `src/`: files downloaded and folders archived equal that tree.
+#[test]
+fn ext4_files_and_archives_equal_the_source_tree() {
+    let src = fixtures::fixtures().join("src");
+    let image = fixtures::fixture("nopart-ext4.img");
+    let s = server(Options::default());
+    let r = s.call("POST", "/backups", Some(json!({"vm_name": "ext4vm", "disks": [{"source": image}]})));
+    let id = r.json()["backup_id"].as_str().unwrap().to_string();
+    assert_eq!(wait_backup(&s, &id)["status"], "completed");
+    let r = s.call("POST", "/restore/mount", Some(json!({"backup_id": id, "disk_index": 0})));
+    let m = r.json()["mount_id"].as_str().unwrap().to_string();
+    let vol = r.json()["entries"][0]["path"].as_str().unwrap().to_string();
+
+    // Every regular file at the top of src/, by SHA-256.
+    let l = s.ls(&m, &vol);
+    let mut checked = 0;
+    for e in l["entries"].as_array().unwrap().iter().filter(|e| e["type"] == "file") {
+        let name = e["name"].as_str().unwrap();
+        let want = std::fs::read(src.join(name)).unwrap();
+        let r = s.call("GET", &format!("/restore/{m}/download?path={}", e["path_encoded"].as_str().unwrap()), None);
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(sha(&r.body), sha(&want), "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "{l}");
+    let links: Vec<&Value> = l["entries"].as_array().unwrap().iter().filter(|e| e["type"] == "symlink").collect();
+    for e in &links {
+        let want = std::fs::read_link(src.join(e["name"].as_str().unwrap())).unwrap();
+        assert_eq!(e["target"].as_str().unwrap(), want.to_str().unwrap());
+    }
+
+    for kind in ["zip", "tar.gz"] {
+        let r = s.call("GET", &format!("/restore/{m}/download-directory?path={}&format={kind}", q(&vol)), None);
+        assert_eq!(r.status, 200);
+        let file = s.dir.path().join(format!("ext4.{kind}"));
+        std::fs::write(&file, &r.body).unwrap();
+        let out = s.dir.path().join(format!("ext4-{kind}"));
+        std::fs::create_dir_all(&out).unwrap();
+        if kind == "zip" {
+            run(tool("unzip").arg("-tq").arg(&file));
+            run(tool("unzip").arg("-q").arg(&file).arg("-d").arg(&out));
+        } else {
+            run(tool("tar").arg("-xzf").arg(&file).arg("-C").arg(&out));
+        }
+        // Content, names and symlink targets (not followed) all equal.
+        let lost = out.join("lost+found");
+        if lost.exists() {
+            std::fs::remove_dir_all(&lost).unwrap();
+        }
+        run(tool("diff").arg("-r").arg("--no-dereference").arg(&src).arg(&out));
     }
 }

@@ -47,6 +47,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Mount(#[from] backchain_fuse::MountError),
 }
 
 /// What `backchain serve` was asked for.
@@ -126,12 +128,20 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/restore/{mount}/download-directory", get(download::download_directory))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
+        .route("/", get(index))
         .route("/api/v1/health", get(health))
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The web file browser: one static page over the API.
+const INDEX_HTML: &str = include_str!("index.html");
+
+async fn index() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response()
 }
 
 async fn health() -> Response {
@@ -179,9 +189,6 @@ fn read_token(path: &std::path::Path) -> Result<String, ServeError> {
 /// `backchain serve`: opens the repository, optionally fills it with the
 /// demo, and serves until Ctrl-C.
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    if config.mount.is_some() {
-        return Err(ServeError::Config("--mount is not available in this build: use `backchain mount`".into()));
-    }
     let token = config.token_file.as_deref().map(read_token).transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let addrs: Vec<SocketAddr> = rt
@@ -197,6 +204,19 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let repo = Arc::new(Repo::open(&config.repo, rt.handle().clone())?);
     let demo_ids = if config.demo { demo::fill(&repo)? } else { Vec::new() };
     let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
+    // The whole repository as a folder too, for as long as the server runs
+    // (dropping the handle unmounts).
+    let _mount = match &config.mount {
+        Some(dir) => {
+            backchain_fuse::clean_stale_mount(dir)?;
+            let tree = crate::tree::fuse::FuseTree(crate::tree::for_repo(repo.clone()));
+            let opts = backchain_fuse::MountOptions { fsname: "backchain-repo".into(), ..Default::default() };
+            let handle = backchain_fuse::mount(Arc::new(tree), dir, &opts)?;
+            eprintln!("backchain: repository mounted at {}", handle.mountpoint().display());
+            Some(handle)
+        }
+        None => None,
+    };
     let addr = listener.local_addr()?;
     eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
     if config.demo {

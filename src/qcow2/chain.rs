@@ -21,6 +21,9 @@ const REGION_CLUSTERS: u64 = 512;
 /// Resolved regions kept: 1024 regions of 512 clusters cover 32 GiB of guest
 /// space at 64 KiB clusters in about 12 MiB.
 const REGION_CACHE: usize = 1024;
+/// L2 cache bytes shared by all layers of a chain (each keeps at least two
+/// tables).
+const CHAIN_L2_BUDGET: u64 = 32 << 20;
 /// Decompressed clusters kept, by bytes, so small reads inside one compressed
 /// cluster do not decompress it again and again.
 const DECOMPRESSED_CACHE_BYTES: u64 = 16 << 20;
@@ -230,6 +233,14 @@ impl Chain {
     }
 
     fn from_layers(layers: Vec<Layer>) -> Result<Self> {
+        // Lower layers' L2 tables are only read while a region is resolved,
+        // so the layers share one budget: a 1000-deep chain stays bounded.
+        let per_layer = CHAIN_L2_BUDGET / layers.len() as u64;
+        for l in &layers {
+            if let Some(img) = l.image() {
+                img.limit_l2_cache(per_layer);
+            }
+        }
         // OK to unwrap/index: the top layer is always QCOW2.
         let top = layers[0].image().unwrap();
         let cluster = top.header.cluster;

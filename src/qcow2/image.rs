@@ -31,6 +31,13 @@ impl Image {
         Ok(Self { header, file, l1, l2_cache: Mutex::new(Lru::new(tables)) })
     }
 
+    /// Caps this image's L2 cache at `bytes` (at least two tables): a deep
+    /// chain shares one memory budget among its layers.
+    pub fn limit_l2_cache(&self, bytes: u64) {
+        let tables = (bytes.min(L2_CACHE_BYTES) / self.header.cluster.bytes()).max(2) as usize;
+        *self.l2_cache.lock().unwrap_or_else(|p| p.into_inner()) = Lru::new(tables);
+    }
+
     pub fn file(&self) -> &Arc<dyn ReadAt> {
         &self.file
     }

@@ -32,8 +32,30 @@ const NODE_MASK: u64 = (1 << SLOT_SHIFT) - 1;
 /// Filesystems one tree can hold (slot numbers must fit above bit 48).
 pub const MAX_FILESYSTEMS: usize = (1 << 15) - 1;
 /// Folder listings kept, so that paged readdir and lookups in big folders
-/// do not list the folder again each time.
+/// do not list the folder again each time: many small ones, and a few big
+/// ones, so memory stays bounded by a couple of the biggest folders.
 const LISTING_CACHE: usize = 64;
+const BIG_LISTING_CACHE: usize = 2;
+/// A listing with more entries than this is "big".
+const BIG_LISTING: usize = 4096;
+
+/// The two tiers of cached listings.
+struct Listings {
+    small: Lru<Ino, Arc<Listing>>,
+    big: Lru<Ino, Arc<Listing>>,
+}
+
+impl Listings {
+    fn new() -> Self {
+        Self { small: Lru::new(LISTING_CACHE), big: Lru::new(BIG_LISTING_CACHE) }
+    }
+    fn get(&mut self, ino: &Ino) -> Option<Arc<Listing>> {
+        self.small.get(ino).or_else(|| self.big.get(ino))
+    }
+    fn insert(&mut self, ino: Ino, l: Arc<Listing>) {
+        if l.entries.len() > BIG_LISTING { self.big.insert(ino, l) } else { self.small.insert(ino, l) }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
@@ -158,7 +180,7 @@ struct VNode {
 struct Inner {
     vnodes: RwLock<Vec<VNode>>,
     slots: RwLock<Vec<Arc<dyn Filesystem>>>,
-    listings: Mutex<Lru<Ino, Arc<Listing>>>,
+    listings: Mutex<Listings>,
     /// Virtual nodes by (parent, name), so lazily built folders keep their
     /// inode numbers when they are built again.
     named: Mutex<HashMap<(Ino, Vec<u8>), Ino>>,
@@ -194,7 +216,7 @@ impl Tree {
                 // Index 0 is a placeholder so that inode numbers start at 1.
                 vnodes: RwLock::new(vec![VNode { kind: VKind::Dir(Vec::new()), time, note: None }, root]),
                 slots: RwLock::new(Vec::new()),
-                listings: Mutex::new(Lru::new(LISTING_CACHE)),
+                listings: Mutex::new(Listings::new()),
                 named: Mutex::new(HashMap::new()),
             }),
         }
@@ -228,7 +250,7 @@ impl Tree {
         drop(v);
         // Static folders only change while a tree is built: start the
         // listing cache afresh rather than track which entry went stale.
-        *self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()) = Lru::new(LISTING_CACHE);
+        *self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()) = Listings::new();
     }
 
     /// Adds a static folder.

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Seed corpora for the partition-table and filesystem fuzz targets: small
+# images made with the real tools (mkfs.ext4 -d, mkntfs, mkfs.fat + mtools,
+# sgdisk) plus the committed tiny disks of fixtures/small. libFuzzer mutates
+# them from there.
+set -euo pipefail
+cd "$(dirname "$0")"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p corpus/partition_table corpus/ext4_open_walk corpus/ntfs_open_walk corpus/fat_open_walk
+for z in ../fixtures/small/*.img.zst; do
+  zstd -dqf "$z" -o "$work/$(basename "$z" .zst)"
+done
+cp "$work/gpt-tiny.img" "$work/mbr-logical.img" corpus/partition_table/
+cp "$work/fat12.img" corpus/fat_open_walk/
+# A small tree: a few files, a folder, a symlink, a long name.
+src="$work/src"; mkdir -p "$src/dir/sub"
+echo hello > "$src/a.txt"; head -c 5000 /dev/urandom > "$src/dir/b.bin"
+echo deep > "$src/dir/sub/c.txt"; ln -s ../a.txt "$src/dir/link"
+echo long > "$src/a-rather-long-file-name-for-lfn-entries.txt"
+truncate -s 256K "$work/ext4.img"; mkfs.ext4 -q -F -b 1024 -N 32 -d "$src" "$work/ext4.img" 2>/dev/null
+cp "$work/ext4.img" corpus/ext4_open_walk/
+truncate -s 256K "$work/ext2.img"; mkfs.ext2 -q -F -b 1024 -N 32 -d "$src" "$work/ext2.img"
+cp "$work/ext2.img" corpus/ext4_open_walk/
+truncate -s 2M "$work/ntfs.img"; mkntfs -q -F -Q -s 512 -c 512 "$work/ntfs.img" >/dev/null 2>&1
+cp "$work/ntfs.img" corpus/ntfs_open_walk/
+truncate -s 200K "$work/fat.img"; mkfs.fat -F 12 -n SEED "$work/fat.img" >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -s -i "$work/fat.img" "$src/a.txt" "$src/a-rather-long-file-name-for-lfn-entries.txt" ::/
+cp "$work/fat.img" corpus/fat_open_walk/
+echo "seeds in fuzz/corpus/"
