@@ -327,7 +327,7 @@ def http_zip(ctx):
         return f"server memory: {idle / 1024:.0f} MiB idle, peak {hwm / 1024:.0f} MiB (goal: under idle + 64 MiB)"
 
     return Scenario(
-        name="http-zip",
+        name="http-zip-vs-get",
         description=f"zip of a folder of {count} files ({human(big)}) streamed over HTTP vs `backchain get` to a file",
         commands={
             "http": Command(["curl", "-sf", "-o", out_h, f"{base}/restore/{mount}/download-directory?path={path}"], out_h),
