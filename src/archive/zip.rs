@@ -11,9 +11,13 @@ use std::sync::atomic::AtomicBool;
 use zip::write::{FullFileOptions, StreamWriter};
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
-/// Bytes of a file's start that are test-compressed to choose between
-/// deflate and stored.
+/// Bytes of a file's start read before its entry starts.
 const SAMPLE: usize = 64 << 10;
+/// Of those, the bytes test-compressed to choose between deflate and stored:
+/// enough to tell text from random data, small enough that folders of many
+/// small files do not spend their time on the test (it cost 74% of a
+/// 10,000-file zip at 64 KiB).
+const TEST: usize = 16 << 10;
 /// Deflate is used when the sample shrinks below this fraction (percent).
 const WORTH_IT_PERCENT: usize = 90;
 /// Deflate level: fast, since archives are produced while the client waits.
@@ -84,8 +88,11 @@ impl<W: Write> Sink for ZipSink<W> {
 
     fn file(&mut self, path: &[u8], node: &Node, data: &mut FileReader<'_>) -> Result<()> {
         let first = data.fill(&mut self.buf[..SAMPLE])?;
-        let method =
-            if compressible(&self.buf[..first]) { CompressionMethod::Deflated } else { CompressionMethod::Stored };
+        let method = if compressible(&self.buf[..first.min(TEST)]) {
+            CompressionMethod::Deflated
+        } else {
+            CompressionMethod::Stored
+        };
         let level = (method == CompressionMethod::Deflated).then_some(LEVEL);
         self.zip.start_file(lossy(path), options(node)?.compression_method(method).compression_level(level))?;
         self.zip.write_all(&self.buf[..first])?;
