@@ -14,19 +14,8 @@ use std::sync::Arc;
 
 use backchain::block::{MemImage, RawFile, ReadAt};
 use backchain::volume::fs::{self, Filesystem, FsError, FsKind, NodeId, NodeKind};
-use common::{Rng, run, tempdir, tool};
+use common::{Rng, random, run, sha_fs, tempdir, tool, write};
 use sha2::{Digest, Sha256};
-
-fn write(path: &Path, data: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
-}
-
-fn random(rng: &mut Rng, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rng.fill(&mut v);
-    v
-}
 
 /// The source tree: Unicode names, deep paths, a 3000-entry folder (htree),
 /// empty files, a sparse file, short and long symlinks, hard links, special
@@ -90,22 +79,6 @@ fn mkfs(tool_name: &str, args: &[&str], src: &Path, img: &Path, size: &str) {
 fn open(img: &Path) -> Arc<dyn Filesystem> {
     let vol: Arc<dyn ReadAt> = Arc::new(RawFile::open(img).unwrap());
     fs::open(vol).unwrap().expect("ext filesystem recognised")
-}
-
-fn sha_fs(fs: &dyn Filesystem, node: NodeId, size: u64) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 128 << 10];
-    let mut off = 0u64;
-    loop {
-        let n = fs.read(node, off, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        off += n as u64;
-    }
-    assert_eq!(off, size);
-    h.finalize().into()
 }
 
 struct Checked {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use backchain::block::{MemImage, RawFile, ReadAt};
 use backchain::volume::fs::{self, Filesystem, FsError, FsKind, NodeId, NodeKind};
-use common::{Rng, run, tempdir, tool};
+use common::{Rng, random, run, tempdir, tool, write};
 use sha2::{Digest, Sha256};
 
 const LABEL: &str = "BackchainNTFS";
@@ -90,11 +90,6 @@ fn ntfs_attrib(path: &Path) -> u32 {
     u32::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
 }
 
-fn write(path: &Path, data: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
-}
-
 /// Text that LZNT1 compresses well, `len` bytes.
 fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
     const WORDS: [&str; 8] = ["backup ", "chain ", "qcow2 ", "cluster ", "ntfs ", "restore ", "\n", "volume "];
@@ -103,12 +98,6 @@ fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
         v.extend_from_slice(WORDS[rng.below(8) as usize].as_bytes());
     }
     v.truncate(len);
-    v
-}
-
-fn random(rng: &mut Rng, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rng.fill(&mut v);
     v
 }
 

@@ -130,3 +130,34 @@ pub fn compressible(rng: &mut Rng, len: usize) -> Vec<u8> {
     }
     v
 }
+
+/// Writes a file, creating its folders.
+pub fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// `len` random bytes.
+pub fn random(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v);
+    v
+}
+
+/// SHA-256 of a file read whole through a filesystem, checking its size.
+pub fn sha_fs(fs: &dyn backchain::volume::fs::Filesystem, node: u64, size: u64) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 128 << 10];
+    let mut off = 0u64;
+    loop {
+        let n = fs.read(node, off, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    assert_eq!(off, size);
+    h.finalize().into()
+}
