@@ -41,6 +41,41 @@ fn read_all(t: &Tree, ino: Ino, size: u64) -> Vec<u8> {
     out
 }
 
+thread_local! {
+    /// Bytes the zero-copy path (`Tree::locate`) served in this test.
+    static LOCATED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn located() -> u64 {
+    LOCATED.with(|c| c.get())
+}
+
+/// The file as the FUSE and HTTP servers assemble it: bytes of located
+/// extents (lent from a memory map) where the tree has them, reads elsewhere.
+fn read_located(t: &Tree, ino: Ino, size: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size as usize);
+    while (out.len() as u64) < size {
+        let at = out.len() as u64;
+        let want = (size - at).min(300_007);
+        match t.locate(ino, at, want) {
+            Some(e) => {
+                assert!(!e.is_empty() && e.len() <= want, "extent of {} bytes for {want}", e.len());
+                out.extend_from_slice(e.bytes());
+                LOCATED.with(|c| c.set(c.get() + e.len()));
+            }
+            None => {
+                // Up to the next 512-byte boundary, where an extent may start.
+                let mut b = vec![0u8; want.min(512 - at % 512) as usize];
+                let n = t.read(ino, at, &mut b).unwrap();
+                assert!(n > 0, "short read at {at} of {size}");
+                out.extend_from_slice(&b[..n]);
+            }
+        }
+    }
+    assert!(t.locate(ino, size, 1).is_none(), "an extent past the end");
+    out
+}
+
 /// Compares folder `ino` of the tree with `src`, recursively; `skip` names
 /// entries of the tree the source does not have (lost+found, ...).
 fn compare(t: &Tree, ino: Ino, src: &Path, skip: &[&str], check_links: bool) -> usize {
@@ -77,7 +112,9 @@ fn compare(t: &Tree, ino: Ino, src: &Path, skip: &[&str], check_links: bool) -> 
                 assert!(meta.is_file(), "{} is a file in the tree", p.display());
                 assert_eq!(n.size, meta.len(), "size of {}", p.display());
                 let data = read_all(t, n.ino, n.size);
-                assert!(data == fs::read(&p).unwrap(), "content of {}", p.display());
+                let want = fs::read(&p).unwrap();
+                assert!(data == want, "content of {}", p.display());
+                assert!(read_located(t, n.ino, n.size) == want, "zero-copy content of {}", p.display());
                 files += 1;
             }
             NodeKind::Symlink => {
@@ -101,12 +138,19 @@ fn gpt_disk_partitions_and_files() {
     let swap = folder(&names, "Partition 4 - swap (");
     let unknown = folder(&names, "Partition 5 - mystery (");
     let f = fixtures::fixtures();
+    // Each filesystem lends most file bytes straight from the image's map.
     let n = compare(&t, t.resolve(fat).unwrap().ino, &f.join("src-fat"), &[], false);
     assert!(n > 3000, "{n} files compared on FAT");
+    let fat_located = located();
+    assert!(fat_located > 1 << 20, "{fat_located} bytes located on FAT");
     let n = compare(&t, t.resolve(ntfs).unwrap().ino, &f.join("src-ntfs"), &["reparse"], false);
     assert!(n > 3000, "{n} files compared on NTFS");
+    let ntfs_located = located() - fat_located;
+    assert!(ntfs_located > 1 << 20, "{ntfs_located} bytes located on NTFS");
     let n = compare(&t, t.resolve(ext).unwrap().ino, &f.join("src"), &["lost+found"], true);
     assert!(n > 3000, "{n} files compared on ext4");
+    let ext_located = located() - fat_located - ntfs_located;
+    assert!(ext_located > 1 << 20, "{ext_located} bytes located on ext4");
 
     // Unbrowsable partitions: a reason, and their raw bytes.
     for (name, why) in [(swap, "Linux swap"), (unknown, "no filesystem")] {

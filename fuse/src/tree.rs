@@ -178,6 +178,15 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     /// (0 at or past it). The server never asks past the size it saw at open.
     fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, TreeError>;
 
+    /// Zero-copy reads: when the `len` bytes of file `ino` from `offset`
+    /// sit in memory the tree can lend (a memory-mapped image), calls
+    /// `reply` with exactly them and returns `true`. `false` (the default):
+    /// the server calls [`read`](Self::read) instead. Never for a range past
+    /// the end of the file.
+    fn read_borrowed(&self, _ino: u64, _offset: u64, _len: usize, _reply: &mut dyn FnMut(&[u8])) -> bool {
+        false
+    }
+
     /// The target of symlink `ino`.
     fn readlink(&self, ino: u64) -> Result<Vec<u8>, TreeError>;
 

@@ -6,6 +6,7 @@
 //! away closes the channel, which stops the task.
 
 use super::St;
+use super::chunks::ChunkPool;
 use super::error::{ApiError, ApiResult};
 use super::query::Query;
 use super::restore::{Session, session};
@@ -28,6 +29,8 @@ use tokio::sync::mpsc;
 const CHUNK: usize = 1 << 20;
 /// Chunks buffered per download between the reader and the socket.
 const CHANNEL_DEPTH: usize = 4;
+/// Idle chunk buffers a download keeps for reuse (see `chunks.rs`).
+const POOL_KEEP: usize = CHANNEL_DEPTH + 2;
 
 /// RFC 5987 `attr-char`: what stays unencoded in `filename*`.
 const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
@@ -210,20 +213,26 @@ pub async fn download(
 /// Streams `len` bytes of file `ino` from `start`.
 fn stream_file(tree: Tree, ino: Ino, start: u64, len: u64) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
+    let pool = ChunkPool::new(CHUNK, POOL_KEEP);
     tokio::task::spawn_blocking(move || {
         let end = start + len;
         let mut at = start;
         while at < end {
             let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(CHUNK);
-            let mut buf = vec![0u8; want];
-            let item = match tree.read(ino, at, &mut buf) {
-                Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the file ended at byte {at}"))),
-                Ok(n) => {
-                    buf.truncate(n);
-                    at += n as u64;
-                    Ok(Bytes::from(buf))
+            // Bytes stored as they are in a mapped image go out without a copy.
+            let item = if let Some(e) = tree.locate(ino, at, want as u64) {
+                at += e.len();
+                Ok(Bytes::from_owner(e))
+            } else {
+                let mut buf = pool.take();
+                match tree.read(ino, at, &mut buf[..want]) {
+                    Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the file ended at byte {at}"))),
+                    Ok(n) => {
+                        at += n as u64;
+                        Ok(pool.freeze(buf, n))
+                    }
+                    Err(e) => Err(io::Error::other(e.to_string())),
                 }
-                Err(e) => Err(io::Error::other(e.to_string())),
             };
             let failed = item.is_err();
             // A closed channel: the client went away.
@@ -286,16 +295,25 @@ fn archive_response(
 /// Feeds archive bytes into the channel in `CHUNK`s.
 struct ChannelWriter {
     tx: mpsc::Sender<Chunk>,
+    pool: Arc<ChunkPool>,
     buf: Vec<u8>,
+    /// Bytes of `buf` filled so far.
+    filled: usize,
     cancel: Arc<AtomicBool>,
 }
 
 impl ChannelWriter {
+    fn new(tx: mpsc::Sender<Chunk>, cancel: Arc<AtomicBool>) -> Self {
+        let pool = ChunkPool::new(CHUNK, POOL_KEEP);
+        ChannelWriter { tx, buf: pool.take(), pool, filled: 0, cancel }
+    }
+
     fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.filled == 0 {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        let chunk = self.pool.freeze(std::mem::replace(&mut self.buf, self.pool.take()), self.filled);
+        self.filled = 0;
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
             self.cancel.store(true, Ordering::Relaxed);
             io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")
@@ -305,9 +323,10 @@ impl ChannelWriter {
 
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK {
+        let n = data.len().min(CHUNK - self.filled);
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+        if self.filled >= CHUNK {
             self.send()?;
         }
         Ok(n)
@@ -321,7 +340,7 @@ fn stream_archive(tree: Tree, dir: Ino, format: Format) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
     tokio::task::spawn_blocking(move || {
         let cancel = Arc::new(AtomicBool::new(false));
-        let w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK), cancel: cancel.clone() };
+        let w = ChannelWriter::new(tx.clone(), cancel.clone());
         let r = match format {
             Format::Zip => archive::write_zip(&tree, dir, w, &cancel),
             Format::TarGz => archive::write_tar_gz(&tree, dir, w, &cancel),

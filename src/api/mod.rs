@@ -7,6 +7,7 @@
 //! memory stays bounded whatever is downloaded.
 
 mod backups;
+mod chunks;
 mod demo;
 mod download;
 pub mod entry;

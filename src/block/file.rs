@@ -1,4 +1,5 @@
-use super::{ReadAt, check_range};
+use super::extent::LazyMap;
+use super::{Extent, ReadAt, check_range};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -9,6 +10,7 @@ use std::path::Path;
 pub struct RawFile {
     file: File,
     size: u64,
+    map: LazyMap,
 }
 
 impl RawFile {
@@ -30,7 +32,7 @@ impl RawFile {
         } else {
             meta.len()
         };
-        Ok(Self { file, size })
+        Ok(Self { file, size, map: LazyMap::default() })
     }
 
     pub fn file(&self) -> &File {
@@ -45,5 +47,9 @@ impl ReadAt for RawFile {
     }
     fn size(&self) -> u64 {
         self.size
+    }
+    fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
+        let len = len.min(self.size.checked_sub(offset)?);
+        self.map.locate(&self.file, offset, len)
     }
 }

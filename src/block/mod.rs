@@ -5,11 +5,13 @@
 //! `read_exact_at`, which takes `&self` so that many threads can read at once.
 
 mod cache;
+mod extent;
 mod file;
 mod mem;
 mod slice;
 
 pub use cache::Lru;
+pub use extent::Extent;
 pub use file::RawFile;
 pub use mem::MemImage;
 pub use slice::Slice;
@@ -24,6 +26,14 @@ pub trait ReadAt: Send + Sync {
 
     /// The size in bytes.
     fn size(&self) -> u64;
+
+    /// Where the bytes from `offset` are stored verbatim in one host file:
+    /// an extent of 1 to `len` bytes that starts at `offset` (it may cover
+    /// less than `len`; ask again for the rest). `None`: read them instead.
+    /// Only for zero-copy serving; see `extent.rs`.
+    fn locate(&self, _offset: u64, _len: u64) -> Option<Extent> {
+        None
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
@@ -33,6 +43,9 @@ impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
     fn size(&self) -> u64 {
         (**self).size()
     }
+    fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
+        (**self).locate(offset, len)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
@@ -41,6 +54,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     }
     fn size(&self) -> u64 {
         (**self).size()
+    }
+    fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
+        (**self).locate(offset, len)
     }
 }
 

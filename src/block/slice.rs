@@ -1,4 +1,4 @@
-use super::{ReadAt, check_range};
+use super::{Extent, ReadAt, check_range};
 use std::io;
 use std::sync::Arc;
 
@@ -31,6 +31,10 @@ impl ReadAt for Slice {
     }
     fn size(&self) -> u64 {
         self.len
+    }
+    fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
+        let len = len.min(self.len.checked_sub(offset)?);
+        self.inner.locate(self.start.checked_add(offset)?, len)
     }
 }
 

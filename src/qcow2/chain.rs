@@ -10,7 +10,7 @@ use super::error::{Error, Result};
 use super::header::ClusterSize;
 use super::image::Image;
 use super::l2::Mapping;
-use crate::block::{Lru, ReadAt, check_range};
+use crate::block::{Extent, Lru, ReadAt, check_range};
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -443,6 +443,31 @@ impl Chain {
         Ok(())
     }
 
+    /// See [`ReadAt::locate`]: the bytes from `off` when they lie in a run
+    /// of data clusters that is contiguous in one layer's file (the run
+    /// stops at the end of the resolution region, callers ask again).
+    fn locate_run(&self, off: u64, len: u64) -> Option<Extent> {
+        let len = len.min(self.size.checked_sub(off)?);
+        let cb = self.cluster.bits();
+        let cs = self.cluster.bytes();
+        let c = off >> cb;
+        let in_c = off & (cs - 1);
+        let region = self.region(c / REGION_CLUSTERS).ok()?;
+        let at = |cluster: u64| region.get((cluster - c / REGION_CLUSTERS * REGION_CLUSTERS) as usize).copied();
+        let Some(Resolved::Data { layer, host }) = at(c) else { return None };
+        let mut total = (cs - in_c).min(len);
+        let mut next = c + 1;
+        while total < len {
+            let want = host.checked_add((next - c) << cb).map(|host| Resolved::Data { layer, host });
+            if want.is_none() || at(next) != want {
+                break;
+            }
+            total += cs.min(len - total);
+            next += 1;
+        }
+        self.layers.get(layer as usize)?.file().locate(host.checked_add(in_c)?, total)
+    }
+
     /// Whether the bytes from `off` are known to be zero (true) or may hold
     /// data (false), and for how many bytes (at most `max`) that holds.
     /// Copy tools use this to skip holes without reading them.
@@ -517,6 +542,9 @@ impl ReadAt for Chain {
     fn size(&self) -> u64 {
         self.size
     }
+    fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
+        self.locate_run(offset, len)
+    }
 }
 
 /// QCOW2 when the magic says so, raw otherwise (a backing file whose parent
@@ -567,4 +595,28 @@ fn resolve_backing(image: &Path, name: &str, root: Option<&Path>) -> Result<(Pat
         });
     }
     Ok((joined, resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_clusters_are_located_in_the_image_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.qcow2");
+        let opts = super::super::WriterOptions {
+            cluster: ClusterSize::from_bits(16).unwrap(),
+            compression: None,
+            backing: None,
+        };
+        let mut w = super::super::Writer::create(&path, 4 << 20, opts).unwrap();
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8 + 1).collect();
+        w.write_clusters(0, &data).unwrap();
+        w.finish().unwrap();
+        let chain = Chain::open(&path, &OpenOptions::default()).unwrap();
+        let e = chain.locate(100, 1 << 20).expect("located");
+        assert_eq!(e.bytes(), &data[100..100 + e.len() as usize]);
+        assert!(chain.locate(2 << 20, 10).is_none(), "unallocated clusters read as zeros");
+    }
 }

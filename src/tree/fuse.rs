@@ -95,6 +95,16 @@ impl ReadOnlyTree for FuseTree {
         self.0.read(ino, offset, buf).map_err(err)
     }
 
+    fn read_borrowed(&self, ino: u64, offset: u64, len: usize, reply: &mut dyn FnMut(&[u8])) -> bool {
+        match self.0.locate(ino, offset, len as u64) {
+            Some(e) if e.len() == len as u64 => {
+                reply(e.bytes());
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn readlink(&self, ino: u64) -> Result<Vec<u8>, bf::TreeError> {
         self.0.read_link(ino).map_err(err)
     }

@@ -19,7 +19,7 @@ pub use build::{add_disk, for_backup, for_image};
 pub use names::{partition_folder, partition_label, volume_folder};
 pub use repo::for_repo;
 
-use crate::block::{Lru, ReadAt, read_at_most};
+use crate::block::{Extent, Lru, ReadAt, read_at_most};
 use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -466,6 +466,19 @@ impl Tree {
             VKind::Symlink(_) => Err(TreeError::InvalidPath("a symbolic link has no bytes to read".into())),
         })??;
         Ok(read_at_most(&*data, offset, buf)?)
+    }
+
+    /// Where file bytes from `offset` are stored verbatim, for 1 to `len`
+    /// bytes (see `ReadAt::locate`); `None` (also for any error): read them.
+    pub fn locate(&self, ino: Ino, offset: u64, len: u64) -> Option<Extent> {
+        if let Some((fs, _, node)) = self.fs_of(ino) {
+            return fs.locate(node, offset, len).ok().flatten();
+        }
+        let data = self.with_vnode(ino, |v| match &v.kind {
+            VKind::File(d) => Some(d.clone()),
+            _ => None,
+        });
+        data.ok().flatten()?.locate(offset, len)
     }
 
     pub fn read_link(&self, ino: Ino) -> Result<Vec<u8>> {

@@ -9,7 +9,7 @@ pub mod ntfs;
 use std::io;
 use std::sync::Arc;
 
-use crate::block::ReadAt;
+use crate::block::{Extent, ReadAt};
 
 pub mod ext4;
 pub mod fat;
@@ -136,6 +136,11 @@ pub trait Filesystem: Send + Sync {
     fn read(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
     fn read_link(&self, node: NodeId) -> Result<Vec<u8>, FsError>;
     fn statfs(&self) -> Result<FsStats, FsError>;
+    /// Where file bytes from `offset` are stored verbatim in a host file,
+    /// for up to `len` bytes (see `ReadAt::locate`); `None`: read them.
+    fn locate(&self, _node: NodeId, _offset: u64, _len: u64) -> Result<Option<Extent>, FsError> {
+        Ok(None)
+    }
 }
 
 /// Opens the filesystem on `volume` when one is recognised by its magic.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-use crate::block::ReadAt;
+use crate::block::{Extent, ReadAt};
 use crate::volume::fs::FsError;
 
 use super::blockmap::{BlockMap, Ctx};
@@ -245,5 +245,40 @@ impl ReadAt for Recovered {
 
     fn size(&self) -> u64 {
         self.inner.size()
+    }
+    /// Stops before the first block the journal replaced: those bytes come
+    /// from the log, not from where the volume keeps them.
+    fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
+        let bs = self.block_size;
+        let first = offset / bs;
+        let len = match self.remap.range(first..).next() {
+            Some((&b, _)) if b == first => return None,
+            Some((&b, _)) => len.min(b.checked_mul(bs)?.checked_sub(offset)?),
+            None => len,
+        };
+        self.inner.locate(offset, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::RawFile;
+    use std::io::Write;
+
+    /// Bytes of a block the journal replaced are never lent from where the
+    /// volume keeps the stale copy.
+    #[test]
+    fn locate_stops_at_replayed_blocks() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[7u8; 8192]).unwrap();
+        let mut remap = Remap::new();
+        remap.insert(2, (6144, false));
+        let r = Recovered { inner: Arc::new(RawFile::from_file(f).unwrap()), remap, block_size: 1024 };
+        assert_eq!(r.locate(0, 5000).map(|e| e.len()), Some(2048));
+        assert_eq!(r.locate(1000, 5000).map(|e| e.len()), Some(1048));
+        assert!(r.locate(2048, 10).is_none());
+        assert!(r.locate(3000, 10).is_none());
+        assert_eq!(r.locate(3072, 100).map(|e| e.len()), Some(100));
     }
 }

@@ -26,7 +26,7 @@ pub use fuzz::fuzz_open_walk;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::block::{Lru, ReadAt};
+use crate::block::{Extent, Lru, ReadAt};
 use crate::volume::fs::{Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, NodeId, NodeKind};
 
 use blockmap::{BlockMap, Ctx};
@@ -190,21 +190,9 @@ impl Ext4Fs {
         }
         let n = usize::try_from(i.size - offset).map_or(buf.len(), |left| left.min(buf.len()));
         let map = self.map(ino, i)?;
-        let bs = self.bs();
         let mut done = 0usize;
         while done < n {
-            let pos = offset + done as u64;
-            let blk = pos / bs;
-            let left = (n - done) as u64;
-            let (chunk, at) = match map.find(blk) {
-                Some(r) if r.logical <= blk => {
-                    let end = (r.logical + r.len).saturating_mul(bs);
-                    let chunk = left.min(end - pos);
-                    (chunk, r.physical.map(|p| (p + blk - r.logical) * bs + pos % bs))
-                }
-                Some(r) => (left.min(r.logical.saturating_mul(bs) - pos), None),
-                None => (left, None),
-            };
+            let (chunk, at) = self.piece(&map, offset + done as u64, (n - done) as u64);
             let dst = &mut buf[done..done + chunk as usize];
             match at {
                 Some(at) => self.volume.read_exact_at(at, dst)?,
@@ -213,6 +201,22 @@ impl Ext4Fs {
             done += chunk as usize;
         }
         Ok(n)
+    }
+
+    /// The bytes of a file from `pos`: how many (at most `left`) lie in one
+    /// run, and where on the volume (`None`: a hole or an unwritten extent).
+    fn piece(&self, map: &BlockMap, pos: u64, left: u64) -> (u64, Option<u64>) {
+        let bs = self.bs();
+        let blk = pos / bs;
+        match map.find(blk) {
+            Some(r) if r.logical <= blk => {
+                let end = (r.logical + r.len).saturating_mul(bs);
+                let chunk = left.min(end - pos);
+                (chunk, r.physical.map(|p| (p + blk - r.logical) * bs + pos % bs))
+            }
+            Some(r) => (left.min(r.logical.saturating_mul(bs) - pos), None),
+            None => (left, None),
+        }
     }
 
     fn listing(&self, ino: u32) -> Result<Arc<Listing>, FsError> {
@@ -306,6 +310,17 @@ impl Filesystem for Ext4Fs {
         let n = self.read_data(ino, &i, 0, &mut target)?;
         target.truncate(n);
         Ok(target)
+    }
+
+    fn locate(&self, node: NodeId, offset: u64, len: u64) -> Result<Option<Extent>, FsError> {
+        let ino = self.ino(node)?;
+        let i = self.inode(ino)?;
+        if i.kind() != NodeKind::File || offset >= i.size || len == 0 {
+            return Ok(None);
+        }
+        let map = self.map(ino, &i)?;
+        let (chunk, at) = self.piece(&map, offset, len.min(i.size - offset));
+        Ok(at.and_then(|at| self.volume.locate(at, chunk)))
     }
 
     fn statfs(&self) -> Result<FsStats, FsError> {

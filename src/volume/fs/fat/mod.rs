@@ -17,7 +17,7 @@ mod table;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::block::{Lru, MemImage, ReadAt};
+use crate::block::{Extent, Lru, MemImage, ReadAt};
 use crate::volume::fs::{Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, NodeId, NodeKind};
 
 use bpb::{Bpb, NO_NAME};
@@ -155,6 +155,39 @@ impl FatFs {
         Ok(p)
     }
 
+    /// A file's size and clusters, or `None` when `offset` is at or past
+    /// its end; folders and chains too short for the size are errors.
+    fn file_chain(&self, node: NodeId, offset: u64) -> Result<Option<(u64, Arc<Chain>)>, FsError> {
+        let Some(e) = self.entry(node)? else {
+            return Err(FsError::IsADirectory);
+        };
+        if e.is_dir() {
+            return Err(FsError::IsADirectory);
+        }
+        let size = u64::from(e.size);
+        if offset >= size {
+            return Ok(None);
+        }
+        let chain = self.chain(e.first_cluster)?;
+        let cs = u64::from(self.bpb.cluster_size);
+        if chain.clusters.saturating_mul(cs) < size {
+            return Err(FsError::corrupt(node, format!("{size} bytes in a chain of {} clusters", chain.clusters)));
+        }
+        Ok(Some((size, chain)))
+    }
+
+    /// The bytes of a file from `pos` (inside its size, which the chain
+    /// covers): how many (at most `left`) lie in one run, and where.
+    fn piece(&self, chain: &Chain, pos: u64, left: u64) -> (u64, u64) {
+        let cs = u64::from(self.bpb.cluster_size);
+        let idx = pos / cs;
+        let k = chain.runs.partition_point(|(start, r)| start + u64::from(r.len) <= idx);
+        // OK to index: the chain covers the file's size, so some run holds `idx`.
+        let (start, r) = chain.runs[k];
+        let run_end = (start + u64::from(r.len)) * cs;
+        (left.min(run_end - pos), self.bpb.cluster_offset(r.first) + (idx - start) * cs + pos % cs)
+    }
+
     /// The short entry a node id points at.
     fn entry(&self, node: NodeId) -> Result<Option<ShortEntry>, FsError> {
         if node == ROOT_NODE {
@@ -268,36 +301,28 @@ impl Filesystem for FatFs {
     }
 
     fn read(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
-        let Some(e) = self.entry(node)? else {
-            return Err(FsError::IsADirectory);
-        };
-        if e.is_dir() {
-            return Err(FsError::IsADirectory);
-        }
-        let size = u64::from(e.size);
-        if offset >= size || buf.is_empty() {
+        let Some((size, chain)) = self.file_chain(node, offset)? else { return Ok(0) };
+        if buf.is_empty() {
             return Ok(0);
         }
         let n = usize::try_from(size - offset).map_or(buf.len(), |left| left.min(buf.len()));
-        let chain = self.chain(e.first_cluster)?;
-        let cs = u64::from(self.bpb.cluster_size);
-        if chain.clusters.saturating_mul(cs) < size {
-            return Err(FsError::corrupt(node, format!("{size} bytes in a chain of {} clusters", chain.clusters)));
-        }
         let mut done = 0usize;
         while done < n {
-            let pos = offset + done as u64;
-            let idx = pos / cs;
-            let k = chain.runs.partition_point(|(start, r)| start + u64::from(r.len) <= idx);
-            // OK to index: the chain covers `size`, so some run holds `idx`.
-            let (start, r) = chain.runs[k];
-            let run_end = (start + u64::from(r.len)) * cs;
-            let len = ((n - done) as u64).min(run_end - pos) as usize;
-            let at = self.bpb.cluster_offset(r.first) + (idx - start) * cs + pos % cs;
+            let (len, at) = self.piece(&chain, offset + done as u64, (n - done) as u64);
+            let len = len as usize;
             self.volume.read_exact_at(at, &mut buf[done..done + len])?;
             done += len;
         }
         Ok(n)
+    }
+
+    fn locate(&self, node: NodeId, offset: u64, len: u64) -> Result<Option<Extent>, FsError> {
+        let Some((size, chain)) = self.file_chain(node, offset)? else { return Ok(None) };
+        if len == 0 {
+            return Ok(None);
+        }
+        let (len, at) = self.piece(&chain, offset, len.min(size - offset));
+        Ok(self.volume.locate(at, len))
     }
 
     fn read_link(&self, node: NodeId) -> Result<Vec<u8>, FsError> {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use super::layout::MAX_COMPRESSION_UNIT;
 use super::lznt1;
 use super::record::{NonResident, Run};
-use crate::block::{Lru, ReadAt};
+use crate::block::{Extent, Lru, ReadAt};
 use crate::volume::fs::FsError;
 
 /// Decompressed compression units kept per filesystem (64 KiB each).
@@ -150,6 +150,20 @@ impl Stream {
         Ok(n)
     }
 
+    /// See `ReadAt::locate`: only bytes stored as they are (not
+    /// compressed), below the valid data length, in an allocated run.
+    fn locate(&self, vol: &dyn ReadAt, offset: u64, len: u64) -> Option<Extent> {
+        if self.unit_clusters != 0 {
+            return None;
+        }
+        let len = len.min(self.init_size.min(self.size).checked_sub(offset)?);
+        let run = self.run_for(offset / self.cluster)?;
+        let within = offset - run.vcn * self.cluster;
+        let avail = run.len.saturating_mul(self.cluster).checked_sub(within)?;
+        let at = run.lcn?.checked_mul(self.cluster)?.checked_add(within)?;
+        vol.locate(at, len.min(avail))
+    }
+
     fn read_compressed(
         &self,
         vol: &dyn ReadAt,
@@ -254,6 +268,14 @@ impl Data {
                 Ok(n)
             }
             Data::Clusters(s) => s.read(vol, cache, key, offset, buf),
+        }
+    }
+
+    /// See `ReadAt::locate`; resident bytes live in the MFT record, copied.
+    pub fn locate(&self, vol: &dyn ReadAt, offset: u64, len: u64) -> Option<Extent> {
+        match self {
+            Data::Resident(_) => None,
+            Data::Clusters(s) => s.locate(vol, offset, len),
         }
     }
 }

@@ -32,7 +32,7 @@ use self::layout::*;
 use self::record::{Body, NonResident, RawAttr, RecordHeader, apply_fixups, parse_record};
 use self::reparse::Reparse;
 use super::{Attr, DirEntry, FsError, FsKind, FsStats, NodeId, NodeKind, Timestamp};
-use crate::block::{Lru, MemImage, ReadAt, read_at_most};
+use crate::block::{Extent, Lru, MemImage, ReadAt, read_at_most};
 
 /// Boot sector OEM id at byte 3 ("NTFS" and four spaces).
 const BOOT_OEM_ID: &[u8; 8] = b"NTFS    ";
@@ -539,6 +539,13 @@ impl super::Filesystem for NtfsFs {
         let l = self.listing(dir)?;
         let i = *l.by_name.get(name).ok_or(FsError::NotFound)?;
         Ok(l.entries[i].clone())
+    }
+
+    fn locate(&self, node: NodeId, offset: u64, len: u64) -> Result<Option<Extent>, FsError> {
+        Ok(match &self.node(node)?.content {
+            Content::File(d) => d.locate(&*self.vol, offset, len),
+            _ => None,
+        })
     }
 
     fn read(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {

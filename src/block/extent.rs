@@ -1,0 +1,125 @@
+//! Zero-copy access to stored bytes.
+//!
+//! Serving a restored file means moving many MiB from an image file to a
+//! FUSE reply or a socket. Read through a buffer, that is one extra copy of
+//! every byte, which cost more than half of the server's time in
+//! bench/run.py (fuse-read, http-download). When a range of a file is stored
+//! verbatim in one host file (an uncompressed QCOW2 cluster run, a raw
+//! image), every layer can say where ([`super::ReadAt::locate`]), and the
+//! server hands out the bytes of a read-only memory map of that file.
+//!
+//! A layer that transforms bytes (decompression, zero clusters, journal
+//! replay, bytes past a valid-data length) never locates them: the default
+//! is "read them".
+
+use std::fs::File;
+use std::sync::{Arc, OnceLock};
+
+use memmap2::Mmap;
+
+/// `len` bytes of a mapped host file, from `start`.
+#[derive(Clone)]
+pub struct Extent {
+    map: Arc<Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl Extent {
+    /// The bytes at `[offset, offset + len)` of `map`, if they lie inside it.
+    fn new(map: &Arc<Mmap>, offset: u64, len: u64) -> Option<Extent> {
+        let start = usize::try_from(offset).ok()?;
+        let len = usize::try_from(len).ok()?;
+        let end = start.checked_add(len)?;
+        (len > 0 && end <= map.len()).then(|| Extent { map: Arc::clone(map), start, len })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+
+    /// The first `len` bytes (all of them when `len` is larger).
+    pub fn truncate(mut self, len: u64) -> Extent {
+        self.len = usize::try_from(len).map_or(self.len, |l| l.min(self.len));
+        self
+    }
+}
+
+impl AsRef<[u8]> for Extent {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl std::fmt::Debug for Extent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Extent({} bytes at {})", self.len, self.start)
+    }
+}
+
+/// A file's read-only map, made on first use; `None` when the file cannot
+/// be mapped (not a regular file, empty, or mmap refused), and then callers
+/// read instead.
+#[derive(Debug, Default)]
+pub(super) struct LazyMap(OnceLock<Option<Arc<Mmap>>>);
+
+impl LazyMap {
+    pub(super) fn locate(&self, file: &File, offset: u64, len: u64) -> Option<Extent> {
+        let map = self.0.get_or_init(|| map_file(file)).as_ref()?;
+        let avail = (map.len() as u64).checked_sub(offset)?;
+        Extent::new(map, offset, len.min(avail))
+    }
+}
+
+fn map_file(file: &File) -> Option<Arc<Mmap>> {
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return None;
+    }
+    // SAFETY: the map is read-only and only ever read as bytes. The one
+    // hazard of a file map is another process truncating the file while it
+    // is mapped (the next access to the lost pages raises SIGBUS). Image
+    // files in a repository are written once and renamed into place, never
+    // changed or truncated afterwards; the same holds for any image a user
+    // mounts: changing it under a running restore would already serve
+    // inconsistent data. Git maps its pack files on the same terms.
+    let map = unsafe { Mmap::map(file) }.ok()?;
+    // Sequential serving: let the kernel read ahead within the map.
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Some(Arc::new(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn locates_inside_the_file_only() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&(0..=255u8).cycle().take(10_000).collect::<Vec<_>>()).unwrap();
+        let m = LazyMap::default();
+        let e = m.locate(&f, 300, 10).unwrap();
+        assert_eq!(e.bytes(), &(300..310).map(|i| (i % 256) as u8).collect::<Vec<_>>()[..]);
+        // Cut at the end of the file; nothing past it.
+        assert_eq!(m.locate(&f, 9_990, 100).unwrap().len(), 10);
+        assert!(m.locate(&f, 10_000, 1).is_none());
+        assert!(m.locate(&f, u64::MAX, 1).is_none());
+        assert!(m.locate(&f, 5, 0).is_none());
+        assert_eq!(e.truncate(4).bytes(), &[44, 45, 46, 47]);
+    }
+
+    #[test]
+    fn empty_files_are_not_mapped() {
+        let f = tempfile::tempfile().unwrap();
+        assert!(LazyMap::default().locate(&f, 0, 1).is_none());
+    }
+}
