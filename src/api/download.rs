@@ -220,7 +220,7 @@ fn stream_file(tree: Tree, ino: Ino, start: u64, len: u64) -> Body {
         while at < end {
             let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(CHUNK);
             // Bytes stored as they are in a mapped image go out without a copy.
-            let item = if let Some(e) = tree.locate(ino, at, want as u64) {
+            let item = if let Some(e) = tree.locate(ino, at, want as u64).filter(|e| e.is_backed()) {
                 at += e.len();
                 Ok(Bytes::from_owner(e))
             } else {

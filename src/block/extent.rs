@@ -20,18 +20,25 @@ use memmap2::Mmap;
 /// `len` bytes of a mapped host file, from `start`.
 #[derive(Clone)]
 pub struct Extent {
-    map: Arc<Mmap>,
+    map: Arc<Mapped>,
     start: usize,
     len: usize,
 }
 
+/// A file's map and the file itself (to check its size before lending).
+#[derive(Debug)]
+struct Mapped {
+    map: Mmap,
+    file: File,
+}
+
 impl Extent {
     /// The bytes at `[offset, offset + len)` of `map`, if they lie inside it.
-    fn new(map: &Arc<Mmap>, offset: u64, len: u64) -> Option<Extent> {
+    fn new(map: &Arc<Mapped>, offset: u64, len: u64) -> Option<Extent> {
         let start = usize::try_from(offset).ok()?;
         let len = usize::try_from(len).ok()?;
         let end = start.checked_add(len)?;
-        (len > 0 && end <= map.len()).then(|| Extent { map: Arc::clone(map), start, len })
+        (len > 0 && end <= map.map.len()).then(|| Extent { map: Arc::clone(map), start, len })
     }
 
     pub fn len(&self) -> u64 {
@@ -43,7 +50,18 @@ impl Extent {
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.map[self.start..self.start + self.len]
+        &self.map.map[self.start..self.start + self.len]
+    }
+
+    /// Whether the file still holds the extent's bytes. Checked right
+    /// before the bytes are handed out: a file cut short under its map
+    /// would otherwise raise SIGBUS on the lost pages; refused, the caller
+    /// reads instead and gets a clean read error. (A truncation in the few
+    /// microseconds between this check and the copy is not covered; image
+    /// files are never truncated by backchain itself.)
+    pub fn is_backed(&self) -> bool {
+        let end = (self.start + self.len) as u64;
+        self.map.file.metadata().is_ok_and(|m| m.len() >= end)
     }
 
     /// The first `len` bytes (all of them when `len` is larger).
@@ -69,17 +87,17 @@ impl std::fmt::Debug for Extent {
 /// be mapped (not a regular file, empty, or mmap refused), and then callers
 /// read instead.
 #[derive(Debug, Default)]
-pub(super) struct LazyMap(OnceLock<Option<Arc<Mmap>>>);
+pub(super) struct LazyMap(OnceLock<Option<Arc<Mapped>>>);
 
 impl LazyMap {
     pub(super) fn locate(&self, file: &File, offset: u64, len: u64) -> Option<Extent> {
         let map = self.0.get_or_init(|| map_file(file)).as_ref()?;
-        let avail = (map.len() as u64).checked_sub(offset)?;
+        let avail = (map.map.len() as u64).checked_sub(offset)?;
         Extent::new(map, offset, len.min(avail))
     }
 }
 
-fn map_file(file: &File) -> Option<Arc<Mmap>> {
+fn map_file(file: &File) -> Option<Arc<Mapped>> {
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() == 0 {
         return None;
@@ -94,7 +112,7 @@ fn map_file(file: &File) -> Option<Arc<Mmap>> {
     let map = unsafe { Mmap::map(file) }.ok()?;
     // Sequential serving: let the kernel read ahead within the map.
     let _ = map.advise(memmap2::Advice::Sequential);
-    Some(Arc::new(map))
+    Some(Arc::new(Mapped { map, file: file.try_clone().ok()? }))
 }
 
 #[cfg(test)]
@@ -114,7 +132,19 @@ mod tests {
         assert!(m.locate(&f, 10_000, 1).is_none());
         assert!(m.locate(&f, u64::MAX, 1).is_none());
         assert!(m.locate(&f, 5, 0).is_none());
+        assert!(e.is_backed());
         assert_eq!(e.truncate(4).bytes(), &[44, 45, 46, 47]);
+    }
+
+    #[test]
+    fn a_file_cut_short_under_the_map_is_refused() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![1u8; 1 << 20]).unwrap();
+        let m = LazyMap::default();
+        let e = m.locate(&f, 600_000, 100_000).unwrap();
+        f.set_len(4096).unwrap();
+        assert!(!e.is_backed(), "pages past the new end of the file");
+        assert!(m.locate(&f, 0, 100).unwrap().is_backed());
     }
 
     #[test]

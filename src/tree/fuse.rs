@@ -97,7 +97,7 @@ impl ReadOnlyTree for FuseTree {
 
     fn read_borrowed(&self, ino: u64, offset: u64, len: usize, reply: &mut dyn FnMut(&[u8])) -> bool {
         match self.0.locate(ino, offset, len as u64) {
-            Some(e) if e.len() == len as u64 => {
+            Some(e) if e.len() == len as u64 && e.is_backed() => {
                 reply(e.bytes());
                 true
             }
