@@ -315,7 +315,10 @@ impl Job<'_> {
                     while off < size {
                         let n = (size - off).min(CHUNK as u64) as usize;
                         let mut buf = back_rx.try_recv().unwrap_or_default();
-                        buf.resize(n, 0);
+                        // Debug builds poison fresh buffers, so that a byte
+                        // `read_chunk` leaves unfilled never passes for a zero
+                        // in tests (recycled buffers hold stale bytes anyway).
+                        buf.resize(n, if cfg!(debug_assertions) { 0xA5 } else { 0 });
                         let item = read_chunk(&**reader, holes.as_ref(), off, &mut buf, cs)
                             .map(|in_hole| (off, digest_chunk(&buf, cs, &in_hole)));
                         let failed = item.is_err();
@@ -342,9 +345,12 @@ impl Job<'_> {
                         Some(pm) => pm.next_digest()? != *d,
                         None => *d != ZERO,
                     };
+                    // ZERO: all zeros, or in a hole (whose bytes in `buf` are
+                    // stale: `read_chunk` does not fill them); either way a
+                    // zero cluster, never data.
                     if store {
                         changed += data.len() as u64;
-                        if data.len() == cs {
+                        if data.len() == cs && *d != ZERO {
                             run.get_or_insert(i);
                             continue;
                         }
@@ -353,7 +359,7 @@ impl Job<'_> {
                         w.write_clusters(first + start as u64, &buf[start * cs..i * cs])?;
                     }
                     if store {
-                        // A short last cluster, never part of a run.
+                        // A zero cluster, or a short last cluster (never part of a run).
                         let index = first + i as u64;
                         if *d == ZERO { w.write_zero_cluster(index)? } else { w.write_cluster(index, data)? }
                     }
@@ -399,11 +405,18 @@ fn read_chunk(
         let len = (len as usize).clamp(1, n - pos);
         let part = &mut buf[pos..pos + len];
         if hole {
-            part.fill(0);
             // Hole edges are cluster aligned (64 KiB), except at the end.
+            // Whole clusters in the hole are marked and left unfilled (their
+            // digest is ZERO and they are stored, if at all, as zero
+            // clusters); only the bytes of partly covered clusters, which
+            // are digested, are zeroed.
             let (a, b) = (pos.div_ceil(cs), (pos + len) / cs);
             if a < b {
                 in_hole[a..b].fill(true);
+                buf[pos..a * cs].fill(0);
+                buf[b * cs..pos + len].fill(0);
+            } else {
+                part.fill(0);
             }
         } else {
             reader.read_exact_at(off + pos as u64, part)?;
