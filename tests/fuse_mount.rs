@@ -148,6 +148,55 @@ fn a_backup_mounted_reads_like_its_source() {
     assert!(!mounted(&mnt));
 }
 
+/// `--direct-io`: every read is served by the server in the size asked,
+/// straight into the reader's buffer; the bytes must be the same.
+#[test]
+fn a_direct_io_mount_reads_like_its_source() {
+    if !fuse_available() {
+        return;
+    }
+    let d = tempdir();
+    let repo = d.path().join("repo");
+    let id = backup(&repo, "pc", &fixture("gpt.img"));
+    let mnt = d.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    run(backchain().arg("--repo").arg(&repo).args(["mount", "--direct-io", &format!("{id}:0")]).arg(&mnt));
+    let _guard = Mount(mnt.clone());
+    let f = fixtures::fixtures();
+    assert!(compare_dirs(&find(&mnt, "Partition 3 - "), &f.join("src"), &["lost+found"], true) > 3000);
+    assert!(compare_dirs(&find(&mnt, "Partition 2 - "), &f.join("src-ntfs"), &["reparse"], false) > 3000);
+
+    // Odd sizes at random offsets, from several readers at once.
+    let flat = d.path().join("flat.raw");
+    run(backchain().arg("--repo").arg(&repo).args(["export", &format!("{id}:0"), "-o"]).arg(&flat));
+    let table = backchain::volume::table::read_table(
+        &(std::sync::Arc::new(backchain::block::RawFile::open(&flat).unwrap())
+            as std::sync::Arc<dyn backchain::block::ReadAt>),
+    )
+    .unwrap();
+    let swap = table.partitions.iter().find(|p| p.number == 4).unwrap().clone();
+    let img = find(&mnt, "Partition 4 - ").join("partition.img");
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (img, flat) = (&img, &flat);
+            s.spawn(move || {
+                let (a, b) = (fs::File::open(img).unwrap(), fs::File::open(flat).unwrap());
+                let mut rng = Rng::new(t + 11);
+                for _ in 0..200 {
+                    let len = 1 + rng.below(swap.size / 2) as usize;
+                    let off = rng.below(swap.size - len as u64);
+                    let (mut x, mut y) = (vec![0u8; len], vec![0u8; len]);
+                    a.read_exact_at(&mut x, off).unwrap();
+                    b.read_exact_at(&mut y, swap.start + off).unwrap();
+                    assert!(x == y, "reader {t} at {off}+{len}");
+                }
+            });
+        }
+    });
+    run(backchain().arg("umount").arg(&mnt));
+    assert!(!mounted(&mnt));
+}
+
 #[test]
 fn the_repository_mount_shows_new_backups_and_latest() {
     if !fuse_available() {

@@ -20,6 +20,7 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     pub foreground: bool,
     pub allow_other: bool,
+    pub direct_io: bool,
 }
 
 pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
@@ -49,7 +50,7 @@ pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
             (t, id)
         }
     };
-    let opts = bf::MountOptions { allow_other: a.allow_other, fsname, ..Default::default() };
+    let opts = bf::MountOptions { allow_other: a.allow_other, direct_io: a.direct_io, fsname, ..Default::default() };
     bf::mount_foreground(Arc::new(FuseTree(tree)), &a.mountpoint, &opts)?;
     Ok(())
 }
@@ -64,6 +65,9 @@ fn spawn_background(repo_dir: &Path, a: &MountArgs) -> Result<(), CliError> {
     cmd.arg("--repo").arg(repo_dir).arg("mount").arg("--foreground");
     if a.allow_other {
         cmd.arg("--allow-other");
+    }
+    if a.direct_io {
+        cmd.arg("--direct-io");
     }
     if let Some(t) = &a.target {
         cmd.arg(t);
