@@ -85,12 +85,15 @@ impl std::fmt::Debug for Extent {
 
 /// A file's read-only map, made on first use; `None` when the file cannot
 /// be mapped (not a regular file, empty, or mmap refused), and then callers
-/// read instead.
+/// read instead. The extents it gives may cover holes of a sparse file:
+/// callers must not touch those bytes (on tmpfs a read through the map
+/// allocates a page); `RawFile::locate` only gives data.
 #[derive(Debug, Default)]
-pub(super) struct LazyMap(OnceLock<Option<Arc<Mapped>>>);
+pub struct LazyMap(OnceLock<Option<Arc<Mapped>>>);
 
 impl LazyMap {
-    pub(super) fn locate(&self, file: &File, offset: u64, len: u64) -> Option<Extent> {
+    /// Up to `len` bytes of `file` (always the same file) from `offset`.
+    pub fn locate(&self, file: &File, offset: u64, len: u64) -> Option<Extent> {
         let map = self.0.get_or_init(|| map_file(file)).as_ref()?;
         let avail = (map.map.len() as u64).checked_sub(offset)?;
         Extent::new(map, offset, len.min(avail))
@@ -145,6 +148,28 @@ mod tests {
         f.set_len(4096).unwrap();
         assert!(!e.is_backed(), "pages past the new end of the file");
         assert!(m.locate(&f, 0, 100).unwrap().is_backed());
+    }
+
+    /// A restore never reads a hole of a sparse image through the map (on
+    /// tmpfs that would allocate pages in the user's file).
+    #[test]
+    fn raw_files_lend_data_never_holes() {
+        use crate::block::{RawFile, ReadAt};
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse.raw");
+        let f = File::create(&p).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(&[9u8; 1 << 20], 2 << 20).unwrap();
+        drop(f);
+        let raw = RawFile::open(&p).unwrap();
+        let e = raw.locate(2 << 20, 4 << 20).unwrap();
+        assert_eq!(e.bytes(), &[9u8; 1 << 20][..], "data up to the hole after it");
+        // Holes, if the filesystem reports them (all but ancient ones do).
+        if rustix::fs::seek(raw.file(), rustix::fs::SeekFrom::Data(0)).ok() == Some(2 << 20) {
+            assert!(raw.locate(0, 4096).is_none());
+            assert!(raw.locate(4 << 20, 4096).is_none());
+        }
     }
 
     #[test]

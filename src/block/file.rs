@@ -48,8 +48,16 @@ impl ReadAt for RawFile {
     fn size(&self) -> u64 {
         self.size
     }
+    /// Data only, never a hole of a sparse file: reading a hole through a
+    /// map allocates pages on some filesystems (tmpfs), which a restore
+    /// must not do to the files it reads. Two `lseek`s per call.
     fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
+        use rustix::fs::{SeekFrom, seek};
         let len = len.min(self.size.checked_sub(offset)?);
-        self.map.locate(&self.file, offset, len)
+        if seek(&self.file, SeekFrom::Data(offset)).ok()? != offset {
+            return None;
+        }
+        let hole = seek(&self.file, SeekFrom::Hole(offset)).ok()?;
+        self.map.locate(&self.file, offset, len.min(hole.checked_sub(offset)?))
     }
 }

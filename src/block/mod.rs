@@ -11,7 +11,7 @@ mod mem;
 mod slice;
 
 pub use cache::Lru;
-pub use extent::Extent;
+pub use extent::{Extent, LazyMap};
 pub use file::RawFile;
 pub use mem::MemImage;
 pub use slice::Slice;

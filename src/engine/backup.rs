@@ -4,6 +4,7 @@
 use super::digests::{self, Digest, MapReader, MapWriter, ZERO};
 use super::repo::{PARTIAL, Repo, check_vm_name, sync_dir};
 use super::{EngineError, Progress};
+use crate::block::{Extent, LazyMap};
 use crate::catalog::{BackupDisk, BackupType, ChainRef, NewDisk};
 use crate::qcow2::{ClusterSize, Compression, Format, Writer, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
 use crate::source::{self, Source};
@@ -296,6 +297,21 @@ impl Job<'_> {
             Format::Qcow2 => None,
         };
         let holes = &holes;
+        // An incremental reads a mappable source (a raw file, a QCOW2 image's
+        // data clusters) through its memory map: the digests that find the
+        // few changed clusters are computed on the page cache itself, without
+        // copying every byte into a buffer first (that copy took more time
+        // than the hashing). Full backups store every cluster and read as
+        // before.
+        let incremental = parent_map.is_some();
+        // A raw file is mapped whole, holes included: their clusters are
+        // known from SEEK_HOLE and never touched through the map.
+        let source_map = LazyMap::default();
+        let locate = |off: u64, n: u64| match holes {
+            Some(f) => source_map.locate(f, off, n),
+            None => reader.locate(off, n),
+        };
+        let locate = &locate;
         std::thread::scope(|s| -> Result<(), EngineError> {
             // READERS threads each read and digest every READERS-th chunk, so
             // reading and hashing overlap on all cores; this thread takes
@@ -314,15 +330,23 @@ impl Job<'_> {
                     let mut off = r as u64 * CHUNK as u64;
                     while off < size {
                         let n = (size - off).min(CHUNK as u64) as usize;
-                        let mut buf = back_rx.try_recv().unwrap_or_default();
-                        // Debug builds poison fresh buffers, so that a byte
-                        // `read_chunk` leaves unfilled never passes for a zero
-                        // in tests (recycled buffers hold stale bytes anyway).
-                        buf.resize(n, if cfg!(debug_assertions) { 0xA5 } else { 0 });
-                        let item = read_chunk(&**reader, holes.as_ref(), off, &mut buf, cs)
-                            .map(|in_hole| (off, digest_chunk(&buf, cs, &in_hole)));
+                        let mapped = if incremental { locate(off, n as u64) } else { None };
+                        let item = match mapped.filter(|e| e.len() == n as u64 && e.is_backed()) {
+                            Some(e) => hole_clusters(holes.as_ref(), off, n, cs)
+                                .map(|in_hole| (off, digest_chunk(e.bytes(), cs, &in_hole), ChunkData::Mapped(e))),
+                            None => {
+                                let mut buf = back_rx.try_recv().unwrap_or_default();
+                                // Debug builds poison fresh buffers, so that a
+                                // byte `read_chunk` leaves unfilled never passes
+                                // for a zero in tests (recycled buffers hold
+                                // stale bytes anyway).
+                                buf.resize(n, if cfg!(debug_assertions) { 0xA5 } else { 0 });
+                                read_chunk(&**reader, holes.as_ref(), off, &mut buf, cs)
+                                    .map(|in_hole| (off, digest_chunk(&buf, cs, &in_hole), ChunkData::Owned(buf)))
+                            }
+                        };
                         let failed = item.is_err();
-                        if tx.send(item.map(|(off, ds)| (off, buf, ds))).is_err() || failed {
+                        if tx.send(item).is_err() || failed {
                             return;
                         }
                         off += (READERS * CHUNK) as u64;
@@ -331,44 +355,69 @@ impl Job<'_> {
             }
             let chunks = size.div_ceil(CHUNK as u64) as usize;
             let rx = (0..chunks).map(|k| rxs[k % READERS].recv().unwrap_or_else(|_| Err(reader_gone())));
+            let mut scratch: Vec<u8> = Vec::new();
             for item in rx {
-                let (off, buf, ds) = item.map_err(|e| EngineError::Read(plan.source.spec.clone(), e))?;
+                let (off, ds, data) = item.map_err(|e| EngineError::Read(plan.source.spec.clone(), e))?;
                 let first = off / cs as u64;
+                let bytes = data.bytes();
+                let mapped = matches!(data, ChunkData::Mapped(_));
                 // Consecutive whole clusters to store go to the writer as one
-                // run: new data clusters are then written straight from `buf`
-                // (no copy into the writer's gather buffer); the writer still
-                // turns all-zero ones into zero clusters.
+                // run: new data clusters are then written straight from the
+                // chunk (no copy into the writer's gather buffer); the writer
+                // still turns all-zero ones into zero clusters. A stored
+                // cluster of a mapped chunk is first copied out (into
+                // `scratch`, which then holds the pending run) and hashed
+                // again: its stored bytes and digest agree even if the source
+                // changes under the map.
                 let mut run: Option<usize> = None;
-                for (i, (data, d)) in buf.chunks(cs).zip(&ds).enumerate() {
-                    digests_out.push(d)?;
+                for (i, (c, d)) in bytes.chunks(cs).zip(&ds).enumerate() {
                     let store = match &mut parent_map {
                         Some(pm) => pm.next_digest()? != *d,
                         None => *d != ZERO,
                     };
-                    // ZERO: all zeros, or in a hole (whose bytes in `buf` are
-                    // stale: `read_chunk` does not fill them); either way a
-                    // zero cluster, never data.
+                    let digest = if store && mapped && *d != ZERO {
+                        scratch.extend_from_slice(c);
+                        digests::digest(&scratch[scratch.len() - c.len()..])
+                    } else {
+                        *d
+                    };
+                    digests_out.push(&digest)?;
+                    // ZERO: all zeros, or in a hole (whose bytes in an owned
+                    // buffer are stale: `read_chunk` does not fill them);
+                    // either way a zero cluster, never data.
                     if store {
-                        changed += data.len() as u64;
-                        if data.len() == cs && *d != ZERO {
+                        changed += c.len() as u64;
+                        if c.len() == cs && digest != ZERO {
                             run.get_or_insert(i);
                             continue;
                         }
                     }
                     if let Some(start) = run.take() {
-                        w.write_clusters(first + start as u64, &buf[start * cs..i * cs])?;
+                        let src = if mapped { &scratch[..(i - start) * cs] } else { &bytes[start * cs..i * cs] };
+                        w.write_clusters(first + start as u64, src)?;
                     }
                     if store {
                         // A zero cluster, or a short last cluster (never part of a run).
                         let index = first + i as u64;
-                        if *d == ZERO { w.write_zero_cluster(index)? } else { w.write_cluster(index, data)? }
+                        if digest == ZERO {
+                            w.write_zero_cluster(index)?
+                        } else if mapped {
+                            w.write_cluster(index, &scratch[scratch.len() - c.len()..])?
+                        } else {
+                            w.write_cluster(index, c)?
+                        }
                     }
+                    scratch.clear();
                 }
                 if let Some(start) = run {
-                    w.write_clusters(first + start as u64, &buf[start * cs..])?;
+                    let src = if mapped { &scratch[..] } else { &bytes[start * cs..] };
+                    w.write_clusters(first + start as u64, src)?;
                 }
-                self.advance(buf.len() as u64);
-                let _ = backs[(off / CHUNK as u64) as usize % READERS].send(buf);
+                scratch.clear();
+                self.advance(bytes.len() as u64);
+                if let ChunkData::Owned(buf) = data {
+                    let _ = backs[(off / CHUNK as u64) as usize % READERS].send(buf);
+                }
             }
             Ok(())
         })?;
@@ -378,15 +427,68 @@ impl Job<'_> {
     }
 }
 
-/// A chunk as a reader thread hands it over: offset, bytes, digests.
-type Chunk = Result<(u64, Vec<u8>, Vec<Digest>), std::io::Error>;
+/// A chunk as a reader thread hands it over: offset, digests, bytes.
+type Chunk = Result<(u64, Vec<Digest>, ChunkData), std::io::Error>;
+
+/// A chunk's bytes: read into a buffer (which goes back to its reader), or
+/// lent from the source's memory map.
+enum ChunkData {
+    Owned(Vec<u8>),
+    Mapped(Extent),
+}
+
+impl ChunkData {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            ChunkData::Owned(b) => b,
+            ChunkData::Mapped(e) => e.bytes(),
+        }
+    }
+}
 
 fn reader_gone() -> std::io::Error {
     std::io::Error::other("a reader thread stopped")
 }
 
-/// Reads the chunk at `off` into `buf`; holes of a raw file are zero-filled
-/// without reading. Returns, per cluster, whether it lies wholly in a hole.
+/// The data and hole runs of the `n` bytes at `off`: `(hole, start, len)`
+/// relative to `off`. Only a raw file has holes (SEEK_DATA / SEEK_HOLE);
+/// elsewhere all is data.
+fn runs(holes: Option<&std::fs::File>, off: u64, n: usize) -> Vec<(bool, usize, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < n {
+        let (hole, len) = match holes {
+            Some(f) => crate::export::file_run(f, off + pos as u64, off + n as u64),
+            None => (false, (n - pos) as u64),
+        };
+        let len = (len as usize).clamp(1, n - pos);
+        out.push((hole, pos, len));
+        pos += len;
+    }
+    out
+}
+
+/// The clusters of a hole run that it covers whole (hole edges are
+/// cluster aligned, 64 KiB, except at the end of the disk).
+fn whole_clusters(pos: usize, len: usize, cs: usize) -> std::ops::Range<usize> {
+    pos.div_ceil(cs)..(pos + len) / cs
+}
+
+/// Per cluster of the `n` bytes at `off`, whether it lies wholly in a hole,
+/// found without reading.
+fn hole_clusters(holes: Option<&std::fs::File>, off: u64, n: usize, cs: usize) -> std::io::Result<Vec<bool>> {
+    let mut in_hole = vec![false; n.div_ceil(cs)];
+    for (hole, pos, len) in runs(holes, off, n) {
+        let r = whole_clusters(pos, len, cs);
+        if hole && r.start < r.end {
+            in_hole[r].fill(true);
+        }
+    }
+    Ok(in_hole)
+}
+
+/// Reads the chunk at `off` into `buf`; holes of a raw file are not read.
+/// Returns, per cluster, whether it lies wholly in a hole.
 fn read_chunk(
     reader: &dyn crate::block::ReadAt,
     holes: Option<&std::fs::File>,
@@ -396,32 +498,23 @@ fn read_chunk(
 ) -> std::io::Result<Vec<bool>> {
     let n = buf.len();
     let mut in_hole = vec![false; n.div_ceil(cs)];
-    let mut pos = 0usize;
-    while pos < n {
-        let (hole, len) = match holes {
-            Some(f) => crate::export::file_run(f, off + pos as u64, off + n as u64),
-            None => (false, (n - pos) as u64),
-        };
-        let len = (len as usize).clamp(1, n - pos);
-        let part = &mut buf[pos..pos + len];
+    for (hole, pos, len) in runs(holes, off, n) {
         if hole {
-            // Hole edges are cluster aligned (64 KiB), except at the end.
             // Whole clusters in the hole are marked and left unfilled (their
             // digest is ZERO and they are stored, if at all, as zero
             // clusters); only the bytes of partly covered clusters, which
             // are digested, are zeroed.
-            let (a, b) = (pos.div_ceil(cs), (pos + len) / cs);
-            if a < b {
-                in_hole[a..b].fill(true);
-                buf[pos..a * cs].fill(0);
-                buf[b * cs..pos + len].fill(0);
+            let r = whole_clusters(pos, len, cs);
+            if r.start < r.end {
+                buf[pos..r.start * cs].fill(0);
+                buf[r.end * cs..pos + len].fill(0);
+                in_hole[r].fill(true);
             } else {
-                part.fill(0);
+                buf[pos..pos + len].fill(0);
             }
         } else {
-            reader.read_exact_at(off + pos as u64, part)?;
+            reader.read_exact_at(off + pos as u64, &mut buf[pos..pos + len])?;
         }
-        pos += len;
     }
     Ok(in_hole)
 }
