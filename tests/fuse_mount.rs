@@ -197,6 +197,30 @@ fn a_direct_io_mount_reads_like_its_source() {
     assert!(!mounted(&mnt));
 }
 
+/// Unmount, then mount again at once at the same place: the old server's
+/// shutdown must not take the new mount down with it (fuser's session drop
+/// unmounted by path, and did, about one time in three).
+#[test]
+fn a_quick_remount_at_the_same_place_stays_mounted() {
+    if !fuse_available() {
+        return;
+    }
+    let d = tempdir();
+    let repo = d.path().join("repo");
+    let id = backup(&repo, "pc", &fixture("gpt.img"));
+    let mnt = d.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    for round in 0..6 {
+        run(backchain().arg("--repo").arg(&repo).args(["mount", &id]).arg(&mnt));
+        let _guard = Mount(mnt.clone());
+        // Longer than the old server takes to notice its unmount and end.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert!(mounted(&mnt), "round {round}: the new mount vanished");
+        assert!(fs::read_dir(mnt.join("disk-0")).is_ok(), "round {round}: the mount does not answer");
+        run(backchain().arg("umount").arg(&mnt));
+    }
+}
+
 #[test]
 fn the_repository_mount_shows_new_backups_and_latest() {
     if !fuse_available() {

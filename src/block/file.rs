@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// A raw file or block device, read with `pread`.
 #[derive(Debug)]
@@ -11,7 +12,13 @@ pub struct RawFile {
     file: File,
     size: u64,
     map: LazyMap,
+    /// The file's data runs, found once (see `locate`).
+    data: OnceLock<Option<Vec<(u64, u64)>>>,
 }
+
+/// Most data runs of a sparse file remembered for `locate`; a file with
+/// more is read, never mapped.
+const MAX_DATA_RUNS: usize = 1 << 16;
 
 impl RawFile {
     pub fn open(path: &Path) -> io::Result<Self> {
@@ -32,7 +39,7 @@ impl RawFile {
         } else {
             meta.len()
         };
-        Ok(Self { file, size, map: LazyMap::default() })
+        Ok(Self { file, size, map: LazyMap::default(), data: OnceLock::new() })
     }
 
     pub fn file(&self) -> &File {
@@ -50,14 +57,40 @@ impl ReadAt for RawFile {
     }
     /// Data only, never a hole of a sparse file: reading a hole through a
     /// map allocates pages on some filesystems (tmpfs), which a restore
-    /// must not do to the files it reads. Two `lseek`s per call.
+    /// must not do to the files it reads. The data runs are listed once
+    /// (SEEK_DATA / SEEK_HOLE over the whole file): one SEEK_HOLE per call
+    /// would scan to the next hole, through the whole of a dense image.
     fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
-        use rustix::fs::{SeekFrom, seek};
         let len = len.min(self.size.checked_sub(offset)?);
-        if seek(&self.file, SeekFrom::Data(offset)).ok()? != offset {
+        let runs = self.data.get_or_init(|| data_runs(&self.file, self.size)).as_ref()?;
+        let i = runs.partition_point(|&(_, end)| end <= offset);
+        let &(start, end) = runs.get(i)?;
+        if start > offset {
             return None;
         }
-        let hole = seek(&self.file, SeekFrom::Hole(offset)).ok()?;
-        self.map.locate(&self.file, offset, len.min(hole.checked_sub(offset)?))
+        self.map.locate(&self.file, offset, len.min(end - offset))
     }
+}
+
+/// `[start, end)` of every data run of `file`, or `None` when there are
+/// more than `MAX_DATA_RUNS` or the filesystem cannot tell (then all reads
+/// go through `pread`). A filesystem without hole support reports one run.
+fn data_runs(file: &File, size: u64) -> Option<Vec<(u64, u64)>> {
+    use rustix::fs::{SeekFrom, seek};
+    let mut runs = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let start = match seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(e) if e == rustix::io::Errno::NXIO => break,
+            Err(_) => return None,
+        };
+        let end = seek(file, SeekFrom::Hole(start)).ok()?.min(size);
+        if end <= start || runs.len() == MAX_DATA_RUNS {
+            return None;
+        }
+        runs.push((start, end));
+        pos = end;
+    }
+    Some(runs)
 }
