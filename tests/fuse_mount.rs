@@ -85,16 +85,65 @@ fn backup(repo: &Path, vm: &str, disk: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-#[test]
-fn a_backup_mounted_reads_like_its_source() {
+/// A scratch folder with a repository holding one backup of `image` (a
+/// fixture) as VM `vm`, and an empty mount point; `None` (the test returns)
+/// when FUSE is unavailable outside CI.
+struct Lab {
+    d: tempfile::TempDir,
+    repo: PathBuf,
+    id: String,
+    mnt: PathBuf,
+}
+
+fn lab(vm: &str, image: &str) -> Option<Lab> {
     if !fuse_available() {
-        return;
+        return None;
     }
     let d = tempdir();
     let repo = d.path().join("repo");
-    let id = backup(&repo, "pc", &fixture("gpt.img"));
+    let id = backup(&repo, vm, &fixture(image));
     let mnt = d.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
+    Some(Lab { d, repo, id, mnt })
+}
+
+/// `threads` readers at random offsets (reads of 1 to `max_len` bytes) of
+/// the swap partition's `partition.img` under `disk` (the mounted disk-0 of
+/// backup `id`) get the same bytes as the disk's flat export.
+fn random_reads_match_export(repo: &Path, id: &str, disk: &Path, scratch: &Path, threads: u64, max_len: u64) {
+    let flat = scratch.join("flat.raw");
+    run(backchain().arg("--repo").arg(repo).args(["export", &format!("{id}:0"), "-o"]).arg(&flat));
+    let table = backchain::volume::table::read_table(
+        &(std::sync::Arc::new(backchain::block::RawFile::open(&flat).unwrap())
+            as std::sync::Arc<dyn backchain::block::ReadAt>),
+    )
+    .unwrap();
+    let swap = table.partitions.iter().find(|p| p.number == 4).unwrap().clone();
+    let max_len = max_len.min(swap.size / 2);
+    let img = find(disk, "Partition 4 - ").join("partition.img");
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (img, flat) = (&img, &flat);
+            s.spawn(move || {
+                let (a, b) = (fs::File::open(img).unwrap(), fs::File::open(flat).unwrap());
+                let mut rng = Rng::new(t + 1);
+                for _ in 0..200 {
+                    let len = 1 + rng.below(max_len) as usize;
+                    let off = rng.below(swap.size - len as u64);
+                    let (mut x, mut y) = (vec![0u8; len], vec![0u8; len]);
+                    a.read_exact_at(&mut x, off).unwrap();
+                    b.read_exact_at(&mut y, swap.start + off).unwrap();
+                    assert!(x == y, "reader {t} at {off}+{len}");
+                }
+            });
+        }
+    });
+    fs::remove_file(&flat).unwrap();
+}
+
+#[test]
+fn a_backup_mounted_reads_like_its_source() {
+    let Some(Lab { d, repo, id, mnt }) = lab("pc", "gpt.img") else { return };
     run(backchain().arg("--repo").arg(&repo).args(["mount", &id]).arg(&mnt));
     let _guard = Mount(mnt.clone());
     assert!(mounted(&mnt));
@@ -105,32 +154,7 @@ fn a_backup_mounted_reads_like_its_source() {
     assert!(compare_dirs(&find(&disk, "Partition 3 - "), &f.join("src"), &["lost+found"], true) > 3000);
 
     // 8 readers at random offsets of a raw partition get the flat export's bytes.
-    let flat = d.path().join("flat.raw");
-    run(backchain().arg("--repo").arg(&repo).args(["export", &format!("{id}:0"), "-o"]).arg(&flat));
-    let table = backchain::volume::table::read_table(
-        &(std::sync::Arc::new(backchain::block::RawFile::open(&flat).unwrap())
-            as std::sync::Arc<dyn backchain::block::ReadAt>),
-    )
-    .unwrap();
-    let swap = table.partitions.iter().find(|p| p.number == 4).unwrap().clone();
-    let img = find(&disk, "Partition 4 - ").join("partition.img");
-    std::thread::scope(|s| {
-        for t in 0..8u64 {
-            let (img, flat) = (&img, &flat);
-            s.spawn(move || {
-                let (a, b) = (fs::File::open(img).unwrap(), fs::File::open(flat).unwrap());
-                let mut rng = Rng::new(t + 1);
-                for _ in 0..200 {
-                    let len = 1 + rng.below(300_000) as usize;
-                    let off = rng.below(swap.size - len as u64);
-                    let (mut x, mut y) = (vec![0u8; len], vec![0u8; len]);
-                    a.read_exact_at(&mut x, off).unwrap();
-                    b.read_exact_at(&mut y, swap.start + off).unwrap();
-                    assert!(x == y, "reader {t} at {off}+{len}");
-                }
-            });
-        }
-    });
+    random_reads_match_export(&repo, &id, &disk, d.path(), 8, 300_000);
 
     // Read-only: every write fails with EROFS.
     let part = find(&disk, "Partition 3 - ");
@@ -152,47 +176,16 @@ fn a_backup_mounted_reads_like_its_source() {
 /// straight into the reader's buffer; the bytes must be the same.
 #[test]
 fn a_direct_io_mount_reads_like_its_source() {
-    if !fuse_available() {
-        return;
-    }
-    let d = tempdir();
-    let repo = d.path().join("repo");
-    let id = backup(&repo, "pc", &fixture("gpt.img"));
-    let mnt = d.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
+    let Some(Lab { d, repo, id, mnt }) = lab("pc", "gpt.img") else { return };
     run(backchain().arg("--repo").arg(&repo).args(["mount", "--direct-io", &format!("{id}:0")]).arg(&mnt));
     let _guard = Mount(mnt.clone());
     let f = fixtures::fixtures();
     assert!(compare_dirs(&find(&mnt, "Partition 3 - "), &f.join("src"), &["lost+found"], true) > 3000);
     assert!(compare_dirs(&find(&mnt, "Partition 2 - "), &f.join("src-ntfs"), &["reparse"], false) > 3000);
 
-    // Odd sizes at random offsets, from several readers at once.
-    let flat = d.path().join("flat.raw");
-    run(backchain().arg("--repo").arg(&repo).args(["export", &format!("{id}:0"), "-o"]).arg(&flat));
-    let table = backchain::volume::table::read_table(
-        &(std::sync::Arc::new(backchain::block::RawFile::open(&flat).unwrap())
-            as std::sync::Arc<dyn backchain::block::ReadAt>),
-    )
-    .unwrap();
-    let swap = table.partitions.iter().find(|p| p.number == 4).unwrap().clone();
-    let img = find(&mnt, "Partition 4 - ").join("partition.img");
-    std::thread::scope(|s| {
-        for t in 0..4u64 {
-            let (img, flat) = (&img, &flat);
-            s.spawn(move || {
-                let (a, b) = (fs::File::open(img).unwrap(), fs::File::open(flat).unwrap());
-                let mut rng = Rng::new(t + 11);
-                for _ in 0..200 {
-                    let len = 1 + rng.below(swap.size / 2) as usize;
-                    let off = rng.below(swap.size - len as u64);
-                    let (mut x, mut y) = (vec![0u8; len], vec![0u8; len]);
-                    a.read_exact_at(&mut x, off).unwrap();
-                    b.read_exact_at(&mut y, swap.start + off).unwrap();
-                    assert!(x == y, "reader {t} at {off}+{len}");
-                }
-            });
-        }
-    });
+    // Odd sizes up to half the partition at random offsets, from several
+    // readers at once.
+    random_reads_match_export(&repo, &id, &mnt, d.path(), 4, 1 << 20);
     run(backchain().arg("umount").arg(&mnt));
     assert!(!mounted(&mnt));
 }
@@ -202,14 +195,7 @@ fn a_direct_io_mount_reads_like_its_source() {
 /// unmounted by path, and did, about one time in three).
 #[test]
 fn a_quick_remount_at_the_same_place_stays_mounted() {
-    if !fuse_available() {
-        return;
-    }
-    let d = tempdir();
-    let repo = d.path().join("repo");
-    let id = backup(&repo, "pc", &fixture("gpt.img"));
-    let mnt = d.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
+    let Some(Lab { d: _d, repo, id, mnt }) = lab("pc", "gpt.img") else { return };
     for round in 0..6 {
         run(backchain().arg("--repo").arg(&repo).args(["mount", &id]).arg(&mnt));
         let _guard = Mount(mnt.clone());
@@ -287,14 +273,7 @@ fn a_dead_mount_is_cleaned_up_by_the_next_mount() {
 
 #[test]
 fn serve_keeps_a_repository_mount_while_it_runs() {
-    if !fuse_available() {
-        return;
-    }
-    let d = tempdir();
-    let repo = d.path().join("repo");
-    let id = backup(&repo, "srv", &fixture("nopart-ext4.img"));
-    let mnt = d.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
+    let Some(Lab { d: _d, repo, id, mnt }) = lab("srv", "nopart-ext4.img") else { return };
     let mut server = backchain()
         .arg("--repo")
         .arg(&repo)
