@@ -330,6 +330,15 @@ fn kill_nine_at_random_moments_loses_nothing() {
     let first = backup(&repo, "crashy", &[&disk], &[]);
     let first_id = first["backup_id"].as_str().unwrap().to_string();
     let mut committed = vec![(first_id, snapshot(&disk, d.path(), "snap-first"))];
+    // An uninterrupted incremental, timed: the kills below are spread over
+    // that duration, so they land inside jobs however fast the machine and
+    // the build are.
+    change(&disk, 50, &mut rng);
+    let snap = snapshot(&disk, d.path(), "snap-timed");
+    let t0 = std::time::Instant::now();
+    let timed = backup(&repo, "crashy", &[&disk], &[]);
+    let job = t0.elapsed();
+    committed.push((timed["backup_id"].as_str().unwrap().to_string(), snap));
 
     for round in 0..6 {
         change(&disk, 50, &mut rng);
@@ -342,7 +351,8 @@ fn kill_nine_at_random_moments_loses_nothing() {
             .spawn()
             .unwrap();
         // Spread the kills over the job: start-up, reading, writing, commit.
-        std::thread::sleep(std::time::Duration::from_millis(round * 60 + rng.below(60)));
+        let at = (round as f64 + rng.below(1000) as f64 / 1000.0) / 6.0;
+        std::thread::sleep(job.mul_f64(at));
         kill9(child.id());
         let out = child.wait_with_output().unwrap();
         if out.status.success() {
