@@ -608,6 +608,7 @@ pub fn fuzz_open_walk(data: &[u8]) {
                 NodeKind::File => {
                     let mut off = 0u64;
                     while off < e.attr.size.min(MAX_READ) {
+                        let _ = fs.locate(e.attr.node, off, buf.len() as u64);
                         match fs.read(e.attr.node, off, &mut buf) {
                             Ok(n) if n > 0 => off += n as u64,
                             _ => break,
