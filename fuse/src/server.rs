@@ -57,8 +57,8 @@ impl Server {
             tree,
             root,
             reads: Pool::new("backchain-read", read_threads)?,
-            direct_io,
             meta: Pool::new("backchain-meta", meta_threads)?,
+            direct_io,
         })
     }
 
@@ -315,15 +315,13 @@ impl Filesystem for Server {
         self.reads.run(move || {
             // Bytes stored as they are in a mapped image go out without a copy.
             let mut reply = Some(reply);
-            let lent = tree.read_borrowed(inodes.to_tree(ino), offset, len, &mut |bytes| {
+            tree.read_borrowed(inodes.to_tree(ino), offset, len, &mut |bytes| {
                 if let Some(r) = reply.take() {
                     r.data(bytes);
                 }
             });
+            // Still here: nothing was lent, read.
             let Some(reply) = reply.take() else { return };
-            if lent {
-                return;
-            }
             READ_BUF.with_borrow_mut(|buf| {
                 // Reused per worker: a fresh MiB per request costs page faults.
                 if buf.len() < len {

@@ -180,12 +180,10 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
 
     /// Zero-copy reads: when the `len` bytes of file `ino` from `offset`
     /// sit in memory the tree can lend (a memory-mapped image), calls
-    /// `reply` with exactly them and returns `true`. `false` (the default):
-    /// the server calls [`read`](Self::read) instead. Never for a range past
-    /// the end of the file.
-    fn read_borrowed(&self, _ino: u64, _offset: u64, _len: usize, _reply: &mut dyn FnMut(&[u8])) -> bool {
-        false
-    }
+    /// `reply` once with exactly them. Otherwise (the default) it does
+    /// nothing and the server calls [`read`](Self::read). Never asked for a
+    /// range past the end of the file.
+    fn read_borrowed(&self, _ino: u64, _offset: u64, _len: usize, _reply: &mut dyn FnMut(&[u8])) {}
 
     /// The target of symlink `ino`.
     fn readlink(&self, ino: u64) -> Result<Vec<u8>, TreeError>;

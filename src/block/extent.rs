@@ -63,12 +63,6 @@ impl Extent {
         let end = (self.start + self.len) as u64;
         self.map.file.metadata().is_ok_and(|m| m.len() >= end)
     }
-
-    /// The first `len` bytes (all of them when `len` is larger).
-    pub fn truncate(mut self, len: u64) -> Extent {
-        self.len = usize::try_from(len).map_or(self.len, |l| l.min(self.len));
-        self
-    }
 }
 
 impl AsRef<[u8]> for Extent {
@@ -136,7 +130,6 @@ mod tests {
         assert!(m.locate(&f, u64::MAX, 1).is_none());
         assert!(m.locate(&f, 5, 0).is_none());
         assert!(e.is_backed());
-        assert_eq!(e.truncate(4).bytes(), &[44, 45, 46, 47]);
     }
 
     #[test]

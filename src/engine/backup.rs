@@ -332,8 +332,10 @@ impl Job<'_> {
                         let n = (size - off).min(CHUNK as u64) as usize;
                         let mapped = if incremental { locate(off, n as u64) } else { None };
                         let item = match mapped.filter(|e| e.len() == n as u64 && e.is_backed()) {
-                            Some(e) => hole_clusters(holes.as_ref(), off, n, cs)
-                                .map(|in_hole| (off, digest_chunk(e.bytes(), cs, &in_hole), ChunkData::Mapped(e))),
+                            Some(e) => {
+                                let in_hole = hole_clusters(holes.as_ref(), off, n, cs);
+                                Ok((off, digest_chunk(e.bytes(), cs, &in_hole), ChunkData::Mapped(e)))
+                            }
                             None => {
                                 let mut buf = back_rx.try_recv().unwrap_or_default();
                                 // Debug builds poison fresh buffers, so that a
@@ -476,7 +478,7 @@ fn whole_clusters(pos: usize, len: usize, cs: usize) -> std::ops::Range<usize> {
 
 /// Per cluster of the `n` bytes at `off`, whether it lies wholly in a hole,
 /// found without reading.
-fn hole_clusters(holes: Option<&std::fs::File>, off: u64, n: usize, cs: usize) -> std::io::Result<Vec<bool>> {
+fn hole_clusters(holes: Option<&std::fs::File>, off: u64, n: usize, cs: usize) -> Vec<bool> {
     let mut in_hole = vec![false; n.div_ceil(cs)];
     for (hole, pos, len) in runs(holes, off, n) {
         let r = whole_clusters(pos, len, cs);
@@ -484,7 +486,7 @@ fn hole_clusters(holes: Option<&std::fs::File>, off: u64, n: usize, cs: usize) -
             in_hole[r].fill(true);
         }
     }
-    Ok(in_hole)
+    in_hole
 }
 
 /// Reads the chunk at `off` into `buf`; holes of a raw file are not read.

@@ -95,13 +95,9 @@ impl ReadOnlyTree for FuseTree {
         self.0.read(ino, offset, buf).map_err(err)
     }
 
-    fn read_borrowed(&self, ino: u64, offset: u64, len: usize, reply: &mut dyn FnMut(&[u8])) -> bool {
-        match self.0.locate(ino, offset, len as u64) {
-            Some(e) if e.len() == len as u64 && e.is_backed() => {
-                reply(e.bytes());
-                true
-            }
-            _ => false,
+    fn read_borrowed(&self, ino: u64, offset: u64, len: usize, reply: &mut dyn FnMut(&[u8])) {
+        if let Some(e) = self.0.locate(ino, offset, len as u64).filter(|e| e.len() == len as u64 && e.is_backed()) {
+            reply(e.bytes());
         }
     }
 
