@@ -343,16 +343,30 @@ fn kill_nine_at_random_moments_loses_nothing() {
     for round in 0..6 {
         change(&disk, 50, &mut rng);
         let snap = snapshot(&disk, d.path(), &format!("snap-{round}"));
-        let child = bc(&repo)
+        let mut child = bc(&repo)
             .args(["backup", "--vm", "crashy", "--json", "--disk"])
             .arg(&disk)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Spread the kills over the job: start-up, reading, writing, commit.
-        let at = (round as f64 + rng.below(1000) as f64 / 1000.0) / 6.0;
-        std::thread::sleep(job.mul_f64(at));
+        // Round 0 kills during start-up; the others once the job is writing
+        // its image (a `.partial` file exists, so the job is in the catalog),
+        // after a random part of a job's duration: reading, writing, commit.
+        // Waiting for the file, not a fixed delay, keeps the kills inside
+        // jobs on a loaded machine too.
+        if round == 0 {
+            std::thread::sleep(job.mul_f64(rng.below(1000) as f64 / 6000.0));
+        } else {
+            let t0 = std::time::Instant::now();
+            while partials(&repo).is_empty()
+                && child.try_wait().unwrap().is_none()
+                && t0.elapsed() < std::time::Duration::from_secs(60)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            std::thread::sleep(job.mul_f64(rng.below(1000) as f64 / 2000.0));
+        }
         kill9(child.id());
         let out = child.wait_with_output().unwrap();
         if out.status.success() {
