@@ -172,22 +172,25 @@ fn a_backup_mounted_reads_like_its_source() {
     assert!(!mounted(&mnt));
 }
 
-/// `--direct-io`: every read is served by the server in the size asked,
-/// straight into the reader's buffer; the bytes must be the same.
+/// `--direct-io` (every read served by the server in the size asked,
+/// straight into the reader's buffer) and `--page-cache` (every read through
+/// the kernel's cache, large files too): the bytes must be the same.
 #[test]
-fn a_direct_io_mount_reads_like_its_source() {
+fn direct_io_and_page_cache_mounts_read_like_their_source() {
     let Some(Lab { d, repo, id, mnt }) = lab("pc", "gpt.img") else { return };
-    run(backchain().arg("--repo").arg(&repo).args(["mount", "--direct-io", &format!("{id}:0")]).arg(&mnt));
-    let _guard = Mount(mnt.clone());
-    let f = fixtures::fixtures();
-    assert!(compare_dirs(&find(&mnt, "Partition 3 - "), &f.join("src"), &["lost+found"], true) > 3000);
-    assert!(compare_dirs(&find(&mnt, "Partition 2 - "), &f.join("src-ntfs"), &["reparse"], false) > 3000);
+    for flag in ["--direct-io", "--page-cache"] {
+        run(backchain().arg("--repo").arg(&repo).args(["mount", flag, &format!("{id}:0")]).arg(&mnt));
+        let _guard = Mount(mnt.clone());
+        let f = fixtures::fixtures();
+        assert!(compare_dirs(&find(&mnt, "Partition 3 - "), &f.join("src"), &["lost+found"], true) > 3000);
+        assert!(compare_dirs(&find(&mnt, "Partition 2 - "), &f.join("src-ntfs"), &["reparse"], false) > 3000);
 
-    // Odd sizes up to half the partition at random offsets, from several
-    // readers at once.
-    random_reads_match_export(&repo, &id, &mnt, d.path(), 4, 1 << 20);
-    run(backchain().arg("umount").arg(&mnt));
-    assert!(!mounted(&mnt));
+        // Odd sizes up to half the partition at random offsets, from several
+        // readers at once.
+        random_reads_match_export(&repo, &id, &mnt, d.path(), 4, 1 << 20);
+        run(backchain().arg("umount").arg(&mnt));
+        assert!(!mounted(&mnt), "{flag}");
+    }
 }
 
 /// Unmount, then mount again at once at the same place: the old server's

@@ -4,8 +4,8 @@
 //!
 //! The mount is read-only (every modifying request fails with EROFS), caches
 //! attributes and names as long as each node's [`Attr::ttl`] allows, serves
-//! requests from worker threads (reads apart from metadata, so a slow read
-//! never stalls a listing), and cleans up a dead mount left at the same
+//! reads of mapped bytes at once and every other request from worker
+//! threads (reads apart from metadata, so a slow read never stalls a listing), and cleans up a dead mount left at the same
 //! place by a server that died ([`clean_stale_mount`]).
 
 mod mount;
@@ -15,7 +15,7 @@ mod server;
 mod tree;
 
 pub use mount::{
-    FUSE_DEVICE, MountError, MountHandle, MountOptions, SUBTYPE, clean_stale_mount, is_mounted, mount,
-    mount_foreground, unmount,
+    DIRECT_IO_MIN_SIZE, DirectIo, FUSE_DEVICE, MountError, MountHandle, MountOptions, SUBTYPE, clean_stale_mount,
+    is_mounted, mount, mount_foreground, unmount,
 };
 pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, Statfs, TreeError};

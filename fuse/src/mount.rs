@@ -43,6 +43,31 @@ const FOREGROUND_POLL: Duration = Duration::from_millis(100);
 /// the kernel offers FUSE only 128 KiB at mount time.
 const READAHEAD_KB: u32 = 1024;
 
+/// Files of this size and more are read with direct I/O by default.
+pub const DIRECT_IO_MIN_SIZE: u64 = 64 << 20;
+
+/// Which files are opened with FOPEN_DIRECT_IO: every read then goes to the
+/// server in the size the program asked for and is copied once, straight
+/// into the program's buffer, and nothing is cached twice. Through the page
+/// cache the kernel instead allocates, fills and then copies out a page
+/// cache of its own for every byte read, which on top of the image's own
+/// page cache halves large sequential reads (bench/run.py fuse-read) and
+/// doubles the memory they take; reads of a few KiB at a time, though, cost
+/// a round trip to the server apiece with direct I/O (about 10 µs), where the
+/// page cache serves them from its readahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectIo {
+    /// Every file through the page cache (sshfs and rclone's default).
+    Never,
+    /// Files of at least this many bytes with direct I/O, smaller ones
+    /// through the page cache. Only where the kernel also maps such files
+    /// (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6+); elsewhere as `Never`.
+    FromSize(u64),
+    /// Every file with direct I/O (as `sshfs -o direct_io`, `rclone
+    /// --direct-io`).
+    Always,
+}
+
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -53,14 +78,12 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// The source shown by `mount` and `df` (e.g. the backup id).
     pub fsname: String,
-    /// Open files with FOPEN_DIRECT_IO: every read goes to the server, in
-    /// the size the program asked for, and is copied once, straight into
-    /// the program's buffer. Sequential reads in large blocks (cat, cp and
-    /// rsync read 128 KiB to 1 MiB at a time) then run at about the speed
-    /// of reading the image itself; reads of a few KiB each pay a round trip
-    /// to the server apiece, and nothing is cached. Off by default, as in
-    /// sshfs (`-o direct_io`) and rclone (`--direct-io`).
-    pub direct_io: bool,
+    /// Which files bypass the kernel page cache (see [`DirectIo`]).
+    pub direct_io: DirectIo,
+    /// Threads taking requests from the kernel (fuser's own). Reads of bytes
+    /// the tree can lend from a mapped image are answered on them at once;
+    /// everything else is handed to the pools below.
+    pub fuse_threads: usize,
     /// Threads serving file reads.
     pub read_threads: usize,
     /// Threads serving lookups, listings, attributes and the rest.
@@ -71,7 +94,8 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             allow_other: false,
-            direct_io: false,
+            direct_io: DirectIo::FromSize(DIRECT_IO_MIN_SIZE),
+            fuse_threads: 2,
             fsname: SUBTYPE.to_string(),
             read_threads: 8,
             meta_threads: 4,
@@ -325,6 +349,10 @@ fn start(
         return Err(MountError::NotAFolder(path));
     }
     let mut config = Config::default();
+    // Several threads take requests, each from its own clone of the device,
+    // so a read answered inline never holds up the next request.
+    config.n_threads = Some(opts.fuse_threads.max(1));
+    config.clone_fd = true;
     config.mount_options = vec![
         MountOption::RO,
         MountOption::NoDev,

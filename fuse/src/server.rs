@@ -1,8 +1,11 @@
-//! The FUSE side: answers kernel requests from a [`ReadOnlyTree`]. Every
-//! request that may touch the tree runs on a worker pool (reads on one,
-//! everything else on another), so a slow read never stalls a listing and a
-//! burst of readahead never starves metadata requests. Every request that
-//! would modify anything fails with EROFS.
+//! The FUSE side: answers kernel requests from a [`ReadOnlyTree`]. A read of
+//! bytes the tree lends from a mapped image is answered at once on the
+//! thread that took it (a hand-off to a worker cost more than the copy: 4 KiB
+//! direct-I/O reads ran 1.6x faster inline). Every other request that may
+//! touch the tree runs on a worker pool (reads on one, everything else on
+//! another), so a slow read never stalls a listing and a burst of readahead
+//! never starves metadata requests. Every request that would modify
+//! anything fails with EROFS.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -17,6 +20,7 @@ use fuser::{
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::mount::DirectIo;
 use crate::pool::Pool;
 use crate::tree::{Attr, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, TreeError};
 
@@ -42,7 +46,9 @@ pub(crate) struct Server {
     reads: Pool,
     meta: Pool,
     /// See `MountOptions::direct_io`.
-    direct_io: bool,
+    direct_io: DirectIo,
+    /// The kernel maps files opened with direct I/O (FUSE_DIRECT_IO_ALLOW_MMAP).
+    maps_direct_io: bool,
 }
 
 impl Server {
@@ -50,7 +56,7 @@ impl Server {
         tree: Arc<dyn ReadOnlyTree>,
         read_threads: usize,
         meta_threads: usize,
-        direct_io: bool,
+        direct_io: DirectIo,
     ) -> std::io::Result<Self> {
         let root = tree.root();
         Ok(Server {
@@ -59,7 +65,19 @@ impl Server {
             reads: Pool::new("backchain-read", read_threads)?,
             meta: Pool::new("backchain-meta", meta_threads)?,
             direct_io,
+            maps_direct_io: false,
         })
+    }
+
+    /// The smallest file opened with direct I/O, if any is.
+    fn direct_io_from(&self) -> Option<u64> {
+        match self.direct_io {
+            DirectIo::Never => None,
+            DirectIo::Always => Some(0),
+            // Without the kernel's consent, shared maps of such files fail
+            // (ENODEV): a program that maps a large file would break.
+            DirectIo::FromSize(min) => self.maps_direct_io.then_some(min),
+        }
     }
 
     /// Runs `f` on the metadata pool with the tree and the inode mapping.
@@ -241,8 +259,8 @@ impl Filesystem for Server {
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         // With direct I/O, shared maps of a file still work (Linux 6.6+;
         // private maps, as for running a program, work anyway).
-        if self.direct_io {
-            let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        if self.direct_io != DirectIo::Never {
+            self.maps_direct_io = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).is_ok();
         }
         Ok(())
     }
@@ -278,12 +296,16 @@ impl Filesystem for Server {
             reply.error(Errno::EROFS);
             return;
         }
-        let direct_io = self.direct_io;
+        let direct_io_from = self.direct_io_from();
         self.meta(move |inodes, tree| match tree.getattr(inodes.to_tree(ino)) {
             // The handle carries the size seen at open, so reads are clamped
             // at the end of the file without asking the tree again.
             Ok(attr) if attr.kind == Kind::File => {
-                let flags = if direct_io { FopenFlags::FOPEN_DIRECT_IO } else { open_flags(&attr) };
+                let flags = if direct_io_from.is_some_and(|min| attr.size >= min) {
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else {
+                    open_flags(&attr)
+                };
                 reply.opened(FileHandle(attr.size), flags)
             }
             Ok(attr) if attr.kind == Kind::Directory => reply.error(Errno::EISDIR),
@@ -310,18 +332,18 @@ impl Filesystem for Server {
         }
         // Bounded by the kernel's max read size (at most a few MiB).
         let len = u64::from(size).min(file_size - offset) as usize;
-        let tree = Arc::clone(&self.tree);
         let inodes = Inodes { root: self.root };
+        // Bytes stored as they are in a mapped image go out at once, without a copy.
+        let mut reply = Some(reply);
+        self.tree.read_borrowed(inodes.to_tree(ino), offset, len, &mut |bytes| {
+            if let Some(r) = reply.take() {
+                r.data(bytes);
+            }
+        });
+        // Still here: nothing was lent; read on a worker.
+        let Some(reply) = reply else { return };
+        let tree = Arc::clone(&self.tree);
         self.reads.run(move || {
-            // Bytes stored as they are in a mapped image go out without a copy.
-            let mut reply = Some(reply);
-            tree.read_borrowed(inodes.to_tree(ino), offset, len, &mut |bytes| {
-                if let Some(r) = reply.take() {
-                    r.data(bytes);
-                }
-            });
-            // Still here: nothing was lent, read.
-            let Some(reply) = reply.take() else { return };
             READ_BUF.with_borrow_mut(|buf| {
                 // Reused per worker: a fresh MiB per request costs page faults.
                 if buf.len() < len {

@@ -182,7 +182,9 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     /// sit in memory the tree can lend (a memory-mapped image), calls
     /// `reply` once with exactly them. Otherwise (the default) it does
     /// nothing and the server calls [`read`](Self::read). Never asked for a
-    /// range past the end of the file.
+    /// range past the end of the file. Runs on the thread that took the
+    /// request from the kernel: it should answer from memory (it may read
+    /// a little metadata through the tree's caches), never wait long.
     fn read_borrowed(&self, _ino: u64, _offset: u64, _len: usize, _reply: &mut dyn FnMut(&[u8])) {}
 
     /// The target of symlink `ino`.

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use backchain_fuse::{Kind, MountError, MountOptions, ReadOnlyTree, mount, unmount};
+use backchain_fuse::{DirectIo, Kind, MountError, MountOptions, ReadOnlyTree, mount, unmount};
 use common::*;
 
 fn errno(r: std::io::Result<impl Sized>) -> i32 {
@@ -198,6 +198,68 @@ fn concurrent_random_reads_match_the_source() {
         .collect();
     for w in workers {
         w.join().unwrap();
+    }
+}
+
+/// Whether the running kernel maps files opened with direct I/O
+/// (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6).
+fn kernel_maps_direct_io() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 6)
+}
+
+/// Maps `path` shared and read-only and returns its bytes.
+fn read_through_a_shared_map(path: &Path) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    // SAFETY: a fresh read-only mapping of `len` bytes of an open file, read
+    // within its bounds and unmapped before the file is closed.
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0);
+        assert_ne!(p, libc::MAP_FAILED, "mmap of {path:?}: {}", std::io::Error::last_os_error());
+        let bytes = std::slice::from_raw_parts(p as *const u8, len).to_vec();
+        libc::munmap(p, len);
+        bytes
+    }
+}
+
+/// With direct I/O a read reaches the tree as the program asked it; through
+/// the page cache it starts at a page boundary. By default only large files
+/// bypass the cache; `Always` and `Never` apply to every file. Files read
+/// with direct I/O can still be mapped, and their bytes, unaligned or
+/// mapped, are the tree's.
+#[test]
+fn large_files_bypass_the_page_cache() {
+    if !fuse_available() {
+        return;
+    }
+    let maps = kernel_maps_direct_io();
+    let dir = tempdir();
+    let mnt = mountpoint(&dir);
+    let lent = generated(LENT_SEED, 0, LENT_SIZE as usize);
+    // (mode, lent.bin direct, hello.txt direct)
+    for (mode, large, small) in
+        [(DirectIo::FromSize(1 << 20), maps, false), (DirectIo::Always, true, true), (DirectIo::Never, false, false)]
+    {
+        let tree = Arc::new(MemTree::sample());
+        let opts = MountOptions { direct_io: mode, ..MountOptions::default() };
+        let handle = mount(tree.clone(), &mnt, &opts).expect("mount");
+        for (name, want, direct) in [("lent.bin", &lent[..], large), ("hello.txt", HELLO, small)] {
+            let f = File::open(mnt.join(name)).unwrap();
+            let mut buf = [0u8; 5];
+            f.read_exact_at(&mut buf, 7).unwrap();
+            assert_eq!(buf, want[7..12], "{mode:?} {name}");
+            let first = tree.reads_of(tree.ino_of(name)).first().copied();
+            let asked = if direct { (7, 5) } else { (0, first.map_or(0, |r| r.1)) };
+            assert_eq!(first, Some(asked), "{mode:?} {name}: first read the tree saw");
+            if direct && !maps {
+                continue;
+            }
+            assert!(read_through_a_shared_map(&mnt.join(name)) == want, "{mode:?} {name}: mapped bytes differ");
+        }
+        handle.unmount().unwrap();
     }
 }
 

@@ -72,11 +72,14 @@ enum Command {
         /// Let other users (file managers) in, with permission checks.
         #[arg(long)]
         allow_other: bool,
-        /// Bypass the kernel page cache for file reads: large sequential
-        /// reads (cp, cat, rsync) run faster, small ones (4-64 KiB at a
-        /// time) much slower, and nothing stays cached.
-        #[arg(long)]
+        /// Read every file with direct I/O, bypassing the kernel page cache
+        /// (by default only files of 64 MiB and more): large reads run
+        /// faster, reads of a few KiB at a time slower, nothing is cached.
+        #[arg(long, conflicts_with = "page_cache")]
         direct_io: bool,
+        /// Read every file through the kernel page cache, large ones too.
+        #[arg(long)]
+        page_cache: bool,
     },
     /// Unmount a folder mounted by `backchain mount`.
     Umount { mountpoint: PathBuf },
@@ -200,11 +203,16 @@ pub fn main() -> ExitCode {
             };
             with_repo(dir, |r| repo::backup(r, vm, disks, kind, compress.map(image::CompressArg::compression), json))
         }
-        Command::Mount { mut args, foreground, allow_other, direct_io } => {
+        Command::Mount { mut args, foreground, allow_other, direct_io, page_cache } => {
             // OK to unwrap: clap requires one or two values.
             let mountpoint = PathBuf::from(args.pop().unwrap());
             let target = args.pop();
-            mount::mount(repo_dir(dir), mount::MountArgs { target, mountpoint, foreground, allow_other, direct_io })
+            let io = match (direct_io, page_cache) {
+                (true, _) => mount::Io::DirectIo,
+                (_, true) => mount::Io::PageCache,
+                _ => mount::Io::Auto,
+            };
+            mount::mount(repo_dir(dir), mount::MountArgs { target, mountpoint, foreground, allow_other, io })
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),

@@ -20,7 +20,15 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     pub foreground: bool,
     pub allow_other: bool,
-    pub direct_io: bool,
+    pub io: Io,
+}
+
+/// `--direct-io`, `--page-cache`, or neither.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    Auto,
+    DirectIo,
+    PageCache,
 }
 
 pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
@@ -50,7 +58,12 @@ pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
             (t, id)
         }
     };
-    let opts = bf::MountOptions { allow_other: a.allow_other, direct_io: a.direct_io, fsname, ..Default::default() };
+    let mut opts = bf::MountOptions { allow_other: a.allow_other, fsname, ..Default::default() };
+    match a.io {
+        Io::Auto => {}
+        Io::DirectIo => opts.direct_io = bf::DirectIo::Always,
+        Io::PageCache => opts.direct_io = bf::DirectIo::Never,
+    }
     bf::mount_foreground(Arc::new(FuseTree(tree)), &a.mountpoint, &opts)?;
     Ok(())
 }
@@ -66,8 +79,10 @@ fn spawn_background(repo_dir: &Path, a: &MountArgs) -> Result<(), CliError> {
     if a.allow_other {
         cmd.arg("--allow-other");
     }
-    if a.direct_io {
-        cmd.arg("--direct-io");
+    match a.io {
+        Io::Auto => {}
+        Io::DirectIo => _ = cmd.arg("--direct-io"),
+        Io::PageCache => _ = cmd.arg("--page-cache"),
     }
     if let Some(t) = &a.target {
         cmd.arg(t);

@@ -20,6 +20,8 @@ pub const MANY: usize = 5000;
 /// Not a multiple of any page or block size.
 pub const BIG_SIZE: u64 = 48 * 1024 * 1024 + 12_345;
 pub const BIG_SEED: u64 = 0xb16;
+pub const LENT_SIZE: u64 = 2 * 1024 * 1024 + 77;
+pub const LENT_SEED: u64 = 11;
 pub const SLOW_SIZE: u64 = 1024 * 1024;
 /// How long a read of `slow.bin` blocks unless released earlier.
 pub const SLOW_READ: Duration = Duration::from_secs(2);
@@ -98,6 +100,8 @@ pub struct MemTree {
     pub broken: HashSet<u64>,
     /// How many lookups the server asked for.
     pub lookups: AtomicUsize,
+    /// Every read the server asked for: inode, offset, length.
+    pub reads: Mutex<Vec<(u64, u64, usize)>>,
 }
 
 /// A fixed, known timestamp with nanoseconds, to check precision.
@@ -117,6 +121,7 @@ impl MemTree {
             gate: Gate::default(),
             broken: HashSet::new(),
             lookups: AtomicUsize::new(0),
+            reads: Mutex::new(Vec::new()),
         }
     }
 
@@ -171,7 +176,14 @@ impl MemTree {
         }
         t.add(ROOT, "big.bin", Kind::File, BIG_SIZE, 0o644, Content::Generated { seed: BIG_SEED });
         t.add(ROOT, "slow.bin", Kind::File, SLOW_SIZE, 0o644, Content::Slow { seed: 3 });
+        // Held in memory, so the tree lends its bytes (read_borrowed).
+        t.file(ROOT, "lent.bin", &generated(LENT_SEED, 0, LENT_SIZE as usize), 0o644);
         t
+    }
+
+    /// The reads the server asked for of file `ino`, in order.
+    pub fn reads_of(&self, ino: u64) -> Vec<(u64, usize)> {
+        self.reads.lock().unwrap().iter().filter(|r| r.0 == ino).map(|r| (r.1, r.2)).collect()
     }
 
     pub fn attr_of(&self, parent: u64, name: &str) -> &Attr {
@@ -232,6 +244,7 @@ impl ReadOnlyTree for MemTree {
     }
 
     fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, TreeError> {
+        self.reads.lock().unwrap().push((ino, offset, buf.len()));
         let node = self.node(ino)?;
         let size = node.attr.size;
         let len = size.saturating_sub(offset).min(buf.len() as u64) as usize;
@@ -250,6 +263,13 @@ impl ReadOnlyTree for MemTree {
             Content::Link(_) => return Err(TreeError::InvalidArgument("a symlink".into())),
         }
         Ok(len)
+    }
+
+    fn read_borrowed(&self, ino: u64, offset: u64, len: usize, reply: &mut dyn FnMut(&[u8])) {
+        let Ok(Node { content: Content::Bytes(data), .. }) = self.node(ino) else { return };
+        let Some(bytes) = usize::try_from(offset).ok().and_then(|o| data.get(o..o.checked_add(len)?)) else { return };
+        self.reads.lock().unwrap().push((ino, offset, len));
+        reply(bytes);
     }
 
     fn readlink(&self, ino: u64) -> Result<Vec<u8>, TreeError> {
