@@ -208,8 +208,8 @@ pub fn main() -> ExitCode {
             let mountpoint = PathBuf::from(args.pop().unwrap());
             let target = args.pop();
             let io = match (direct_io, page_cache) {
-                (true, _) => mount::Io::DirectIo,
-                (_, true) => mount::Io::PageCache,
+                (true, _) => mount::Io::Direct,
+                (_, true) => mount::Io::Cached,
                 _ => mount::Io::Auto,
             };
             mount::mount(repo_dir(dir), mount::MountArgs { target, mountpoint, foreground, allow_other, io })

@@ -27,8 +27,8 @@ pub struct MountArgs {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Io {
     Auto,
-    DirectIo,
-    PageCache,
+    Direct,
+    Cached,
 }
 
 pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
@@ -61,8 +61,8 @@ pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
     let mut opts = bf::MountOptions { allow_other: a.allow_other, fsname, ..Default::default() };
     match a.io {
         Io::Auto => {}
-        Io::DirectIo => opts.direct_io = bf::DirectIo::Always,
-        Io::PageCache => opts.direct_io = bf::DirectIo::Never,
+        Io::Direct => opts.direct_io = bf::DirectIo::Always,
+        Io::Cached => opts.direct_io = bf::DirectIo::Never,
     }
     bf::mount_foreground(Arc::new(FuseTree(tree)), &a.mountpoint, &opts)?;
     Ok(())
@@ -81,8 +81,8 @@ fn spawn_background(repo_dir: &Path, a: &MountArgs) -> Result<(), CliError> {
     }
     match a.io {
         Io::Auto => {}
-        Io::DirectIo => _ = cmd.arg("--direct-io"),
-        Io::PageCache => _ = cmd.arg("--page-cache"),
+        Io::Direct => _ = cmd.arg("--direct-io"),
+        Io::Cached => _ = cmd.arg("--page-cache"),
     }
     if let Some(t) = &a.target {
         cmd.arg(t);
