@@ -453,6 +453,40 @@ def quote(path):
     return urllib.parse.quote(path, safe="/")
 
 
+# A minimal HTTP/1.1 server that sends one plain file with sendfile(2): the
+# least work any server can do per byte, as a floor to compare against.
+SENDFILE_SERVER = """
+import os, socket, sys
+path, ready = sys.argv[1], sys.argv[2]
+size = os.path.getsize(path)
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(8)
+open(ready, "w").write(str(ls.getsockname()[1]))
+while True:
+    c, _ = ls.accept()
+    with c, open(path, "rb") as f:
+        req = b""
+        while b"\\r\\n\\r\\n" not in req:
+            req += c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % size)
+        c.sendfile(f)
+"""
+
+
+def sendfile_server(ctx, path):
+    ready = ctx.work / "sendfile-port"
+    ready.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", SENDFILE_SERVER, str(path), str(ready)])
+    _cleanup.append(proc.kill)
+    deadline = time.monotonic() + LIVE_TIMEOUT
+    while not ready.exists() or not ready.read_text():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            sys.exit("the sendfile server did not come up")
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{ready.read_text()}/big.bin"
+
+
 def http_download(h, ctx):
     """download of a 1 GiB file over loopback HTTP vs backchain cat."""
     info = restore_repo(h, ctx)
@@ -460,15 +494,31 @@ def http_download(h, ctx):
     mid = srv.session(info["ids"]["ext4"])
     path = f"{info['vol']['ext4']}/big.bin"
     url = f"{srv.base}/restore/{mid}/download?path={quote(path)}"
+    plain = ctx.work / "big-plain.bin"
+    if not plain.exists():
+        with open(plain, "wb") as out:
+            subprocess.run([str(a) for a in bc(ctx, info, "cat", f"{info['ids']['ext4']}:0", path)], stdout=out, check=True)
+    floor = sendfile_server(ctx, plain)
     return h.Scenario(
         name="http-download",
         description=f"download of a {h.human(info['sizes']['big'])} ext4 file from `backchain serve` over "
-        "loopback (curl to /dev/null), against `backchain cat` of the same file",
+        "loopback (curl to /dev/null), against `backchain cat` of the same file, and against a minimal server "
+        "sending the same bytes from a plain file with sendfile(2)",
         commands={
             "curl download": h.Command(["curl", "-sSf", "-o", "/dev/null", url]),
+            "curl sendfile server": h.Command(["curl", "-sSf", "-o", "/dev/null", floor]),
             "backchain cat": h.Command(bc(ctx, info, "cat", f"{info['ids']['ext4']}:0", path)),
         },
-        ratios=[h.Ratio("HTTP download speed / backchain cat speed", "curl download", "backchain cat", 0.8)],
+        ratios=[
+            h.Ratio("HTTP download speed / backchain cat speed", "curl download", "backchain cat", 0.8),
+            h.Ratio("HTTP download speed / minimal sendfile server's", "curl download", "curl sendfile server", None),
+            h.Ratio("minimal sendfile server's speed / backchain cat speed", "curl sendfile server", "backchain cat", None),
+        ],
+        notes=[
+            "The sendfile server is a dozen lines of Python (`SENDFILE_SERVER` in bench/restore_scenarios.py) "
+            "serving a plain copy of the file from tmpfs: no parsing, no lookup, no copy in the server. It shows "
+            "what loopback TCP and curl cost on this machine whatever the server does."
+        ],
     )
 
 
