@@ -292,6 +292,40 @@ def fuse_read(h, ctx):
     )
 
 
+def fuse_small_reads(h, ctx):
+    """reads of 4 KiB and 64 KiB at a time through the default mount (direct I/O) and --page-cache."""
+    info = restore_repo(h, ctx)
+    target = f"{info['ids']['ext4']}:0"
+    mnt = ctx.work / "mnt-small"
+    mount(ctx, info, target, mnt)
+    mnt_pc = ctx.work / "mnt-small-pc"
+    mount(ctx, info, target, mnt_pc, "--page-cache")
+    span = 256 * h.MIB
+
+    def dd(m, bs):
+        f = f"{m}{info['vol']['ext4']}/big.bin"
+        return h.Command(
+            ["dd", f"if={f}", "of=/dev/null", f"bs={bs}", f"count={span // bs}", "status=none"],
+            before=["dd", f"if={f}", "iflag=nocache", "count=0", "status=none"],
+        )
+
+    commands = {}
+    for bs in (4096, 65536):
+        commands[f"dd bs={bs // 1024}k"] = dd(mnt, bs)
+        commands[f"dd bs={bs // 1024}k --page-cache"] = dd(mnt_pc, bs)
+    return h.Scenario(
+        name="fuse-small-reads",
+        description=f"the price of direct I/O: the first {h.human(span)} of the 1 GiB file read with `dd` 4 KiB "
+        "and 64 KiB at a time, through the default mount (direct I/O for files of 64 MiB and more: one request "
+        "per read) and a `--page-cache` mount (the kernel reads ahead in 1 MiB requests)",
+        commands=commands,
+        ratios=[
+            h.Ratio(f"direct I/O speed / page cache speed, {k}", f"dd bs={k}", f"dd bs={k} --page-cache", None)
+            for k in ("4k", "64k")
+        ],
+    )
+
+
 WALK = """
 import os, sys
 n = 0
@@ -564,7 +598,7 @@ def bind(h, f):
 
 
 def scenarios(h):
-    fs = (cat_ext4, cat_ntfs, ls_many, get_zip, fuse_read, fuse_walk, mount_first_ls, http_download, http_zip)
+    fs = (cat_ext4, cat_ntfs, ls_many, get_zip, fuse_read, fuse_small_reads, fuse_walk, mount_first_ls, http_download, http_zip)
     return {f.__name__.replace("_", "-"): bind(h, f) for f in fs}
 
 

@@ -162,11 +162,23 @@ fn concurrent_random_reads_match_the_source() {
         return;
     }
     let dir = tempdir();
-    let (_tree, _handle, mnt) = mount_sample(&dir);
-    let path = mnt.join("big.bin");
+    let mnt = mountpoint(&dir);
+    // Through the page cache (big.bin is below the default direct-I/O size)
+    // and with direct I/O, where every odd read reaches the server as asked.
+    for direct_io in [MountOptions::default().direct_io, DirectIo::Always] {
+        let handle = mount(Arc::new(MemTree::sample()), &mnt, &MountOptions { direct_io, ..MountOptions::default() })
+            .expect("mount");
+        random_reads_of_big_bin(&mnt.join("big.bin"));
+        handle.unmount().unwrap();
+    }
+}
+
+/// 8 threads read big.bin at random offsets (some past its end) and check
+/// every byte against the generator.
+fn random_reads_of_big_bin(path: &Path) {
     let workers: Vec<_> = (0..8u64)
         .map(|t| {
-            let path = path.clone();
+            let path = path.to_path_buf();
             thread::spawn(move || {
                 let f = File::open(&path).unwrap();
                 let mut rng = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
