@@ -3,10 +3,11 @@
 //! and calls [`mount`] (background) or [`mount_foreground`].
 //!
 //! The mount is read-only (every modifying request fails with EROFS), caches
-//! attributes and names as long as each node's [`Attr::ttl`] allows, serves
-//! reads of mapped bytes at once and every other request from worker
-//! threads (reads apart from metadata, so a slow read never stalls a listing), and cleans up a dead mount left at the same
-//! place by a server that died ([`clean_stale_mount`]).
+//! attributes and names as long as each node's [`Attr::ttl`] allows, answers
+//! reads of mapped bytes at once and every other request from worker threads
+//! (reads apart from metadata, so a slow read never stalls a listing), reads
+//! large files with direct I/O ([`DirectIo`]), and cleans up a dead mount
+//! left at the same place by a server that died ([`clean_stale_mount`]).
 
 mod mount;
 mod mountinfo;
