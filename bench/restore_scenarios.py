@@ -251,22 +251,33 @@ def umount(ctx, info, mnt):
         subprocess.run([str(a) for a in bc(ctx, info, "umount", mnt)], check=False)
 
 
-def fuse_read(h, ctx):
-    """sequential read of a 1 GiB file through the FUSE mount vs backchain cat."""
+def big_bin_mounts(h, ctx, name):
+    """The ext4 backup mounted twice (default, --page-cache); returns the
+    repository facts, the target, and big.bin's path in each mount."""
     info = restore_repo(h, ctx)
     target = f"{info['ids']['ext4']}:0"
-    mnt = ctx.work / "mnt-read"
-    mount(ctx, info, target, mnt)
-    mnt_pc = ctx.work / "mnt-read-pc"
-    mount(ctx, info, target, mnt_pc, "--page-cache")
+    paths = []
+    for suffix, opts in (("", ()), ("-pc", ("--page-cache",))):
+        mnt = ctx.work / f"mnt-{name}{suffix}"
+        mount(ctx, info, target, mnt, *opts)
+        paths.append(f"{mnt}{info['vol']['ext4']}/big.bin")
+    return info, target, paths
 
-    # Backups are immutable, so a page-cache mount keeps the kernel page cache
-    # of a file across opens: before every run (untimed) that one file's
-    # cached pages are dropped (posix_fadvise DONTNEED through dd), so every
-    # read goes through FUSE. Files read with direct I/O have no such cache.
-    def cat(m):
-        f = f"{m}{info['vol']['ext4']}/big.bin"
-        return h.Command(["cat", f], before=["dd", f"if={f}", "iflag=nocache", "count=0", "status=none"])
+
+# Backups are immutable, so a page-cache mount keeps the kernel page cache of
+# a file across opens: before every run (untimed) that one file's cached
+# pages are dropped (posix_fadvise DONTNEED through dd), so every read goes
+# through FUSE. Files read with direct I/O have no such cache.
+def drop_cache(f):
+    return ["dd", f"if={f}", "iflag=nocache", "count=0", "status=none"]
+
+
+def fuse_read(h, ctx):
+    """sequential read of a 1 GiB file through the FUSE mount vs backchain cat."""
+    info, target, (big, big_pc) = big_bin_mounts(h, ctx, "read")
+
+    def cat(f):
+        return h.Command(["cat", f], before=drop_cache(f))
 
     return h.Scenario(
         name="fuse-read",
@@ -274,8 +285,8 @@ def fuse_read(h, ctx):
         "`backchain mount` (default: files of 64 MiB and more with direct I/O; and `--page-cache`), against "
         "`backchain cat` of the same file",
         commands={
-            "cat via FUSE": cat(mnt),
-            "cat via FUSE --page-cache": cat(mnt_pc),
+            "cat via FUSE": cat(big),
+            "cat via FUSE --page-cache": cat(big_pc),
             "backchain cat": h.Command(bc(ctx, info, "cat", target, f"{info['vol']['ext4']}/big.bin")),
         },
         ratios=[
@@ -294,25 +305,18 @@ def fuse_read(h, ctx):
 
 def fuse_small_reads(h, ctx):
     """reads of 4 KiB and 64 KiB at a time through the default mount (direct I/O) and --page-cache."""
-    info = restore_repo(h, ctx)
-    target = f"{info['ids']['ext4']}:0"
-    mnt = ctx.work / "mnt-small"
-    mount(ctx, info, target, mnt)
-    mnt_pc = ctx.work / "mnt-small-pc"
-    mount(ctx, info, target, mnt_pc, "--page-cache")
+    _, _, (big, big_pc) = big_bin_mounts(h, ctx, "small")
     span = 256 * h.MIB
 
-    def dd(m, bs):
-        f = f"{m}{info['vol']['ext4']}/big.bin"
+    def dd(f, bs):
         return h.Command(
-            ["dd", f"if={f}", "of=/dev/null", f"bs={bs}", f"count={span // bs}", "status=none"],
-            before=["dd", f"if={f}", "iflag=nocache", "count=0", "status=none"],
+            ["dd", f"if={f}", "of=/dev/null", f"bs={bs}", f"count={span // bs}", "status=none"], before=drop_cache(f)
         )
 
     commands = {}
     for bs in (4096, 65536):
-        commands[f"dd bs={bs // 1024}k"] = dd(mnt, bs)
-        commands[f"dd bs={bs // 1024}k --page-cache"] = dd(mnt_pc, bs)
+        commands[f"dd bs={bs // 1024}k"] = dd(big, bs)
+        commands[f"dd bs={bs // 1024}k --page-cache"] = dd(big_pc, bs)
     return h.Scenario(
         name="fuse-small-reads",
         description=f"the price of direct I/O: the first {h.human(span)} of the 1 GiB file read with `dd` 4 KiB "
