@@ -84,7 +84,8 @@ pub struct MountOptions {
     /// the tree can lend from a mapped image are answered on them at once;
     /// everything else is handed to the pools below.
     pub fuse_threads: usize,
-    /// Threads serving file reads.
+    /// Threads serving the reads the tree cannot lend (compressed or
+    /// sparse data, and trees that lend nothing).
     pub read_threads: usize,
     /// Threads serving lookups, listings, attributes and the rest.
     pub meta_threads: usize,
