@@ -277,7 +277,7 @@ fn corrupt_images_never_panic() {
     let base = std::fs::read(&img).unwrap();
     // The pristine image walks completely.
     let vol: Arc<dyn ReadAt> = Arc::new(MemImage(base.clone()));
-    let walked = backchain::volume::fs::ext4::fuzz::walk(&*fs::open(vol).unwrap().unwrap());
+    let walked = backchain::volume::fs::fuzz::walk(&*fs::open(vol).unwrap().unwrap());
     assert_eq!(walked, 47);
     // Metadata lives in the first blocks and the folder/inode blocks mkfs
     // wrote; flip bytes there.

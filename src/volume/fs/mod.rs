@@ -13,6 +13,7 @@ use crate::block::{Extent, ReadAt};
 
 pub mod ext4;
 pub mod fat;
+pub mod fuzz;
 
 /// A node (file, folder, symlink) of one filesystem. Stable for the life of
 /// the filesystem handle and deterministic across runs where the format has

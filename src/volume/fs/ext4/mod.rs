@@ -15,13 +15,10 @@
 
 mod blockmap;
 mod dir;
-pub mod fuzz;
 mod inode;
 mod journal;
 mod superblock;
 mod view;
-
-pub use fuzz::fuzz_open_walk;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,6 +59,12 @@ pub struct Ext4Fs {
 /// The opener for `fs::open`: `Ok(None)` when there is no ext2/3/4 magic.
 pub fn open(volume: &Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
     Ok(Ext4Fs::open(volume.clone())?.map(|fs| Arc::new(fs) as Arc<dyn Filesystem>))
+}
+
+/// Fuzz entry point: opens an ext2/3/4 filesystem from `data` and walks it
+/// (see `fs::fuzz`).
+pub fn fuzz_open_walk(data: &[u8]) {
+    super::fuzz::open_walk(data, open);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

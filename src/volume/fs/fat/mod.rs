@@ -17,7 +17,7 @@ mod table;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::block::{Extent, Lru, MemImage, ReadAt};
+use crate::block::{Extent, Lru, ReadAt};
 use crate::volume::fs::{Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, NodeId, NodeKind};
 
 use bpb::{Bpb, NO_NAME};
@@ -64,10 +64,7 @@ pub fn open(volume: &Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsE
 
 /// Opens a FAT filesystem from `data` and walks it (for cargo-fuzz).
 pub fn fuzz_open_walk(data: &[u8]) {
-    let volume: Arc<dyn ReadAt> = Arc::new(MemImage(data.to_vec()));
-    if let Ok(Some(fs)) = open(&volume) {
-        super::ext4::fuzz::walk(&*fs);
-    }
+    super::fuzz::open_walk(data, open);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -32,7 +32,7 @@ use self::layout::*;
 use self::record::{Body, NonResident, RawAttr, RecordHeader, apply_fixups, parse_record};
 use self::reparse::Reparse;
 use super::{Attr, DirEntry, FsError, FsKind, FsStats, NodeId, NodeKind, Timestamp};
-use crate::block::{Extent, Lru, MemImage, ReadAt, read_at_most};
+use crate::block::{Extent, Lru, ReadAt, read_at_most};
 
 /// Boot sector OEM id at byte 3 ("NTFS" and four spaces).
 const BOOT_OEM_ID: &[u8; 8] = b"NTFS    ";
@@ -581,42 +581,5 @@ impl super::Filesystem for NtfsFs {
 /// Fuzzing entry: opens `data` as an NTFS volume and walks it all (bounded),
 /// reading every file and link. Must never panic, hang or blow up memory.
 pub fn fuzz_open_walk(data: &[u8]) {
-    /// Bounds of the walk (a corrupt image may hold cycles).
-    const MAX_DEPTH: usize = 64;
-    const MAX_NODES: usize = 20_000;
-    const MAX_READ: u64 = 4 * 1024 * 1024;
-    let vol: Arc<dyn ReadAt> = Arc::new(MemImage(data.to_vec()));
-    let Ok(Some(fs)) = open(&vol) else { return };
-    let _ = (fs.label(), fs.statfs(), fs.kind());
-    let mut stack = vec![(fs.root(), 0usize)];
-    let mut budget = MAX_NODES;
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = fs.read_dir(dir) else { continue };
-        for e in entries {
-            if budget == 0 {
-                return;
-            }
-            budget -= 1;
-            let _ = fs.lookup(dir, &e.name);
-            let _ = fs.stat(e.attr.node);
-            match e.attr.kind {
-                NodeKind::Directory if depth < MAX_DEPTH => stack.push((e.attr.node, depth + 1)),
-                NodeKind::Symlink => {
-                    let _ = fs.read_link(e.attr.node);
-                }
-                NodeKind::File => {
-                    let mut off = 0u64;
-                    while off < e.attr.size.min(MAX_READ) {
-                        let _ = fs.locate(e.attr.node, off, buf.len() as u64);
-                        match fs.read(e.attr.node, off, &mut buf) {
-                            Ok(n) if n > 0 => off += n as u64,
-                            _ => break,
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+    super::fuzz::open_walk(data, open);
 }

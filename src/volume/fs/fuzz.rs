@@ -1,11 +1,15 @@
-//! Fuzz entry points: open a filesystem from bytes and walk all of it, with
-//! bounded depth, node count and bytes read, so that any hang or panic the
-//! fuzzer finds is in the parser and not in the walk.
+//! The walk behind every filesystem's fuzz entry point (`fuzz_open_walk`):
+//! open a filesystem from bytes and visit all of it, with bounded depth, node
+//! count and bytes read, so that any hang or panic the fuzzer finds is in
+//! the parser and not in the walk.
 
 use std::sync::Arc;
 
 use crate::block::{MemImage, ReadAt};
 use crate::volume::fs::{Filesystem, NodeId, NodeKind};
+
+/// An opener of one filesystem type (`ext4::open` and the like).
+pub type Open = fn(&Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, super::FsError>;
 
 /// Deepest folder nesting the walk descends into.
 pub const WALK_MAX_DEPTH: usize = 64;
@@ -59,10 +63,10 @@ pub fn walk(fs: &dyn Filesystem) -> usize {
     visited
 }
 
-/// Opens an ext2/3/4 filesystem from `data` and walks it.
-pub fn fuzz_open_walk(data: &[u8]) {
+/// Opens a filesystem from `data` with `open` and walks it.
+pub fn open_walk(data: &[u8], open: Open) {
     let volume: Arc<dyn ReadAt> = Arc::new(MemImage(data.to_vec()));
-    if let Ok(Some(fs)) = super::open(&volume) {
+    if let Ok(Some(fs)) = open(&volume) {
         walk(&*fs);
     }
 }
