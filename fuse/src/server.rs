@@ -9,6 +9,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -335,11 +336,19 @@ impl Filesystem for Server {
         let inodes = Inodes { root: self.root };
         // Bytes stored as they are in a mapped image go out at once, without a copy.
         let mut reply = Some(reply);
-        self.tree.read_borrowed(inodes.to_tree(ino), offset, len, &mut |bytes| {
-            if let Some(r) = reply.take() {
-                r.data(bytes);
-            }
-        });
+        let lent = catch_unwind(AssertUnwindSafe(|| {
+            self.tree.read_borrowed(inodes.to_tree(ino), offset, len, &mut |bytes| {
+                if let Some(r) = reply.take() {
+                    r.data(bytes);
+                }
+            })
+        }));
+        // A panicking tree must not take fuser's thread down with it (as the
+        // pool's workers survive one): an unsent reply dropped here is
+        // answered with EIO by fuser.
+        if lent.is_err() {
+            return;
+        }
         // Still here: nothing was lent; read on a worker.
         let Some(reply) = reply else { return };
         let tree = Arc::clone(&self.tree);

@@ -275,6 +275,44 @@ fn large_files_bypass_the_page_cache() {
     }
 }
 
+/// A tree that panics while reading fails that read with EIO, on fuser's
+/// own threads (lent reads) as on the workers, and the mount serves on.
+#[test]
+fn a_panicking_read_fails_with_eio_and_the_mount_serves_on() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempdir();
+    for direct_io in [DirectIo::Always, DirectIo::Never] {
+        let mnt = mountpoint(&dir);
+        let handle = mount(Arc::new(MemTree::sample()), &mnt, &MountOptions { direct_io, ..MountOptions::default() })
+            .expect("mount");
+        // More panics than fuser has threads. A panic that killed the thread
+        // would leave the next request unanswered: wait a bounded time.
+        let (p, h) = (mnt.join("panics.bin"), mnt.join("hello.txt"));
+        let reads = thread::spawn(move || {
+            let errnos: Vec<i32> =
+                (0..2 * MountOptions::default().fuse_threads + 1).map(|_| errno(fs::read(&p))).collect();
+            (errnos, fs::read(&h).unwrap())
+        });
+        let t0 = Instant::now();
+        while !reads.is_finished() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                abort_fuse_connection(&mnt);
+                let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+                panic!("{direct_io:?}: a read after a panic was never answered (fuser's thread died)");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let (errnos, hello) = reads.join().unwrap();
+        assert!(errnos.iter().all(|&e| e == libc::EIO), "{direct_io:?}: {errnos:?}");
+        assert_eq!(hello, HELLO, "{direct_io:?}");
+        assert_eq!(fs::read_dir(&mnt).unwrap().count(), MemTree::sample().children(ROOT).len());
+        handle.unmount().unwrap();
+        fs::remove_dir(&mnt).unwrap();
+    }
+}
+
 #[test]
 fn every_write_fails_with_erofs() {
     if !fuse_available() {

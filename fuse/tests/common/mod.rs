@@ -60,6 +60,8 @@ pub enum Content {
     Slow {
         seed: u64,
     },
+    /// A tree bug: every read of it panics.
+    Panics,
     Link(Vec<u8>),
     Dir(Vec<u64>),
 }
@@ -178,6 +180,7 @@ impl MemTree {
         t.add(ROOT, "slow.bin", Kind::File, SLOW_SIZE, 0o644, Content::Slow { seed: 3 });
         // Held in memory, so the tree lends its bytes (read_borrowed).
         t.file(ROOT, "lent.bin", &generated(LENT_SEED, 0, LENT_SIZE as usize), 0o644);
+        t.add(ROOT, "panics.bin", Kind::File, 4096, 0o644, Content::Panics);
         t
     }
 
@@ -255,6 +258,7 @@ impl ReadOnlyTree for MemTree {
                 }
             }
             Content::Generated { seed } => generate(*seed, offset, &mut buf[..len]),
+            Content::Panics => panic!("a tree bug (read)"),
             Content::Slow { seed } => {
                 self.gate.wait();
                 generate(*seed, offset, &mut buf[..len]);
@@ -266,6 +270,9 @@ impl ReadOnlyTree for MemTree {
     }
 
     fn read_borrowed(&self, ino: u64, offset: u64, len: usize, reply: &mut dyn FnMut(&[u8])) {
+        if let Ok(Node { content: Content::Panics, .. }) = self.node(ino) {
+            panic!("a tree bug (read_borrowed)");
+        }
         let Ok(Node { content: Content::Bytes(data), .. }) = self.node(ino) else { return };
         let Some(bytes) = usize::try_from(offset).ok().and_then(|o| data.get(o..o.checked_add(len)?)) else { return };
         self.reads.lock().unwrap().push((ino, offset, len));
@@ -315,6 +322,23 @@ pub fn fuse_mounts_at(path: &Path) -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
+}
+
+/// Aborts the FUSE connection of the mount at `path` (root only, through
+/// the fusectl filesystem, mounted here if needed): every request waiting
+/// on it fails at once. For tests whose server stopped answering, since a
+/// request the server already took is waited for uninterruptibly and would
+/// keep the test process from ever exiting.
+pub fn abort_fuse_connection(path: &Path) {
+    const FUSECTL: &str = "/sys/fs/fuse/connections";
+    // The device number from the mount table: a stat would ask the server.
+    let Some(line) = fuse_mounts_at(path).pop() else { return };
+    let Some(minor) = line.split(' ').nth(2).and_then(|d| d.split(':').nth(1)) else { return };
+    let abort = Path::new(FUSECTL).join(minor).join("abort");
+    if !abort.exists() {
+        let _ = std::process::Command::new("mount").args(["-t", "fusectl", "none", FUSECTL]).status();
+    }
+    let _ = std::fs::write(abort, b"1");
 }
 
 fn escape(b: &[u8]) -> String {
