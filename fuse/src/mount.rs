@@ -68,6 +68,17 @@ pub enum DirectIo {
     Always,
 }
 
+impl DirectIo {
+    /// The smallest file opened with direct I/O, if any is.
+    pub(crate) fn min_size(self) -> Option<u64> {
+        match self {
+            DirectIo::Never => None,
+            DirectIo::FromSize(min) => Some(min),
+            DirectIo::Always => Some(0),
+        }
+    }
+}
+
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountOptions {

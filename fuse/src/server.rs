@@ -46,10 +46,9 @@ pub(crate) struct Server {
     root: u64,
     reads: Pool,
     meta: Pool,
-    /// See `MountOptions::direct_io`.
+    /// See `MountOptions::direct_io`; `FromSize` falls back to `Never` at
+    /// init where the kernel cannot map direct-I/O files.
     direct_io: DirectIo,
-    /// The kernel maps files opened with direct I/O (FUSE_DIRECT_IO_ALLOW_MMAP).
-    maps_direct_io: bool,
 }
 
 impl Server {
@@ -66,19 +65,7 @@ impl Server {
             reads: Pool::new("backchain-read", read_threads)?,
             meta: Pool::new("backchain-meta", meta_threads)?,
             direct_io,
-            maps_direct_io: false,
         })
-    }
-
-    /// The smallest file opened with direct I/O, if any is.
-    fn direct_io_from(&self) -> Option<u64> {
-        match self.direct_io {
-            DirectIo::Never => None,
-            DirectIo::Always => Some(0),
-            // Without the kernel's consent, shared maps of such files fail
-            // (ENODEV): a program that maps a large file would break.
-            DirectIo::FromSize(min) => self.maps_direct_io.then_some(min),
-        }
     }
 
     /// Runs `f` on the metadata pool with the tree and the inode mapping.
@@ -260,8 +247,14 @@ impl Filesystem for Server {
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         // With direct I/O, shared maps of a file still work (Linux 6.6+;
         // private maps, as for running a program, work anyway).
-        if self.direct_io != DirectIo::Never {
-            self.maps_direct_io = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).is_ok();
+        if self.direct_io != DirectIo::Never
+            && config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).is_err()
+            && matches!(self.direct_io, DirectIo::FromSize(_))
+        {
+            // Shared maps of direct-I/O files would fail (ENODEV): a program
+            // that maps a large file would break. Only an explicit `Always`
+            // goes ahead.
+            self.direct_io = DirectIo::Never;
         }
         Ok(())
     }
@@ -297,7 +290,7 @@ impl Filesystem for Server {
             reply.error(Errno::EROFS);
             return;
         }
-        let direct_io_from = self.direct_io_from();
+        let direct_io_from = self.direct_io.min_size();
         self.meta(move |inodes, tree| match tree.getattr(inodes.to_tree(ino)) {
             // The handle carries the size seen at open, so reads are clamped
             // at the end of the file without asking the tree again.

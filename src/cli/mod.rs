@@ -207,12 +207,12 @@ pub fn main() -> ExitCode {
             // OK to unwrap: clap requires one or two values.
             let mountpoint = PathBuf::from(args.pop().unwrap());
             let target = args.pop();
-            let io = match (direct_io, page_cache) {
-                (true, _) => mount::Io::Direct,
-                (_, true) => mount::Io::Cached,
-                _ => mount::Io::Auto,
+            let direct_io = match (direct_io, page_cache) {
+                (true, _) => backchain_fuse::DirectIo::Always,
+                (_, true) => backchain_fuse::DirectIo::Never,
+                _ => backchain_fuse::MountOptions::default().direct_io,
             };
-            mount::mount(repo_dir(dir), mount::MountArgs { target, mountpoint, foreground, allow_other, io })
+            mount::mount(repo_dir(dir), mount::MountArgs { target, mountpoint, foreground, allow_other, direct_io })
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),

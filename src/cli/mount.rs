@@ -20,15 +20,8 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     pub foreground: bool,
     pub allow_other: bool,
-    pub io: Io,
-}
-
-/// `--direct-io`, `--page-cache`, or neither.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Io {
-    Auto,
-    Direct,
-    Cached,
+    /// `--direct-io` (Always), `--page-cache` (Never), or the default.
+    pub direct_io: bf::DirectIo,
 }
 
 pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
@@ -58,12 +51,7 @@ pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
             (t, id)
         }
     };
-    let mut opts = bf::MountOptions { allow_other: a.allow_other, fsname, ..Default::default() };
-    match a.io {
-        Io::Auto => {}
-        Io::Direct => opts.direct_io = bf::DirectIo::Always,
-        Io::Cached => opts.direct_io = bf::DirectIo::Never,
-    }
+    let opts = bf::MountOptions { allow_other: a.allow_other, direct_io: a.direct_io, fsname, ..Default::default() };
     bf::mount_foreground(Arc::new(FuseTree(tree)), &a.mountpoint, &opts)?;
     Ok(())
 }
@@ -79,10 +67,10 @@ fn spawn_background(repo_dir: &Path, a: &MountArgs) -> Result<(), CliError> {
     if a.allow_other {
         cmd.arg("--allow-other");
     }
-    match a.io {
-        Io::Auto => {}
-        Io::Direct => _ = cmd.arg("--direct-io"),
-        Io::Cached => _ = cmd.arg("--page-cache"),
+    match a.direct_io {
+        bf::DirectIo::Always => _ = cmd.arg("--direct-io"),
+        bf::DirectIo::Never => _ = cmd.arg("--page-cache"),
+        bf::DirectIo::FromSize(_) => {}
     }
     if let Some(t) = &a.target {
         cmd.arg(t);
