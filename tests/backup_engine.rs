@@ -330,42 +330,37 @@ fn kill_nine_at_random_moments_loses_nothing() {
     let first = backup(&repo, "crashy", &[&disk], &[]);
     let first_id = first["backup_id"].as_str().unwrap().to_string();
     let mut committed = vec![(first_id, snapshot(&disk, d.path(), "snap-first"))];
-    // An uninterrupted incremental, timed: the kills below are spread over
-    // that duration, so they land inside jobs however fast the machine and
-    // the build are.
+    // An uninterrupted incremental, timed from the moment its `.partial`
+    // image appears (the job is in the catalog and writing) to its exit: the
+    // kills below land at random points of that window, so they fall inside
+    // jobs however fast the machine's start-up, hashing or fsync are.
     change(&disk, 50, &mut rng);
     let snap = snapshot(&disk, d.path(), "snap-timed");
-    let t0 = std::time::Instant::now();
-    let timed = backup(&repo, "crashy", &[&disk], &[]);
-    let job = t0.elapsed();
-    committed.push((timed["backup_id"].as_str().unwrap().to_string(), snap));
+    let mut child = spawn_backup(&repo, &disk);
+    let writing = wait_for_partial(&repo, &mut child);
+    let out = child.wait_with_output().unwrap();
+    let window = writing.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    committed.push((json(&out)["backup_id"].as_str().unwrap().to_string(), snap));
 
-    for round in 0..6 {
+    // Six rounds at least; more (up to 16) until three kills landed inside a
+    // job, so a lucky scheduler cannot make the test prove nothing.
+    let mut landed = 0;
+    for round in 0..16 {
+        if round >= 6 && landed >= 3 {
+            break;
+        }
         change(&disk, 50, &mut rng);
         let snap = snapshot(&disk, d.path(), &format!("snap-{round}"));
-        let mut child = bc(&repo)
-            .args(["backup", "--vm", "crashy", "--json", "--disk"])
-            .arg(&disk)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Round 0 kills during start-up; the others once the job is writing
-        // its image (a `.partial` file exists, so the job is in the catalog),
-        // after a random part of a job's duration: reading, writing, commit.
-        // Waiting for the file, not a fixed delay, keeps the kills inside
-        // jobs on a loaded machine too.
+        let mut child = spawn_backup(&repo, &disk);
+        // Round 0 kills during start-up, before any image exists; the others
+        // once the job is writing its image, after a random part of the
+        // window: reading, writing, syncing, renaming, committing.
         if round == 0 {
-            std::thread::sleep(job.mul_f64(rng.below(1000) as f64 / 6000.0));
+            std::thread::sleep(std::time::Duration::from_micros(rng.below(20_000)));
         } else {
-            let t0 = std::time::Instant::now();
-            while partials(&repo).is_empty()
-                && child.try_wait().unwrap().is_none()
-                && t0.elapsed() < std::time::Duration::from_secs(60)
-            {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            std::thread::sleep(job.mul_f64(rng.below(1000) as f64 / 2000.0));
+            wait_for_partial(&repo, &mut child);
+            std::thread::sleep(window.mul_f64(rng.below(900) as f64 / 1000.0));
         }
         kill9(child.id());
         let out = child.wait_with_output().unwrap();
@@ -377,6 +372,7 @@ fn kill_nine_at_random_moments_loses_nothing() {
         // job is marked interrupted, and every committed backup verifies.
         let list = json(&run(bc(&repo).args(["list", "--vm", "crashy", "--json"])));
         assert!(partials(&repo).is_empty(), "round {round}: {:?}", partials(&repo));
+        landed = list.as_array().unwrap().iter().filter(|b| b["status"] == "interrupted").count();
         for b in list.as_array().unwrap() {
             let status = b["status"].as_str().unwrap();
             assert!(status == "completed" || status == "interrupted", "round {round}: {b}");
@@ -405,7 +401,7 @@ fn kill_nine_at_random_moments_loses_nothing() {
     }
     let list = json(&run(bc(&repo).args(["list", "--vm", "crashy", "--json"])));
     let interrupted = list.as_array().unwrap().iter().filter(|b| b["status"] == "interrupted").count();
-    assert!(interrupted >= 2, "only {interrupted} of 6 kills landed inside a job");
+    assert!(interrupted >= 2, "only {interrupted} kills landed inside a job (window {window:?})");
     for (id, snap) in &committed {
         let out = d.path().join("x.raw");
         run(bc(&repo).args(["export", id, "-o"]).arg(&out));
@@ -414,6 +410,29 @@ fn kill_nine_at_random_moments_loses_nothing() {
     // And the chain goes on.
     assert_eq!(backup(&repo, "crashy", &[&disk], &[])["backup_type"], "incremental");
     run(bc(&repo).arg("verify"));
+}
+
+fn spawn_backup(repo: &Path, disk: &Path) -> std::process::Child {
+    bc(repo)
+        .args(["backup", "--vm", "crashy", "--json", "--disk"])
+        .arg(disk)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the job has a `.partial` file (or exited, or a minute
+/// passed) and returns when that was seen.
+fn wait_for_partial(repo: &Path, child: &mut std::process::Child) -> std::time::Instant {
+    let t0 = std::time::Instant::now();
+    while partials(repo).is_empty()
+        && child.try_wait().unwrap().is_none()
+        && t0.elapsed() < std::time::Duration::from_secs(60)
+    {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    std::time::Instant::now()
 }
 
 fn kill9(pid: u32) {
