@@ -230,12 +230,21 @@ fn the_repository_mount_shows_new_backups_and_latest() {
     assert_eq!(fs::read_link(mnt.join("pc/latest")).unwrap(), PathBuf::from(&first));
 
     // A backup committed after the mount appears, and `latest` follows it.
+    // The kernel may keep the old listing for the volatile TTL (1 s): poll.
     let second = backup(&repo, "pc", &disk);
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let backups: BTreeSet<String> =
-        fs::read_dir(mnt.join("pc")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(backups.contains(&second) && backups.contains(&first), "{backups:?}");
-    assert_eq!(fs::read_link(mnt.join("pc/latest")).unwrap(), PathBuf::from(&second));
+    let t0 = std::time::Instant::now();
+    loop {
+        let backups: BTreeSet<String> = fs::read_dir(mnt.join("pc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let latest = fs::read_link(mnt.join("pc/latest")).unwrap();
+        if backups.contains(&second) && backups.contains(&first) && latest == Path::new(&second) {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 15, "{backups:?}, latest {latest:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(mnt.join("pc/latest/disk-0").is_dir());
     run(backchain().arg("umount").arg(&mnt));
     assert!(!mounted(&mnt));
