@@ -24,7 +24,7 @@ pub const LENT_SIZE: u64 = 2 * 1024 * 1024 + 77;
 pub const LENT_SEED: u64 = 11;
 pub const SLOW_SIZE: u64 = 1024 * 1024;
 /// How long a read of `slow.bin` blocks unless released earlier.
-pub const SLOW_READ: Duration = Duration::from_secs(2);
+pub const SLOW_READ: Duration = Duration::from_secs(10);
 pub const LINK_TARGET: &str = "docs/readme.md";
 
 /// Fills `buf` with the bytes of a generated file at `offset`: every third
