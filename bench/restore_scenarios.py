@@ -611,6 +611,151 @@ def http_zip(h, ctx):
     )
 
 
+def sector_range(h, disk, n):
+    """First and last sector of partition `n` of a GPT disk, from sgdisk."""
+    out = h.run_quiet(["sgdisk", "-i", str(n), disk])
+    first = int(out.split("First sector:")[1].split()[0])
+    last = int(out.split("Last sector:")[1].split()[0])
+    return first, last
+
+
+def copy_data(src, dst, at):
+    """Copies the data regions of sparse file `src` into `dst` at byte `at`."""
+    with open(src, "rb") as f, open(dst, "r+b") as g:
+        fd, size, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after pos
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            f.seek(start)
+            g.seek(at + start)
+            left = end - start
+            while left:
+                chunk = f.read(min(left, 8 << 20))
+                g.write(chunk)
+                left -= len(chunk)
+            pos = end
+
+
+def big_repo(h, ctx):
+    """Builds (once per scratch folder) a repository holding one backup of a
+    100 GiB GPT disk: FAT32 (512 MiB), NTFS (40 GiB) and ext4 (the rest),
+    each with a few files; the disk is sparse, so the backup is small."""
+    info_path = ctx.work / "big-repo.json"
+    if info_path.exists():
+        return json.loads(info_path.read_text())
+    repo = ctx.work / "big-repo"
+    disk = ctx.work / "big100.raw"
+    src = ctx.work / "big-src"
+    src.mkdir(exist_ok=True)
+    for i in range(20):
+        (src / f"file{i:02}.bin").write_bytes(os.urandom(256 * 1024))
+    with open(disk, "wb") as f:
+        f.truncate(100 * h.GIB)
+    h.run_quiet(["sgdisk", "-n1:2048:+512M", "-t1:0700", "-n2:0:+40G", "-t2:0700", "-n3:0:0", "-t3:8300", disk])
+    (f1, l1), (f2, l2), (f3, l3) = (sector_range(h, disk, n) for n in (1, 2, 3))
+    fat = ctx.work / "big-fat.img"
+    with open(fat, "wb") as f:
+        f.truncate((l1 - f1 + 1) * 512)
+    h.run_quiet(["mkfs.vfat", "-F", "32", "-n", "BIGFAT", "-h", str(f1), fat])
+    h.run_quiet(["mcopy", "-s", "-i", fat, *sorted(src.iterdir()), "::"])
+    copy_data(fat, disk, f1 * 512)
+    fat.unlink()
+    ntfs = ctx.work / "big-ntfs.img"
+    with open(ntfs, "wb") as f:
+        f.truncate((l2 - f2 + 1) * 512)
+    h.run_quiet(["mkntfs", "-q", "-F", "-Q", "-L", "BIGNTFS", "-p", str(f2), ntfs])
+    mnt = ctx.work / "big-ntfs-mnt"
+    mnt.mkdir(exist_ok=True)
+    h.run_quiet(["ntfs-3g", ntfs, mnt])
+    try:
+        h.run_quiet(["cp", "-r", *sorted(src.iterdir()), mnt])
+    finally:
+        h.run_quiet(["umount", mnt])
+    copy_data(ntfs, disk, f2 * 512)
+    ntfs.unlink()
+    h.run_quiet(
+        ["mkfs.ext4", "-q", "-F", "-L", "bigext4", "-T", "largefile", "-E", f"offset={f3 * 512},lazy_itable_init=1"]
+        + ["-d", src, disk, f"{(l3 - f3 + 1) // 2}k"]
+    )
+    out = json.loads(h.run_quiet([ctx.backchain, "--repo", repo, "backup", "--vm", "big100", "--disk", disk, "--json"]))
+    disk.unlink()
+    h.run_quiet(["rm", "-rf", src])
+    info = {"repo": str(repo), "id": out["backup_id"], "virtual": 100 * h.GIB}
+    info_path.write_text(json.dumps(info))
+    return info
+
+
+def session_open(h, ctx):
+    """time to open an HTTP restore session over a 100 GiB backup and list its root."""
+    info = big_repo(h, ctx)
+    runs = 3 if ctx.quick else 7
+
+    def post(srv, body):
+        req = urllib.request.Request(
+            srv.base + "/restore/mount",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        return json.loads(urllib.request.urlopen(req).read())
+
+    def listing(srv, mid, path):
+        url = f"{srv.base}/restore/{mid}/files?path={quote(path)}"
+        return json.loads(urllib.request.urlopen(url).read())["entries"]
+
+    def faults(srv):
+        with open(f"/proc/{srv.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[7]) + int(fields[9])  # minflt + majflt
+
+    def extra(med, commands):
+        opens, roots, parts, touched = [], [], [], []
+        for _ in range(runs):
+            # A fresh server per run: nothing of the backup is mapped or
+            # cached in the process yet (the page cache is warm: tmpfs).
+            srv = Server(ctx, info)
+            try:
+                before = faults(srv)
+                t = time.perf_counter()
+                mid = post(srv, {"backup_id": info["id"]})["mount_id"]
+                opens.append(time.perf_counter() - t)
+                disks = listing(srv, mid, "/")
+                volumes = listing(srv, mid, disks[0]["path"])
+                roots.append(time.perf_counter() - t)
+                touched.append(faults(srv) - before)
+                t = time.perf_counter()
+                for v in volumes:
+                    listing(srv, mid, v["path"])
+                parts.append(time.perf_counter() - t)
+            finally:
+                srv.stop()
+        o, r, p = statistics.median(opens), statistics.median(roots), statistics.median(parts)
+        pages = statistics.median(touched)
+        return [
+            (
+                "POST /restore/mount (all disks)",
+                f"{o * 1000:.1f} ms (runs: {', '.join(f'{x * 1000:.1f}' for x in opens)})",
+                "< 100 ms",
+                "yes" if o < 0.1 else "NO",
+            ),
+            ("POST /restore/mount, then list / and disk-0/", f"{r * 1000:.1f} ms", "", ""),
+            (f"then list the root of each of the {len(volumes)} volumes", f"{p * 1000:.1f} ms", "", ""),
+            ("server page faults while opening and listing (4 KiB pages)", f"{pages:.0f}", "", ""),
+        ]
+
+    return h.Scenario(
+        name="session-open",
+        description="`POST /restore/mount` over one backup of a 100 GiB GPT disk (FAT32, NTFS and ext4 partitions "
+        f"with a few files each), against a freshly started `backchain serve`, {runs} runs, median",
+        commands={},
+        ratios=[],
+        extra=extra,
+    )
+
+
 def bind(h, f):
     g = functools.partial(f, h)
     g.__doc__ = f.__doc__
@@ -618,7 +763,7 @@ def bind(h, f):
 
 
 def scenarios(h):
-    fs = (cat_ext4, cat_ntfs, ls_many, get_zip, fuse_read, fuse_small_reads, fuse_walk, mount_first_ls, http_download, http_zip)
+    fs = (cat_ext4, cat_ntfs, ls_many, get_zip, fuse_read, fuse_small_reads, fuse_walk, mount_first_ls, http_download, http_zip, session_open)
     return {f.__name__.replace("_", "-"): bind(h, f) for f in fs}
 
 
