@@ -613,3 +613,74 @@ fn ext4_files_and_archives_equal_the_source_tree() {
         run(tool("diff").arg("-r").arg("--no-dereference").arg(&src).arg(&out));
     }
 }
+
+/// A client that stops reading holds the server at a bounded amount of work
+/// and keeps its session alive past the idle time; when it disconnects, the
+/// server stops reading the backup at once, and the session's idle time
+/// counts from then.
+#[test]
+fn a_stalled_download_keeps_its_session_and_a_disconnect_stops_it() {
+    let idle = Duration::from_secs(3);
+    let s = server(Options { session_idle: idle, ..Default::default() });
+    // 64 MiB of random bytes (no partition table): far more than the socket
+    // buffers and the server's chunk channel hold.
+    let raw = s.dir.path().join("big.raw");
+    let mut data = vec![0u8; 64 << 20];
+    Rng::new(11).fill(&mut data);
+    data[..512].fill(0);
+    std::fs::write(&raw, &data).unwrap();
+    let r = s.call("POST", "/backups", Some(json!({"vm_name": "bigvm", "disks": [{"source": raw}]})));
+    let id = r.json()["backup_id"].as_str().unwrap().to_string();
+    assert_eq!(wait_backup(&s, &id)["status"], "completed");
+    let r = s.call("POST", "/restore/mount", Some(json!({"backup_id": id, "disk_index": 0})));
+    let m = r.json()["mount_id"].as_str().unwrap().to_string();
+    let file = format!("{}/partition.img", r.json()["entries"][0]["path"].as_str().unwrap());
+    // The session's running downloads; None once it is closed.
+    let active = |m: &str| -> Option<u64> {
+        let v = s.call("GET", "/restore/mounts", None).json();
+        let found = v["mounts"].as_array().unwrap().iter().find(|x| x["mount_id"] == m);
+        found.map(|x| x["active_downloads"].as_u64().unwrap())
+    };
+    assert_eq!(active(&m), Some(0));
+
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(c, "GET /api/v1/restore/{m}/download?path={} HTTP/1.1\r\nHost: x\r\n\r\n", q(&file)).unwrap();
+    let mut head = vec![0u8; 64 * 1024];
+    let n = c.read(&mut head).unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n.min(200)]));
+    // Stalled for longer than the idle time: the download is still being
+    // produced (blocked, not run ahead to the end) and the session lives.
+    std::thread::sleep(idle + Duration::from_secs(1));
+    assert_eq!(active(&m), Some(1), "the stalled download ended or its session expired");
+    assert_eq!(s.call("GET", &format!("/restore/{m}/files?path=/"), None).status, 200);
+
+    // The client goes away: the server stops producing.
+    drop(c);
+    let t0 = Instant::now();
+    while active(&m) != Some(0) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the download went on after the client left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Idle from now on: the session expires.
+    let t0 = Instant::now();
+    while active(&m).is_some() {
+        assert!(t0.elapsed() < idle * 4, "the session never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same for a folder download (zip): stalled, then dropped.
+    let r = s.call("POST", "/restore/mount", Some(json!({"backup_id": id, "disk_index": 0})));
+    let m2 = r.json()["mount_id"].as_str().unwrap().to_string();
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    write!(c, "GET /api/v1/restore/{m2}/download-directory?path=/&format=zip HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let n = c.read(&mut head).unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(active(&m2), Some(1));
+    drop(c);
+    let t0 = Instant::now();
+    while active(&m2) != Some(0) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the zip went on after the client left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

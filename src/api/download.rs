@@ -9,7 +9,7 @@ use super::St;
 use super::chunks::ChunkPool;
 use super::error::{ApiError, ApiResult};
 use super::query::Query;
-use super::restore::{Session, session};
+use super::restore::{Session, Transfer, session};
 use crate::archive;
 use crate::tree::{Ino, Node, Tree};
 use crate::util::time::civil_from_days;
@@ -206,15 +206,21 @@ pub async fn download(
         }
     };
     b = b.header(header::CONTENT_LENGTH, len);
-    let body = if method == Method::HEAD { Body::empty() } else { stream_file(s.tree.clone(), node.ino, start, len) };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        stream_file(s.tree.clone(), node.ino, start, len, s.transfer())
+    };
     b.body(body).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// Streams `len` bytes of file `ino` from `start`.
-fn stream_file(tree: Tree, ino: Ino, start: u64, len: u64) -> Body {
+/// Streams `len` bytes of file `ino` from `start`; `transfer` ends with the
+/// reading task.
+fn stream_file(tree: Tree, ino: Ino, start: u64, len: u64, transfer: Transfer) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
     let pool = ChunkPool::new(CHUNK, POOL_KEEP);
     tokio::task::spawn_blocking(move || {
+        let _transfer = transfer;
         let end = start + len;
         let mut at = start;
         while at < end {
@@ -288,7 +294,11 @@ fn archive_response(
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, mime)
         .header(header::CONTENT_DISPOSITION, content_disposition(&name));
-    let body = if *method == Method::HEAD { Body::empty() } else { stream_archive(s.tree.clone(), node.ino, format) };
+    let body = if *method == Method::HEAD {
+        Body::empty()
+    } else {
+        stream_archive(s.tree.clone(), node.ino, format, s.transfer())
+    };
     b.body(body).map_err(|e| ApiError::internal(e.to_string()))
 }
 
@@ -336,9 +346,10 @@ impl Write for ChannelWriter {
     }
 }
 
-fn stream_archive(tree: Tree, dir: Ino, format: Format) -> Body {
+fn stream_archive(tree: Tree, dir: Ino, format: Format, transfer: Transfer) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
     tokio::task::spawn_blocking(move || {
+        let _transfer = transfer;
         let cancel = Arc::new(AtomicBool::new(false));
         let w = ChannelWriter::new(tx.clone(), cancel.clone());
         let r = match format {

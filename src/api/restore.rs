@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,13 +36,35 @@ pub struct Session {
     opened: Instant,
     /// Milliseconds since `opened` at the last use.
     last_used: AtomicU64,
+    /// Downloads whose bytes are still being produced.
+    transfers: AtomicUsize,
+}
+
+/// A download in progress in a session, until dropped: a session never
+/// expires under a running download (a 100 GB file may take hours), and its
+/// idle time counts from the end of the last one.
+pub struct Transfer(Arc<Session>);
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.transfers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Session {
     fn touch(&self) {
         self.last_used.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
+    /// Marks a download in progress until the guard is dropped.
+    pub fn transfer(self: &Arc<Self>) -> Transfer {
+        self.transfers.fetch_add(1, Ordering::SeqCst);
+        Transfer(self.clone())
+    }
     fn idle(&self) -> Duration {
+        if self.transfers.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
         self.opened.elapsed().saturating_sub(Duration::from_millis(self.last_used.load(Ordering::Relaxed)))
     }
     fn json(&self) -> Value {
@@ -52,6 +74,7 @@ impl Session {
             "disk_index": self.disk_index,
             "created_at": self.created_at,
             "idle_seconds": self.idle().as_secs(),
+            "active_downloads": self.transfers.load(Ordering::SeqCst),
         })
     }
 }
@@ -148,6 +171,7 @@ pub async fn mount(State(st): St, body: Result<Bytes, BytesRejection>) -> ApiRes
         created_at: now_rfc3339(),
         opened: Instant::now(),
         last_used: AtomicU64::new(0),
+        transfers: AtomicUsize::new(0),
     });
     {
         let mut map = st.sessions.lock();
