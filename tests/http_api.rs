@@ -684,3 +684,41 @@ fn a_stalled_download_keeps_its_session_and_a_disconnect_stops_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A file whose name is not UTF-8 (Latin-1 "café", as an old Linux guest may
+/// have written it) is listed with a lossy `name` and an exact
+/// `path_encoded`, and downloads by that encoded path.
+#[test]
+fn names_that_are_not_utf8_stay_reachable() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = server(Options::default());
+    let src = s.dir.path().join("latin1");
+    std::fs::create_dir_all(src.join(std::ffi::OsStr::from_bytes(b"d\xe9j\xe0"))).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    let content = b"bytes behind a Latin-1 name\n".repeat(100);
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"d\xe9j\xe0")).join(name), &content).unwrap();
+    let img = s.dir.path().join("latin1.img");
+    std::fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
+    run(tool("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&src).arg(&img));
+    let r = s.call("POST", "/backups", Some(json!({"vm_name": "latin1", "disks": [{"source": img}]})));
+    let id = r.json()["backup_id"].as_str().unwrap().to_string();
+    assert_eq!(wait_backup(&s, &id)["status"], "completed");
+    let r = s.call("POST", "/restore/mount", Some(json!({"backup_id": id, "disk_index": 0})));
+    let m = r.json()["mount_id"].as_str().unwrap().to_string();
+    let vol = r.json()["entries"][0]["path_encoded"].as_str().unwrap().to_string();
+
+    let get = |target: &str| s.call("GET", &format!("/restore/{m}/{target}"), None);
+    let l = get(&format!("files?path={vol}")).json();
+    let dir = l["entries"].as_array().unwrap().iter().find(|e| e["type"] == "directory" && e["name"] != "lost+found");
+    let dir = dir.unwrap_or_else(|| panic!("{l}"));
+    assert_eq!(dir["name"], "d\u{FFFD}j\u{FFFD}");
+    assert_eq!(dir["path_encoded"], format!("{vol}/d%E9j%E0"));
+    let l = get(&format!("files?path={}", dir["path_encoded"].as_str().unwrap())).json();
+    let file = &l["entries"][0];
+    assert_eq!((file["name"].as_str(), file["size"].as_u64()), (Some("caf\u{FFFD}.txt"), Some(content.len() as u64)));
+    let r = get(&format!("download?path={}", file["path_encoded"].as_str().unwrap()));
+    assert_eq!(r.status, 200);
+    assert_eq!(sha(&r.body), sha(&content));
+    // The lossy name is another name: it is not found.
+    assert_eq!(get(&format!("download?path={}", q(file["path"].as_str().unwrap()))).status, 404);
+}
