@@ -11,13 +11,16 @@ repository (built once per scratch folder) holding two backups:
 Both are whole-disk volumes backed up with `backchain backup`; the raw images
 are deleted afterwards. --quick divides every size and count by 8.
 FUSE and HTTP scenarios need root (ntfs-3g, /dev/fuse, drop of a file's
-page cache); mounts and servers started here are stopped at exit.
+page cache); mounts and servers started here are stopped at exit. fuse-read
+also measures a minimal libfuse server (bench/fuse_floor.c) when a C compiler
+and libfuse3-dev are installed (`apt-get install gcc libfuse3-dev pkg-config`).
 """
 
 import atexit
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -26,6 +29,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 FILE_SIZE = 1 << 20  # zip-small files; zip-big files are 1 GiB / 10,000
 MANY = 100_000
@@ -272,34 +276,89 @@ def drop_cache(f):
     return ["dd", f"if={f}", "iflag=nocache", "count=0", "status=none"]
 
 
+def fuse_floor(ctx, size, cache=False):
+    """Builds and mounts bench/fuse_floor.c (libfuse, one file answered from
+    a static buffer; direct I/O, or the page cache with `cache`); returns the
+    file's path, or None without a C compiler and libfuse3-dev."""
+    cflags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True)
+    if cflags.returncode != 0 or not shutil.which("cc"):
+        return None
+    exe = ctx.work / "fuse_floor"
+    src = Path(__file__).parent / "fuse_floor.c"
+    subprocess.run(["cc", "-O2", "-o", exe, src, *cflags.stdout.split()], check=True)
+    mnt = ctx.work / ("mnt-floor-pc" if cache else "mnt-floor")
+    mnt.mkdir(exist_ok=True)
+    subprocess.run(["fusermount3", "-u", "-q", mnt], check=False)
+    proc = subprocess.Popen([exe, mnt, str(size), *(["cache"] if cache else [])])
+
+    def stop():
+        subprocess.run(["fusermount3", "-u", "-q", mnt], check=False)
+        proc.kill()
+
+    _cleanup.append(stop)
+    deadline = time.monotonic() + LIVE_TIMEOUT
+    while not (mnt / "big.bin").exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            sys.exit("the libfuse floor server did not come up")
+        time.sleep(0.05)
+    return mnt / "big.bin"
+
+
 def fuse_read(h, ctx):
     """sequential read of a 1 GiB file through the FUSE mount vs backchain cat."""
     info, target, (big, big_pc) = big_bin_mounts(h, ctx, "read")
+    floor = fuse_floor(ctx, info["sizes"]["big"])
+    floor_pc = floor and fuse_floor(ctx, info["sizes"]["big"], cache=True)
 
     def cat(f):
         return h.Command(["cat", f], before=drop_cache(f))
 
+    commands = {
+        "cat via FUSE": cat(big),
+        "cat via FUSE --page-cache": cat(big_pc),
+        "backchain cat": h.Command(bc(ctx, info, "cat", target, f"{info['vol']['ext4']}/big.bin")),
+    }
+    ratios = [
+        h.Ratio("FUSE read speed / backchain cat speed", "cat via FUSE", "backchain cat", 0.7),
+        # For comparison: the page cache path the default avoids for large files.
+        h.Ratio("FUSE --page-cache read speed / backchain cat speed", "cat via FUSE --page-cache", "backchain cat", None),
+    ]
+    notes = [
+        "One mount of each kind serves all runs. Before every FUSE run (untimed) the file's page cache is dropped "
+        "(`dd iflag=nocache count=0`, i.e. posix_fadvise DONTNEED), so no run is served from the kernel cache. "
+        "By default the 1 GiB file is read with direct I/O: cat reads 1 MiB at a time (st_blksize), one FUSE "
+        "request each, copied once into cat's buffer."
+    ]
+    if floor:
+        commands["cat via libfuse floor"] = cat(floor)
+        commands["cat via libfuse floor, page cache"] = cat(floor_pc)
+        ratios += [
+            h.Ratio("FUSE read speed / libfuse floor's", "cat via FUSE", "cat via libfuse floor", None),
+            h.Ratio("libfuse floor's speed / backchain cat speed", "cat via libfuse floor", "backchain cat", None),
+            h.Ratio(
+                "libfuse floor's speed through the page cache / backchain cat speed",
+                "cat via libfuse floor, page cache",
+                "backchain cat",
+                None,
+            ),
+        ]
+        notes.append(
+            "The libfuse floor (bench/fuse_floor.c) is a minimal server on libfuse, the reference implementation: "
+            "one file of the same size, opened with direct I/O, every read answered from one static, cache-hot "
+            "1 MiB buffer; once more through the page cache (kernel readahead). No FUSE server doing real work can "
+            "read faster on the same machine: when both ratios to `backchain cat` are below the target, the target "
+            "cannot be met there."
+        )
+    else:
+        notes.append("The libfuse floor was not measured: it needs a C compiler and libfuse3-dev (pkg-config fuse3).")
     return h.Scenario(
         name="fuse-read",
         description=f"sequential read (`cat` to /dev/null) of a {h.human(info['sizes']['big'])} ext4 file through "
         "`backchain mount` (default: files of 64 MiB and more with direct I/O; and `--page-cache`), against "
-        "`backchain cat` of the same file",
-        commands={
-            "cat via FUSE": cat(big),
-            "cat via FUSE --page-cache": cat(big_pc),
-            "backchain cat": h.Command(bc(ctx, info, "cat", target, f"{info['vol']['ext4']}/big.bin")),
-        },
-        ratios=[
-            h.Ratio("FUSE read speed / backchain cat speed", "cat via FUSE", "backchain cat", 0.7),
-            # For comparison: the page cache path the default avoids for large files.
-            h.Ratio("FUSE --page-cache read speed / backchain cat speed", "cat via FUSE --page-cache", "backchain cat", None),
-        ],
-        notes=[
-            "One mount of each kind serves all runs. Before every FUSE run (untimed) the file's page cache is dropped "
-            "(`dd iflag=nocache count=0`, i.e. posix_fadvise DONTNEED), so no run is served from the kernel cache. "
-            "By default the 1 GiB file is read with direct I/O: cat reads 1 MiB at a time (st_blksize), one FUSE "
-            "request each, copied once into cat's buffer."
-        ],
+        "`backchain cat` of the same file, and against a minimal libfuse server",
+        commands=commands,
+        ratios=ratios,
+        notes=notes,
     )
 
 
