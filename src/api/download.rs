@@ -49,8 +49,11 @@ const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
 
 type Chunk = io::Result<Bytes>;
 
-fn body_from(rx: mpsc::Receiver<Chunk>) -> Body {
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }))
+/// The response body fed by `rx`; `transfer` lasts as long as the body.
+fn body_from(rx: mpsc::Receiver<Chunk>, transfer: Transfer) -> Body {
+    Body::from_stream(futures_util::stream::unfold((rx, transfer), |(mut rx, t)| async move {
+        rx.recv().await.map(|c| (c, (rx, t)))
+    }))
 }
 
 /// `Content-Disposition: attachment` with an ASCII fallback and the exact
@@ -214,13 +217,14 @@ pub async fn download(
     b.body(body).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// Streams `len` bytes of file `ino` from `start`; `transfer` ends with the
-/// reading task.
+/// Streams `len` bytes of file `ino` from `start`; `transfer` ends with
+/// both the reading task and the body.
 fn stream_file(tree: Tree, ino: Ino, start: u64, len: u64, transfer: Transfer) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
     let pool = ChunkPool::new(CHUNK, POOL_KEEP);
+    let producing = transfer.clone();
     tokio::task::spawn_blocking(move || {
-        let _transfer = transfer;
+        let _transfer = producing;
         let end = start + len;
         let mut at = start;
         while at < end {
@@ -247,7 +251,7 @@ fn stream_file(tree: Tree, ino: Ino, start: u64, len: u64, transfer: Transfer) -
             }
         }
     });
-    body_from(rx)
+    body_from(rx, transfer)
 }
 
 #[derive(Clone, Copy)]
@@ -348,8 +352,9 @@ impl Write for ChannelWriter {
 
 fn stream_archive(tree: Tree, dir: Ino, format: Format, transfer: Transfer) -> Body {
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
+    let producing = transfer.clone();
     tokio::task::spawn_blocking(move || {
-        let _transfer = transfer;
+        let _transfer = producing;
         let cancel = Arc::new(AtomicBool::new(false));
         let w = ChannelWriter::new(tx.clone(), cancel.clone());
         let r = match format {
@@ -367,7 +372,7 @@ fn stream_archive(tree: Tree, dir: Ino, format: Format, transfer: Transfer) -> B
             }
         }
     });
-    body_from(rx)
+    body_from(rx, transfer)
 }
 
 #[cfg(test)]

@@ -40,12 +40,18 @@ pub struct Session {
     transfers: AtomicUsize,
 }
 
-/// A download in progress in a session, until dropped: a session never
-/// expires under a running download (a 100 GB file may take hours), and its
-/// idle time counts from the end of the last one.
-pub struct Transfer(Arc<Session>);
+/// A download in progress in a session, until its last clone is dropped
+/// (one goes with the task producing the bytes, one with the response body):
+/// a session never expires under a running download (a 100 GB file may take
+/// hours), and its idle time counts from the end of the last one.
+#[derive(Clone)]
+pub struct Transfer {
+    _end: Arc<TransferEnd>,
+}
 
-impl Drop for Transfer {
+struct TransferEnd(Arc<Session>);
+
+impl Drop for TransferEnd {
     fn drop(&mut self) {
         self.0.touch();
         self.0.transfers.fetch_sub(1, Ordering::SeqCst);
@@ -59,7 +65,7 @@ impl Session {
     /// Marks a download in progress until the guard is dropped.
     pub fn transfer(self: &Arc<Self>) -> Transfer {
         self.transfers.fetch_add(1, Ordering::SeqCst);
-        Transfer(self.clone())
+        Transfer { _end: Arc::new(TransferEnd(self.clone())) }
     }
     fn idle(&self) -> Duration {
         if self.transfers.load(Ordering::SeqCst) > 0 {
