@@ -276,6 +276,15 @@ def drop_cache(f):
     return ["dd", f"if={f}", "iflag=nocache", "count=0", "status=none"]
 
 
+def wait_up(proc, ready, what):
+    """Waits until `ready()` holds; exits if `proc` dies or LIVE_TIMEOUT passes."""
+    deadline = time.monotonic() + LIVE_TIMEOUT
+    while not ready():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            sys.exit(f"{what} did not come up")
+        time.sleep(0.05)
+
+
 def fuse_floor(ctx, size, cache=False):
     """Builds and mounts bench/fuse_floor.c (libfuse, one file answered from
     a static buffer; direct I/O, or the page cache with `cache`); returns the
@@ -296,11 +305,7 @@ def fuse_floor(ctx, size, cache=False):
         proc.kill()
 
     _cleanup.append(stop)
-    deadline = time.monotonic() + LIVE_TIMEOUT
-    while not (mnt / "big.bin").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            sys.exit("the libfuse floor server did not come up")
-        time.sleep(0.05)
+    wait_up(proc, (mnt / "big.bin").exists, "the libfuse floor server")
     return mnt / "big.bin"
 
 
@@ -519,10 +524,11 @@ class Server:
                     sys.exit(f"backchain serve did not come up; see {self.log.name}")
                 time.sleep(0.05)
 
-    def session(self, backup_id):
+    def session(self, backup_id, disk_index=0):
+        """Opens a restore session (over one disk, or all with None); its id."""
         req = urllib.request.Request(
             self.base + "/restore/mount",
-            data=json.dumps({"backup_id": backup_id, "disk_index": 0}).encode(),
+            data=json.dumps({"backup_id": backup_id, "disk_index": disk_index}).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
@@ -587,11 +593,7 @@ def floor_server(ctx, mode, path):
     ready.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, mode, str(path), str(ready)])
     _cleanup.append(proc.kill)
-    deadline = time.monotonic() + LIVE_TIMEOUT
-    while not ready.exists() or not ready.read_text():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            sys.exit(f"the {mode} server did not come up")
-        time.sleep(0.05)
+    wait_up(proc, lambda: ready.exists() and ready.read_text(), f"the {mode} server")
     return f"http://127.0.0.1:{ready.read_text()}/big.bin"
 
 
@@ -754,15 +756,6 @@ def session_open(h, ctx):
     info = big_repo(h, ctx)
     runs = 3 if ctx.quick else 7
 
-    def post(srv, body):
-        req = urllib.request.Request(
-            srv.base + "/restore/mount",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        return json.loads(urllib.request.urlopen(req).read())
-
     def listing(srv, mid, path):
         url = f"{srv.base}/restore/{mid}/files?path={quote(path)}"
         return json.loads(urllib.request.urlopen(url).read())["entries"]
@@ -781,7 +774,7 @@ def session_open(h, ctx):
             try:
                 before = faults(srv)
                 t = time.perf_counter()
-                mid = post(srv, {"backup_id": info["id"]})["mount_id"]
+                mid = srv.session(info["id"], None)
                 opens.append(time.perf_counter() - t)
                 disks = listing(srv, mid, "/")
                 volumes = listing(srv, mid, disks[0]["path"])

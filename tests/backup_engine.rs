@@ -399,9 +399,7 @@ fn kill_nine_at_random_moments_loses_nothing() {
         let files = walk_files(&repo.join("vms"));
         assert_eq!(files.len(), committed.len() * 2, "round {round}: {files:?}");
     }
-    let list = json(&run(bc(&repo).args(["list", "--vm", "crashy", "--json"])));
-    let interrupted = list.as_array().unwrap().iter().filter(|b| b["status"] == "interrupted").count();
-    assert!(interrupted >= 2, "only {interrupted} kills landed inside a job (window {window:?})");
+    assert!(landed >= 2, "only {landed} kills landed inside a job (window {window:?})");
     for (id, snap) in &committed {
         let out = d.path().join("x.raw");
         run(bc(&repo).args(["export", id, "-o"]).arg(&out));

@@ -411,6 +411,17 @@ fn wait_backup(s: &Server, id: &str) -> Value {
     }
 }
 
+/// Backs up `source` as VM `vm` over HTTP, waits for it, and opens a
+/// session over its disk 0: (backup id, the POST /restore/mount answer).
+fn backup_and_mount(s: &Server, vm: &str, source: &Path) -> (String, Value) {
+    let r = s.call("POST", "/backups", Some(json!({"vm_name": vm, "disks": [{"source": source}]})));
+    let id = r.json()["backup_id"].as_str().unwrap().to_string();
+    assert_eq!(wait_backup(s, &id)["status"], "completed");
+    let r = s.call("POST", "/restore/mount", Some(json!({"backup_id": id, "disk_index": 0})));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    (id, r.json())
+}
+
 #[test]
 fn backups_over_http_and_delete_rules() {
     let s = server(Options::default());
@@ -567,12 +578,9 @@ fn ext4_files_and_archives_equal_the_source_tree() {
     let src = fixtures::fixtures().join("src");
     let image = fixtures::fixture("nopart-ext4.img");
     let s = server(Options::default());
-    let r = s.call("POST", "/backups", Some(json!({"vm_name": "ext4vm", "disks": [{"source": image}]})));
-    let id = r.json()["backup_id"].as_str().unwrap().to_string();
-    assert_eq!(wait_backup(&s, &id)["status"], "completed");
-    let r = s.call("POST", "/restore/mount", Some(json!({"backup_id": id, "disk_index": 0})));
-    let m = r.json()["mount_id"].as_str().unwrap().to_string();
-    let vol = r.json()["entries"][0]["path"].as_str().unwrap().to_string();
+    let (_, r) = backup_and_mount(&s, "ext4vm", &image);
+    let m = r["mount_id"].as_str().unwrap().to_string();
+    let vol = r["entries"][0]["path"].as_str().unwrap().to_string();
 
     // Every regular file at the top of src/, by SHA-256.
     let l = s.ls(&m, &vol);
@@ -629,12 +637,9 @@ fn a_stalled_download_keeps_its_session_and_a_disconnect_stops_it() {
     Rng::new(11).fill(&mut data);
     data[..512].fill(0);
     std::fs::write(&raw, &data).unwrap();
-    let r = s.call("POST", "/backups", Some(json!({"vm_name": "bigvm", "disks": [{"source": raw}]})));
-    let id = r.json()["backup_id"].as_str().unwrap().to_string();
-    assert_eq!(wait_backup(&s, &id)["status"], "completed");
-    let r = s.call("POST", "/restore/mount", Some(json!({"backup_id": id, "disk_index": 0})));
-    let m = r.json()["mount_id"].as_str().unwrap().to_string();
-    let file = format!("{}/partition.img", r.json()["entries"][0]["path"].as_str().unwrap());
+    let (id, r) = backup_and_mount(&s, "bigvm", &raw);
+    let m = r["mount_id"].as_str().unwrap().to_string();
+    let file = format!("{}/partition.img", r["entries"][0]["path"].as_str().unwrap());
     // The session's running downloads; None once it is closed.
     let active = |m: &str| -> Option<u64> {
         let v = s.call("GET", "/restore/mounts", None).json();
@@ -642,6 +647,16 @@ fn a_stalled_download_keeps_its_session_and_a_disconnect_stops_it() {
         found.map(|x| x["active_downloads"].as_u64().unwrap())
     };
     assert_eq!(active(&m), Some(0));
+    // Drops the client of a download in session `m`; the server's work on it
+    // ends within moments.
+    let hang_up = |c: TcpStream, m: &str| {
+        drop(c);
+        let t0 = Instant::now();
+        while active(m) != Some(0) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the download went on after the client left");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
 
     let mut c = TcpStream::connect(s.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -656,12 +671,7 @@ fn a_stalled_download_keeps_its_session_and_a_disconnect_stops_it() {
     assert_eq!(s.call("GET", &format!("/restore/{m}/files?path=/"), None).status, 200);
 
     // The client goes away: the server stops producing.
-    drop(c);
-    let t0 = Instant::now();
-    while active(&m) != Some(0) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the download went on after the client left");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    hang_up(c, &m);
     // Idle from now on: the session expires.
     let t0 = Instant::now();
     while active(&m).is_some() {
@@ -677,12 +687,7 @@ fn a_stalled_download_keeps_its_session_and_a_disconnect_stops_it() {
     assert!(head[..n].starts_with(b"HTTP/1.1 200"));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(active(&m2), Some(1));
-    drop(c);
-    let t0 = Instant::now();
-    while active(&m2) != Some(0) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the zip went on after the client left");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    hang_up(c, &m2);
 }
 
 /// A file whose name is not UTF-8 (Latin-1 "café", as an old Linux guest may
@@ -693,19 +698,16 @@ fn names_that_are_not_utf8_stay_reachable() {
     use std::os::unix::ffi::OsStrExt;
     let s = server(Options::default());
     let src = s.dir.path().join("latin1");
-    std::fs::create_dir_all(src.join(std::ffi::OsStr::from_bytes(b"d\xe9j\xe0"))).unwrap();
-    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    let folder = src.join(std::ffi::OsStr::from_bytes(b"d\xe9j\xe0"));
+    std::fs::create_dir_all(&folder).unwrap();
     let content = b"bytes behind a Latin-1 name\n".repeat(100);
-    std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"d\xe9j\xe0")).join(name), &content).unwrap();
+    std::fs::write(folder.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")), &content).unwrap();
     let img = s.dir.path().join("latin1.img");
     std::fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
     run(tool("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&src).arg(&img));
-    let r = s.call("POST", "/backups", Some(json!({"vm_name": "latin1", "disks": [{"source": img}]})));
-    let id = r.json()["backup_id"].as_str().unwrap().to_string();
-    assert_eq!(wait_backup(&s, &id)["status"], "completed");
-    let r = s.call("POST", "/restore/mount", Some(json!({"backup_id": id, "disk_index": 0})));
-    let m = r.json()["mount_id"].as_str().unwrap().to_string();
-    let vol = r.json()["entries"][0]["path_encoded"].as_str().unwrap().to_string();
+    let (_, r) = backup_and_mount(&s, "latin1", &img);
+    let m = r["mount_id"].as_str().unwrap().to_string();
+    let vol = r["entries"][0]["path_encoded"].as_str().unwrap().to_string();
 
     let get = |target: &str| s.call("GET", &format!("/restore/{m}/{target}"), None);
     let l = get(&format!("files?path={vol}")).json();
