@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 TOOLS="qemu-img:qemu-utils qemu-io:qemu-utils mkfs.ext4:e2fsprogs debugfs:e2fsprogs mkntfs:ntfs-3g \
 ntfs-3g:ntfs-3g mkfs.fat:dosfstools mcopy:mtools sgdisk:gdisk fusermount3:fuse3 unzip:unzip zstd:zstd \
 sfdisk:fdisk setfattr:attr getfattr:attr python3:python3 ntfsinfo:ntfs-3g \
-blkid:util-linux mkswap:util-linux setpriv:util-linux flock:util-linux losetup:mount mount:mount tar:tar"
+blkid:util-linux mkswap:util-linux setpriv:util-linux flock:util-linux losetup:mount mount:mount tar:tar \
+qemu-nbd:qemu-utils qemu-storage-daemon:qemu-system-common nbdkit:nbdkit nbdinfo:libnbd-bin nbdcopy:libnbd-bin \
+pvcreate:lvm2 mkfs.xfs:xfsprogs xfs_db:xfsprogs mkfs.btrfs:btrfs-progs systemd-analyze:systemd \
+setfacl:acl getfacl:acl setcap:libcap2-bin"
 missing=()
 for pair in $TOOLS; do
   tool=${pair%%:*} pkg=${pair##*:}
