@@ -34,6 +34,58 @@ pub trait ReadAt: Send + Sync {
     fn locate(&self, _offset: u64, _len: u64) -> Option<Extent> {
         None
     }
+
+    /// The allocation state of the bytes from `offset`: one run of 1 to
+    /// `len` bytes (clipped to the size) that all share one [`Alloc`]; ask
+    /// again from its end for the rest. The default says "data" for the
+    /// whole range, which is always safe: callers may only skip reading
+    /// what a source reports as `Zero` or `Unallocated`. `len == 0` or an
+    /// offset at or past the end is an error.
+    fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
+        whole_run(offset, len, self.size(), Alloc::Data)
+    }
+}
+
+/// How a run of bytes is stored (see [`ReadAt::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alloc {
+    /// Stored: must be read.
+    Data,
+    /// Known to read as zeros, and recorded as such (a QCOW2 zero cluster,
+    /// an NBD extent flagged ZERO but not HOLE). Over a backing chain it
+    /// hides what lies below.
+    Zero,
+    /// Stored nowhere: reads as zeros here, and in a layered image would
+    /// show what lies below (a hole of a sparse file, a cluster no layer of
+    /// a chain allocates, an NBD HOLE).
+    Unallocated,
+}
+
+/// One run of [`ReadAt::status`]: `len` bytes from `offset`, all `alloc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub offset: u64,
+    pub len: u64,
+    pub alloc: Alloc,
+}
+
+impl Run {
+    /// The first byte after the run.
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+/// `[offset, offset + len)` clipped to `size` as one run of `alloc`; the
+/// error for an empty or out-of-range request every `status` shares.
+pub fn whole_run(offset: u64, len: u64, size: u64, alloc: Alloc) -> io::Result<Run> {
+    if len == 0 || offset >= size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("status of {len} bytes at offset {offset} of a {size}-byte source"),
+        ));
+    }
+    Ok(Run { offset, len: len.min(size - offset), alloc })
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
@@ -46,6 +98,9 @@ impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
     fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
         (**self).locate(offset, len)
     }
+    fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
+        (**self).status(offset, len)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
@@ -57,6 +112,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     }
     fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
         (**self).locate(offset, len)
+    }
+    fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
+        (**self).status(offset, len)
     }
 }
 

@@ -1,4 +1,4 @@
-use super::{Extent, ReadAt, check_range};
+use super::{Alloc, Extent, ReadAt, Run, check_range, whole_run};
 use std::io;
 use std::sync::Arc;
 
@@ -35,6 +35,12 @@ impl ReadAt for Slice {
     fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
         let len = len.min(self.len.checked_sub(offset)?);
         self.inner.locate(self.start.checked_add(offset)?, len)
+    }
+    fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
+        let run = whole_run(offset, len, self.len, Alloc::Data)?;
+        // OK: offset < self.len and start + self.len <= inner size.
+        let inner = self.inner.status(self.start + offset, run.len)?;
+        Ok(Run { offset, len: inner.len.min(run.len), alloc: inner.alloc })
     }
 }
 
