@@ -30,6 +30,8 @@ pub enum ArchiveError {
     Truncated { path: String, at: u64, size: u64 },
     #[error("{path}: folders nested deeper than {MAX_DEPTH} levels")]
     TooDeep { path: String },
+    #[error("{path}: an entry with {why} cannot go into an archive")]
+    UnsafeName { path: String, why: &'static str },
     #[error("archive cancelled")]
     Cancelled,
     #[error("writing the archive: {0}")]

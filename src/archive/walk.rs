@@ -2,7 +2,7 @@
 
 use super::{ArchiveError, BUFFER, Result};
 use crate::tree::{Ino, Node, Tree, TreeError};
-use crate::volume::fs::NodeKind;
+use crate::volume::fs::{NodeKind, bad_name};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -50,6 +50,12 @@ fn walk_dir(
     for entry in &listing.entries {
         if cancel.load(Ordering::Relaxed) {
             return Err(ArchiveError::Cancelled);
+        }
+        // The tree already leaves such names out; an archive writer still
+        // refuses them, whatever it is given, so no entry can leave its folder
+        // when the archive is unpacked.
+        if let Some(why) = bad_name(&entry.name) {
+            return Err(ArchiveError::UnsafeName { path: lossy(path), why });
         }
         let base = path.len();
         if !path.is_empty() {

@@ -20,7 +20,7 @@ pub use names::{partition_folder, partition_label, volume_folder};
 pub use repo::for_repo;
 
 use crate::block::{Extent, Lru, ReadAt, read_at_most};
-use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp};
+use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp, bad_name};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -137,16 +137,41 @@ impl Node {
 pub struct Listing {
     pub entries: Vec<Node>,
     index: HashMap<Vec<u8>, usize>,
+    /// What was left out of the folder and why (entries whose names are
+    /// corrupt: see `volume::fs::bad_name`).
+    pub note: Option<String>,
 }
 
 impl Listing {
     fn new(entries: Vec<Node>) -> Self {
         let index = entries.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
-        Self { entries, index }
+        Self { entries, index, note: None }
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Node> {
         self.index.get(name).map(|&i| &self.entries[i])
+    }
+}
+
+/// Entries of a folder left out as corrupt, counted by reason.
+#[derive(Default)]
+struct LeftOut(Vec<(&'static str, usize)>);
+
+impl LeftOut {
+    fn add(&mut self, why: &'static str) {
+        match self.0.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((why, 1)),
+        }
+    }
+
+    fn note(&self) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self.0.iter().map(|(w, n)| format!("{n} with {w}")).collect();
+        let total: usize = self.0.iter().map(|(_, n)| n).sum();
+        Some(format!("{total} corrupt entries left out: {}", parts.join(", ")))
     }
 }
 
@@ -385,11 +410,18 @@ impl Tree {
         if let Some((fs, slot, node)) = self.fs_of(ino) {
             let entries = fs.read_dir(node)?;
             let mut nodes = Vec::with_capacity(entries.len());
+            let mut left_out = LeftOut::default();
             for e in entries {
+                if let Some(why) = bad_name(&e.name) {
+                    left_out.add(why);
+                    continue;
+                }
                 let ino = fs_ino(slot, e.attr.node)?;
                 nodes.push(Node::from_attr(e.name, ino, &e.attr));
             }
-            return Ok((Listing::new(nodes), true));
+            let mut listing = Listing::new(nodes);
+            listing.note = left_out.note();
+            return Ok((listing, true));
         }
         enum Kids {
             Static(Vec<Child>),

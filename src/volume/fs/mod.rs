@@ -121,6 +121,21 @@ impl FsError {
     }
 }
 
+/// Why a name read from a folder cannot be served: it would let a path
+/// leave its folder (`..`, `/`), or cut a path short (NUL). `None`: a fine
+/// name. Names come from whoever owns the guest, so every front end (the
+/// tree, and through it FUSE, HTTP and archives) passes them through this
+/// one check and leaves such entries out as corrupt.
+pub fn bad_name(name: &[u8]) -> Option<&'static str> {
+    match name {
+        b"" => Some("an empty name"),
+        b"." | b".." => Some("a name that is '.' or '..'"),
+        _ if name.contains(&b'/') => Some("a name containing '/'"),
+        _ if name.contains(&0) => Some("a name containing a NUL byte"),
+        _ => None,
+    }
+}
+
 /// A read-only filesystem, safe to use from many threads at once.
 pub trait Filesystem: Send + Sync {
     fn kind(&self) -> FsKind;
@@ -159,3 +174,18 @@ pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsEr
 
 /// Tries one filesystem type: `Ok(None)` when the magic does not match.
 type Opener = fn(&Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::bad_name;
+
+    #[test]
+    fn names_that_leave_or_cut_a_path_are_bad() {
+        for bad in [&b""[..], b".", b"..", b"../x", b"/tmp/pw", b"a/b", b"a\0b"] {
+            assert!(bad_name(bad).is_some(), "{bad:?}");
+        }
+        for fine in [&b"a"[..], b"...", b".hidden", b"a\"\r\nX-Evil", b"\xff\xfe"] {
+            assert_eq!(bad_name(fine), None, "{fine:?}");
+        }
+    }
+}

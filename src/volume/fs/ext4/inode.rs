@@ -94,6 +94,23 @@ impl Inode {
     }
 
     /// A fast symlink keeps its target in i_block (no extents, < 60 bytes).
+    /// The largest size this inode can have on a filesystem of `block_size`
+    /// bytes per block: logical block numbers are 32 bits in an extent tree
+    /// (section 4.2, "Extent Tree"), and the direct, indirect, double and
+    /// triple indirect blocks of a block map reach 12 + n + n² + n³ blocks of
+    /// n = block_size / 4 entries (section 4.1, "Direct/Indirect Block
+    /// Addressing"). A larger size is corruption, never a file to stream.
+    pub fn max_size(&self, block_size: u32) -> u64 {
+        let bs = u64::from(block_size);
+        let blocks = if self.flags & FLAG_EXTENTS != 0 {
+            1u64 << 32
+        } else {
+            let n = bs / 4;
+            (12 + n + n * n + n * n * n).min(1 << 32)
+        };
+        blocks * bs
+    }
+
     pub fn is_fast_symlink(&self) -> bool {
         self.kind() == NodeKind::Symlink
             && self.flags & (FLAG_EXTENTS | FLAG_INLINE_DATA) == 0

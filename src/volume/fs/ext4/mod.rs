@@ -155,7 +155,16 @@ impl Ext4Fs {
             }
         };
         let within = (pos % bs) as usize;
-        Ok(Inode::parse(&data[within..within + isz as usize]))
+        let inode = Inode::parse(&data[within..within + isz as usize]);
+        let max = inode.max_size(self.sb.block_size);
+        if inode.size > max {
+            let at = (block * bs).saturating_add(within as u64);
+            return Err(FsError::corrupt(
+                at,
+                format!("inode {ino} claims {} bytes, more than ext4's largest file ({max} bytes)", inode.size),
+            ));
+        }
+        Ok(inode)
     }
 
     fn attr(&self, ino: u32, i: &Inode) -> Attr {
@@ -275,10 +284,18 @@ impl Filesystem for Ext4Fs {
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>, FsError> {
         let l = self.listing(self.ino(dir)?)?;
-        l.entries
-            .iter()
-            .map(|e| Ok(DirEntry { name: e.name.clone(), attr: self.attr(e.inode, &self.inode(e.inode)?) }))
-            .collect()
+        // An entry whose inode is corrupt is left out of the listing (looking
+        // it up by name still gives the error), so one bad inode costs one
+        // file, not its whole folder.
+        let mut out = Vec::with_capacity(l.entries.len());
+        for e in &l.entries {
+            match self.inode(e.inode) {
+                Ok(i) => out.push(DirEntry { name: e.name.clone(), attr: self.attr(e.inode, &i) }),
+                Err(FsError::Corrupt { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
     }
 
     fn lookup(&self, dir: NodeId, name: &[u8]) -> Result<DirEntry, FsError> {

@@ -16,6 +16,11 @@ use super::record::{NonResident, Run};
 use crate::block::{Extent, Lru, ReadAt};
 use crate::volume::fs::FsError;
 
+/// The largest file Windows' NTFS writes: 8 PiB less 2 MiB, with 2 MiB
+/// clusters (2^32 - 1 of them; Windows 10 1709 and later). A larger data
+/// size is corruption, never a file to stream.
+pub const MAX_FILE_SIZE: u64 = (1 << 53) - (1 << 21);
+
 /// Decompressed compression units kept per filesystem (64 KiB each).
 pub const UNIT_CACHE_ENTRIES: usize = 32;
 
@@ -84,6 +89,12 @@ impl Stream {
             }
             uc
         };
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::corrupt(
+                pos,
+                format!("attribute of {size} bytes, more than NTFS's largest file ({MAX_FILE_SIZE} bytes)"),
+            ));
+        }
         let mapped = runs.last().map_or(0, |r| r.vcn + r.len).saturating_mul(cluster);
         if init_size > size || (unit_clusters == 0 && size > mapped) {
             return Err(FsError::corrupt(pos, format!("attribute size {size} exceeds its {mapped} mapped bytes")));
