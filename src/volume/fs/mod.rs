@@ -157,7 +157,31 @@ pub trait Filesystem: Send + Sync {
     fn locate(&self, _node: NodeId, _offset: u64, _len: u64) -> Result<Option<Extent>, FsError> {
         Ok(None)
     }
+    /// The extended attributes of a node, with their values, in on-disk
+    /// order, under the names Linux uses (`user.*`, `trusted.*`,
+    /// `security.*`, `system.posix_acl_access` in the kernel's binary ACL
+    /// format, ntfs-3g's names on NTFS). Bounded by [`MAX_XATTR_NAME`],
+    /// [`MAX_XATTR_VALUE`] and [`MAX_XATTR_LIST`]; a corrupt attribute block
+    /// is an error for this node only. Default: none.
+    fn xattrs(&self, _node: NodeId) -> Result<Vec<Xattr>, FsError> {
+        Ok(Vec::new())
+    }
 }
+
+/// One extended attribute: its full name (`user.comment`) and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xattr {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// Longest xattr name Linux accepts (XATTR_NAME_MAX, linux/limits.h).
+pub const MAX_XATTR_NAME: usize = 255;
+/// Largest xattr value Linux accepts (XATTR_SIZE_MAX, linux/limits.h).
+pub const MAX_XATTR_VALUE: usize = 64 << 10;
+/// Largest list of names `listxattr` can return (XATTR_LIST_MAX), which also
+/// bounds how many attributes one node may carry here.
+pub const MAX_XATTR_LIST: usize = 64 << 10;
 
 /// Opens the filesystem on `volume` when one is recognised by its magic.
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the

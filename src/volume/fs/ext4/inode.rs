@@ -93,7 +93,6 @@ impl Inode {
         self.mode & 0o7777
     }
 
-    /// A fast symlink keeps its target in i_block (no extents, < 60 bytes).
     /// The largest size this inode can have on a filesystem of `block_size`
     /// bytes per block: logical block numbers are 32 bits in an extent tree
     /// (section 4.2, "Extent Tree"), and the direct, indirect, double and
@@ -111,6 +110,7 @@ impl Inode {
         blocks * bs
     }
 
+    /// A fast symlink keeps its target in i_block (no extents, < 60 bytes).
     pub fn is_fast_symlink(&self) -> bool {
         self.kind() == NodeKind::Symlink
             && self.flags & (FLAG_EXTENTS | FLAG_INLINE_DATA) == 0

@@ -19,12 +19,15 @@ mod inode;
 mod journal;
 mod superblock;
 mod view;
+mod xattr;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::block::{Extent, Lru, ReadAt};
-use crate::volume::fs::{Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, NodeId, NodeKind};
+use crate::volume::fs::{
+    Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, MAX_XATTR_VALUE, NodeId, NodeKind, Xattr,
+};
 
 use blockmap::{BlockMap, Ctx};
 use dir::RawEntry;
@@ -127,6 +130,21 @@ impl Ext4Fs {
     }
 
     fn inode(&self, ino: u32) -> Result<Inode, FsError> {
+        let (data, within, at) = self.inode_raw(ino)?;
+        let inode = Inode::parse(&data[within..within + usize::from(self.sb.inode_size)]);
+        let max = inode.max_size(self.sb.block_size);
+        if inode.size > max {
+            return Err(FsError::corrupt(
+                at,
+                format!("inode {ino} claims {} bytes, more than ext4's largest file ({max} bytes)", inode.size),
+            ));
+        }
+        Ok(inode)
+    }
+
+    /// The inode table block holding inode `ino`, the inode's offset in it,
+    /// and its byte offset in the volume.
+    fn inode_raw(&self, ino: u32) -> Result<(Arc<Vec<u8>>, usize, u64), FsError> {
         if ino == 0 || ino > self.sb.inodes_count {
             return Err(FsError::corrupt(0, format!("inode number {ino} out of range")));
         }
@@ -155,16 +173,51 @@ impl Ext4Fs {
             }
         };
         let within = (pos % bs) as usize;
-        let inode = Inode::parse(&data[within..within + isz as usize]);
-        let max = inode.max_size(self.sb.block_size);
-        if inode.size > max {
-            let at = (block * bs).saturating_add(within as u64);
-            return Err(FsError::corrupt(
-                at,
-                format!("inode {ino} claims {} bytes, more than ext4's largest file ({max} bytes)", inode.size),
-            ));
+        Ok((data, within, block * bs + within as u64))
+    }
+
+    /// The extended attributes of inode `ino`: the in-inode area first, then
+    /// the attribute block, as the kernel lists them.
+    fn read_xattrs(&self, ino: u32) -> Result<Vec<Xattr>, FsError> {
+        let (data, within, at) = self.inode_raw(ino)?;
+        let raw = &data[within..within + usize::from(self.sb.inode_size)];
+        let mut entries = Vec::new();
+        if raw.len() > 0x82 {
+            let start = 128 + usize::from(u16::from_le_bytes([raw[0x80], raw[0x81]]));
+            if start < raw.len() {
+                entries = xattr::parse_ibody(&raw[start..], at + start as u64)?;
+            }
         }
-        Ok(inode)
+        // i_file_acl: low 32 bits at 0x68, high 16 bits in osd2 at 0x76.
+        let acl_lo = u64::from(u32::from_le_bytes([raw[0x68], raw[0x69], raw[0x6A], raw[0x6B]]));
+        let block = acl_lo | u64::from(u16::from_le_bytes([raw[0x76], raw[0x77]])) << 32;
+        if block != 0 {
+            if block >= self.sb.blocks_count {
+                return Err(FsError::corrupt(at + 0x68, format!("attribute block {block} past the volume")));
+            }
+            let mut b = vec![0u8; self.bs() as usize];
+            self.volume.read_exact_at(block * self.bs(), &mut b)?;
+            entries.extend(xattr::parse_block(&b, block * self.bs())?);
+        }
+        entries.into_iter().map(|e| self.xattr_value(e, at)).collect()
+    }
+
+    fn xattr_value(&self, e: xattr::Entry, at: u64) -> Result<Xattr, FsError> {
+        let value = match e.value {
+            xattr::Value::Bytes(v) => v,
+            xattr::Value::Inode { ino, size } => {
+                let i = self.inode(ino)?;
+                if i.size != u64::from(size) || size as usize > MAX_XATTR_VALUE {
+                    return Err(FsError::corrupt(at, format!("attribute inode {ino} of {} bytes", i.size)));
+                }
+                let mut v = vec![0u8; size as usize];
+                let n = self.read_data(ino, &i, 0, &mut v)?;
+                v.truncate(n);
+                v
+            }
+        };
+        let value = if e.acl { xattr::acl_to_xattr(&value, at)? } else { value };
+        Ok(Xattr { name: e.name, value })
     }
 
     fn attr(&self, ino: u32, i: &Inode) -> Attr {
@@ -312,6 +365,10 @@ impl Filesystem for Ext4Fs {
             NodeKind::Directory => Err(FsError::IsADirectory),
             _ => Err(FsError::Unsupported("not a regular file".into())),
         }
+    }
+
+    fn xattrs(&self, node: NodeId) -> Result<Vec<Xattr>, FsError> {
+        self.read_xattrs(self.ino(node)?)
     }
 
     fn read_link(&self, node: NodeId) -> Result<Vec<u8>, FsError> {

@@ -1,0 +1,82 @@
+//! Extended attributes read from ext4 volumes built by `mkfs.ext4 -d` from a
+//! folder whose files carry user, trusted and security xattrs, a file
+//! capability, access and default ACLs, and values too large for the inode
+//! (in the attribute block).
+//! Oracle: `getfattr -d -m - -e hex` on the source folder (the host's kernel).
+
+mod common;
+use backchain::block::{RawFile, ReadAt};
+use backchain::volume::fs::{self, NodeKind};
+use common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+type Xattrs = BTreeMap<String, Vec<u8>>;
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Every xattr of `path` as the kernel reports it.
+fn oracle(path: &Path) -> Xattrs {
+    let out = run(tool("getfattr").args(["-d", "-m", "-", "-e", "hex", "--absolute-names"]).arg(path));
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), hex(v.trim_start_matches("0x"))))
+        .collect()
+}
+
+fn source(dir: &Path) -> Vec<(&'static str, bool)> {
+    let set = |f: &str, n: &str, v: &str| run(tool("setfattr").args(["-n", n, "-v", v]).arg(dir.join(f)));
+    write(&dir.join("plain"), b"no attributes\n");
+    write(&dir.join("tagged"), b"tagged\n");
+    set("tagged", "user.comment", "a note");
+    set("tagged", "trusted.overlay", "0x01");
+    set("tagged", "security.selinux", "system_u:object_r:bin_t:s0");
+    write(&dir.join("ping"), b"\x7fELF");
+    run(tool("setcap").args(["cap_net_raw+ep"]).arg(dir.join("ping")));
+    write(&dir.join("shared"), b"acl\n");
+    run(tool("setfacl").args(["-m", "u:1000:r,g:100:rw"]).arg(dir.join("shared")));
+    std::fs::create_dir(dir.join("inherit")).unwrap();
+    run(tool("setfacl").args(["-m", "u:1000:rwx", "-d", "-m", "u:1001:r-x"]).arg(dir.join("inherit")));
+    write(&dir.join("big"), b"big values\n");
+    set("big", "user.big", &format!("0x{}", "ab".repeat(3000)));
+    set("big", "user.small", "s");
+    vec![("plain", false), ("tagged", false), ("ping", false), ("shared", false), ("inherit", true), ("big", false)]
+}
+
+/// Builds the volume with `features` and compares every file's xattrs.
+fn check(features: &str) {
+    let t = tempdir();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let files = source(&src);
+    let img = t.path().join("fs.img");
+    std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+    run(tool("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-I", "256", "-O", features, "-d"]).arg(&src).arg(&img));
+    let vol: Arc<dyn ReadAt> = Arc::new(RawFile::open(&img).unwrap());
+    let fs = fs::open(vol).unwrap().expect("ext4");
+    let root = fs.read_dir(fs.root()).unwrap();
+    for (name, is_dir) in files {
+        let e = root.iter().find(|e| e.name == name.as_bytes()).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(e.attr.kind == NodeKind::Directory, is_dir);
+        let got: Xattrs = fs
+            .xattrs(e.attr.node)
+            .unwrap()
+            .into_iter()
+            .map(|x| (String::from_utf8(x.name).unwrap(), x.value))
+            .collect();
+        assert_eq!(got, oracle(&src.join(name)), "{name} ({features})");
+    }
+}
+
+#[test]
+fn xattrs_acls_and_capabilities_equal_the_source() {
+    check("^ea_inode");
+}
+
+// ea_inode volumes (values in inodes of their own) are refused at open by
+// the ext4-view gatekeeper today ("unsupported features"), so they have no
+// test here yet; xattr.rs reads such values when the gatekeeper admits them.
