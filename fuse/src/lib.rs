@@ -19,4 +19,4 @@ pub use mount::{
     DIRECT_IO_MIN_SIZE, DirectIo, FUSE_DEVICE, MountError, MountHandle, MountOptions, SUBTYPE, clean_stale_mount,
     is_mounted, mount, mount_foreground, unmount,
 };
-pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, Statfs, TreeError};
+pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, Statfs, TreeError, Xattr};

@@ -18,7 +18,7 @@ use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::mount::DirectIo;
@@ -123,6 +123,31 @@ impl Inodes {
             blksize: attr.blksize,
             flags: 0,
         })
+    }
+}
+
+/// `trusted.*` attributes are for root only, as on a kernel filesystem.
+fn visible(name: &[u8], root: bool) -> bool {
+    root || !name.starts_with(b"trusted.")
+}
+
+/// Largest answer to `getxattr`/`listxattr` (XATTR_SIZE_MAX and
+/// XATTR_LIST_MAX are both 64 KiB).
+const XATTR_MAX: usize = 64 << 10;
+
+/// The size-probe protocol of `getxattr(2)`/`listxattr(2)`: size 0 asks for
+/// the length; a buffer too small gets ERANGE; one too large for the kernel
+/// gets E2BIG.
+fn reply_sized(reply: ReplyXattr, data: &[u8], size: u32) {
+    if data.len() > XATTR_MAX {
+        reply.error(Errno::E2BIG);
+    } else if size == 0 {
+        // OK: at most 64 KiB.
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
     }
 }
 
@@ -559,6 +584,32 @@ impl Filesystem for Server {
         reply: ReplyEmpty,
     ) {
         reply.error(Errno::EROFS);
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let (name, root) = (name.as_bytes().to_vec(), req.uid() == 0);
+        self.meta(move |inodes, tree| match tree.xattrs(inodes.to_tree(ino)) {
+            Ok(all) => match all.into_iter().find(|x| x.name == name && visible(&x.name, root)) {
+                Some(x) => reply_sized(reply, &x.value, size),
+                None => reply.error(Errno::ENODATA),
+            },
+            Err(e) => reply.error(errno(&e)),
+        });
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let root = req.uid() == 0;
+        self.meta(move |inodes, tree| match tree.xattrs(inodes.to_tree(ino)) {
+            Ok(all) => {
+                let mut names = Vec::new();
+                for x in all.iter().filter(|x| visible(&x.name, root)) {
+                    names.extend_from_slice(&x.name);
+                    names.push(0);
+                }
+                reply_sized(reply, &names, size);
+            }
+            Err(e) => reply.error(errno(&e)),
+        });
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {

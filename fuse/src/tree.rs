@@ -194,4 +194,18 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     fn statfs(&self) -> Statfs {
         Statfs::default()
     }
+
+    /// The extended attributes of `ino` (full names such as `user.comment`,
+    /// with their values). The server answers `listxattr`/`getxattr` from
+    /// them, hiding `trusted.*` from callers other than root. Default: none.
+    fn xattrs(&self, _ino: u64) -> Result<Vec<Xattr>, TreeError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One extended attribute of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xattr {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
 }

@@ -105,6 +105,11 @@ impl ReadOnlyTree for FuseTree {
         self.0.read_link(ino).map_err(err)
     }
 
+    fn xattrs(&self, ino: u64) -> Result<Vec<bf::Xattr>, bf::TreeError> {
+        let all = self.0.xattrs(ino).map_err(err)?;
+        Ok(all.into_iter().map(|x| bf::Xattr { name: x.name, value: x.value }).collect())
+    }
+
     fn statfs(&self) -> Statfs {
         let s = self.0.statfs();
         Statfs { blocks: s.total_bytes / 4096, files: s.files, bsize: 4096, namelen: 255 }

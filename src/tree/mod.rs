@@ -20,7 +20,7 @@ pub use names::{partition_folder, partition_label, volume_folder};
 pub use repo::for_repo;
 
 use crate::block::{Extent, Lru, ReadAt, read_at_most};
-use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp, bad_name};
+use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp, Xattr, bad_name};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -485,6 +485,15 @@ impl Tree {
             node = self.lookup(node.ino, part)?;
         }
         Ok(node)
+    }
+
+    /// The extended attributes of a node: its filesystem's, none for the
+    /// folders and files backchain makes up.
+    pub fn xattrs(&self, ino: Ino) -> Result<Vec<Xattr>> {
+        match self.fs_of(ino) {
+            Some((fs, _, node)) => Ok(fs.xattrs(node)?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Reads file bytes; fewer than asked only at the end of the file.
