@@ -14,6 +14,7 @@ mod mountinfo;
 mod pool;
 mod server;
 mod tree;
+mod xattr;
 
 pub use mount::{
     DIRECT_IO_MIN_SIZE, DirectIo, FUSE_DEVICE, MountError, MountHandle, MountOptions, SUBTYPE, clean_stale_mount,
