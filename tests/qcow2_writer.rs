@@ -177,13 +177,16 @@ fn compressed_images() {
             let data = disk(&mut rng, size, cluster);
             let img = d.path().join(format!("c-{}-{cluster}.qcow2", compression.name()));
             write_full(&img, &data, opts(cluster, Some(compression), None), &mut rng);
-            check_clean(&img);
+            let check = check_clean(&img);
             compare_raw(&img, &data, d.path());
             let info = qemu_info(&img);
             let ty = if compression == Compression::Zstd { "zstd" } else { "zlib" };
             assert_eq!(info["format-specific"]["data"]["compression-type"], ty);
-            let compressed = qemu_map(&img).iter().filter(|e| e["compressed"] == true).count();
-            assert!(compressed > 0, "{}: no compressed clusters", img.display());
+            // `qemu-img check` counts compressed clusters in every QEMU
+            // version; `qemu-img map` only reports them from QEMU 8 on, and
+            // CI may have Debian's 7.2.
+            let compressed = check["compressed-clusters"].as_u64().unwrap_or(0);
+            assert!(compressed > 0, "{}: no compressed clusters: {check}", img.display());
         }
     }
 }
