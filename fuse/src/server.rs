@@ -120,7 +120,7 @@ impl Inodes {
             nlink: attr.nlink,
             uid: attr.uid,
             gid: attr.gid,
-            rdev: 0,
+            rdev: attr.rdev,
             blksize: attr.blksize,
             flags: 0,
         })
@@ -132,6 +132,10 @@ fn file_type(kind: Kind) -> FileType {
         Kind::File => FileType::RegularFile,
         Kind::Directory => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+        Kind::NamedPipe => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
     }
 }
 

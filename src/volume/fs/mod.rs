@@ -46,14 +46,76 @@ impl FsKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {
     File,
     Directory,
     Symlink,
-    /// Devices, sockets, FIFOs: listed, never read.
+    /// Special files: listed with their type (and device number), never
+    /// read. Front ends serve them `nodev`, so this is safe.
+    CharDevice(Rdev),
+    BlockDevice(Rdev),
+    Fifo,
+    Socket,
+    /// A type the format has that POSIX has not (NTFS reparse points that
+    /// are neither links nor files): listed, never read.
     Other,
+}
+
+impl NodeKind {
+    /// The name front ends use for the type (the listing JSON's `type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Directory => "directory",
+            NodeKind::Symlink => "symlink",
+            NodeKind::CharDevice(_) => "chardevice",
+            NodeKind::BlockDevice(_) => "blockdevice",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+            NodeKind::Other => "other",
+        }
+    }
+
+    /// The device number of a device node.
+    pub fn rdev(self) -> Option<Rdev> {
+        match self {
+            NodeKind::CharDevice(r) | NodeKind::BlockDevice(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether the node is a device, FIFO or socket (or unknown type): a
+    /// node that has a type but no content to read.
+    pub fn is_special(self) -> bool {
+        !matches!(self, NodeKind::File | NodeKind::Directory | NodeKind::Symlink)
+    }
+}
+
+/// A device number as major and minor, the way Linux splits `dev_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rdev {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Rdev {
+    /// From the kernel's 32-bit "new" encoding (ext4's second i_block word,
+    /// FUSE's `rdev`): minor low byte, 12 major bits, then the minor's rest.
+    pub fn from_new(dev: u32) -> Self {
+        Rdev { major: (dev & 0xfff00) >> 8, minor: (dev & 0xff) | ((dev >> 12) & 0xfff00) }
+    }
+
+    /// From the 16-bit "old" encoding (major high byte, minor low byte).
+    pub fn from_old(dev: u16) -> Self {
+        Rdev { major: u32::from(dev >> 8), minor: u32::from(dev & 0xff) }
+    }
+
+    /// The kernel's 32-bit "new" encoding; majors above 4095 and minors
+    /// above 2^20 - 1 do not fit and are truncated, as the kernel does.
+    pub fn to_new(self) -> u32 {
+        (self.minor & 0xff) | ((self.major & 0xfff) << 8) | ((self.minor & !0xff) << 12)
+    }
 }
 
 /// Seconds and nanoseconds since the Unix epoch (may be negative).

@@ -1,12 +1,16 @@
 //! ext2/3/4 inodes (ext4 documentation section 4.6 Index Nodes).
 
-use crate::volume::fs::{NodeKind, Timestamp};
+use crate::volume::fs::{NodeKind, Rdev, Timestamp};
 
 // i_mode file types (section 4.6, "i_mode").
 const S_IFMT: u16 = 0xF000;
 const S_IFREG: u16 = 0x8000;
 const S_IFDIR: u16 = 0x4000;
 const S_IFLNK: u16 = 0xA000;
+const S_IFCHR: u16 = 0x2000;
+const S_IFBLK: u16 = 0x6000;
+const S_IFIFO: u16 = 0x1000;
+const S_IFSOCK: u16 = 0xC000;
 // i_flags (section 4.6, "i_flags").
 pub const FLAG_EXTENTS: u32 = 0x8_0000;
 pub const FLAG_INLINE_DATA: u32 = 0x1000_0000;
@@ -85,8 +89,20 @@ impl Inode {
             S_IFREG => NodeKind::File,
             S_IFDIR => NodeKind::Directory,
             S_IFLNK => NodeKind::Symlink,
+            S_IFCHR => NodeKind::CharDevice(self.rdev()),
+            S_IFBLK => NodeKind::BlockDevice(self.rdev()),
+            S_IFIFO => NodeKind::Fifo,
+            S_IFSOCK => NodeKind::Socket,
             _ => NodeKind::Other,
         }
+    }
+
+    /// A device node's number: the kernel writes the 16-bit old encoding in
+    /// the first i_block word when it fits, else zero there and the 32-bit
+    /// new encoding in the second (fs/ext4/inode.c, ext4_inode_set_dev).
+    fn rdev(&self) -> Rdev {
+        let first = u32_at(&self.blocks, 0);
+        if first != 0 { Rdev::from_old(first as u16) } else { Rdev::from_new(u32_at(&self.blocks, 4)) }
     }
 
     pub fn perm(&self) -> u16 {
