@@ -2,10 +2,10 @@
 
 use super::CliError;
 use super::target::{self, Target};
-use backchain::api::entry::Entry;
 use backchain::archive;
-use backchain::engine::Repo;
 use backchain::qcow2::OpenOptions;
+use backchain::repo::Repo;
+use backchain::restore::entry::Entry;
 use backchain::tree::{self, Node, Tree};
 use backchain::util::time::rfc3339;
 use backchain::volume::fs::NodeKind;
@@ -28,11 +28,7 @@ pub fn with_tree(
 ) -> Result<(), CliError> {
     match target::parse(target) {
         Target::Image(p) => f(&tree::for_image(&p, &OpenOptions::default())?),
-        Target::Backup { id, disk } => super::with_repo(dir, |repo: &Repo| {
-            // Checks the backup the way export does, for the same messages.
-            target::backup_images(repo, &id, disk)?;
-            f(&tree::for_backup(repo, &id, disk)?)
-        }),
+        Target::Backup { id, disk } => super::with_repo(dir, |repo: &Repo| f(&target::backup_tree(repo, &id, disk)?)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Folder entries as JSON, shared by the HTTP listing and `backchain ls --json`.
+//! Folder entries as JSON, shared by the HTTP listing and `backchain ls --json`,
+//! and the path encoding both use.
 
 use crate::tree::Node;
 use crate::util::time::rfc3339;
