@@ -1,4 +1,4 @@
-//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32.
+//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32, XFS.
 //!
 //! Every filesystem is served through the [`Filesystem`] trait: thread-safe,
 //! read-only, addressed by stable node ids. Parsers whose handles are not
@@ -14,6 +14,7 @@ use crate::block::{Extent, ReadAt};
 pub mod ext4;
 pub mod fat;
 pub mod fuzz;
+pub mod xfs;
 
 /// A node (file, folder, symlink) of one filesystem. Stable for the life of
 /// the filesystem handle and deterministic across runs where the format has
@@ -30,6 +31,7 @@ pub enum FsKind {
     Fat12,
     Fat16,
     Fat32,
+    Xfs,
 }
 
 impl FsKind {
@@ -42,6 +44,7 @@ impl FsKind {
             FsKind::Fat12 => "FAT12",
             FsKind::Fat16 => "FAT16",
             FsKind::Fat32 => "FAT32",
+            FsKind::Xfs => "XFS",
         }
     }
 }
@@ -166,6 +169,11 @@ pub trait Filesystem: Send + Sync {
     fn xattrs(&self, _node: NodeId) -> Result<Vec<Xattr>, FsError> {
         Ok(Vec::new())
     }
+    /// Something the listing of the filesystem's root should say about the
+    /// whole filesystem (a dirty log, corrupt group headers). Default: none.
+    fn note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One extended attribute: its full name (`user.comment`) and value.
@@ -187,7 +195,7 @@ pub const MAX_XATTR_LIST: usize = 64 << 10;
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
 /// error says why, for the listing).
 pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
-    let openers: &[Opener] = &[ntfs::open, ext4::open, fat::open];
+    let openers: &[Opener] = &[ntfs::open, ext4::open, xfs::open, fat::open];
     for opener in openers {
         if let Some(fs) = opener(&volume)? {
             return Ok(Some(fs));
