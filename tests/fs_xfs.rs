@@ -548,6 +548,7 @@ fn corruption_is_confined_and_a_dirty_log_is_noted() {
         write(&src.join(format!("blk/file-{i:02}")), format!("{i}\n").as_bytes());
     }
     write(&src.join("ok/fine.txt"), b"fine\n");
+    write(&src.join("ok/too-big"), b"soon too big\n");
     let img = t.path().join("c.img");
     mkfs_xfs(&img, "64M", &[]);
     {
@@ -555,6 +556,13 @@ fn corruption_is_confined_and_a_dirty_log_is_noted() {
         run(tool("cp").arg("-a").arg(format!("{}/.", src.display())).arg(&m.0));
     }
     assert!(String::from_utf8_lossy(&run(tool("xfs_logprint").arg("-t").arg(&img)).stdout).contains("<CLEAN>"));
+    // A size past XFS's largest file (2^63 - 1 bytes here), with a valid
+    // CRC: xfs_db recomputes it.
+    let _ = tool("xfs_db").args(["-x", "-c", "path /ok/too-big", "-c", "write core.size -- -1"]).arg(&img).output();
+    // xfs_db itself now calls the inode corrupt (and exits non-zero).
+    let out =
+        tool("xfs_db").args(["-r", "-c", "path /ok/too-big", "-c", "print core.size"]).arg(&img).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("core.size = -1"));
     let leaf_block = first_block_byte(&img, "/leaf");
     let ino = xfs_db(&img, &["path /blk/file-07", "stack"]);
     let ino_byte: u64 = ino.split("byte offset ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
@@ -575,6 +583,10 @@ fn corruption_is_confined_and_a_dirty_log_is_noted() {
     match fs.lookup(dir("blk"), b"file-07") {
         Err(FsError::Corrupt { what, .. }) => assert!(what.contains("CRC"), "{what}"),
         other => panic!("corrupt inode looked up as {other:?}"),
+    }
+    match fs.lookup(dir("ok"), b"too-big") {
+        Err(FsError::Corrupt { what, .. }) => assert!(what.contains("largest file"), "{what}"),
+        other => panic!("oversized inode looked up as {other:?}"),
     }
     let fine = fs.lookup(dir("ok"), b"fine.txt").unwrap().attr;
     assert_eq!(sha_fs(&*fs, fine.node, fine.size), <[u8; 32]>::from(Sha256::digest(b"fine\n")));
