@@ -8,7 +8,7 @@ mod common;
 mod fixtures;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, chown, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -58,15 +58,7 @@ fn build_tree(root: &Path, big: bool) {
     symlink("deep/level-00", root.join("dir-link")).unwrap();
     std::fs::hard_link(root.join("hello.txt"), root.join("hard-link-to-hello")).unwrap();
     std::fs::hard_link(root.join("sizes/f4-4097"), root.join("many/hard-link")).unwrap();
-    let exe = root.join("script.sh");
-    write(&exe, b"#!/bin/sh\necho hi\n");
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let private = root.join("private");
-    write(&private.join("secret"), b"secret\n");
-    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::set_permissions(private.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    chown(&private, Some(1234), Some(5678)).unwrap();
-    chown(private.join("secret"), Some(70000), Some(80000)).unwrap();
+    common::special_modes_and_owners(root);
     std::fs::set_permissions(root.join("empty"), std::fs::Permissions::from_mode(0o1444)).unwrap();
     run(tool("mkfifo").arg(root.join("a fifo")));
 }

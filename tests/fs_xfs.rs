@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt, chown, symlink};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -69,15 +69,7 @@ fn build_tree(root: &Path, proto: bool) {
     assert!(long.len() > 600 && long.len() < 1024);
     symlink(&long, root.join("long-link")).unwrap();
     symlink("deep/level-00", root.join("dir-link")).unwrap();
-    let exe = root.join("script.sh");
-    write(&exe, b"#!/bin/sh\necho hi\n");
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let private = root.join("private");
-    write(&private.join("secret"), b"secret\n");
-    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::set_permissions(private.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    chown(&private, Some(1234), Some(5678)).unwrap();
-    chown(private.join("secret"), Some(70000), Some(80000)).unwrap();
+    common::special_modes_and_owners(root);
     run(tool("mkfifo").arg(root.join("a-fifo")));
     run(tool("mknod").arg(root.join("null-dev")).args(["c", "1", "3"]));
     if !proto {

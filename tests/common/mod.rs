@@ -161,3 +161,20 @@ pub fn sha_fs(fs: &dyn backchain::volume::fs::Filesystem, node: u64, size: u64) 
     assert_eq!(off, size);
     h.finalize().into()
 }
+
+/// Special modes and owners in a source tree: a setuid `script.sh`, a
+/// `private/` folder (0700, 1234:5678) holding `secret` (0600, owners past
+/// 16 bits: 70000:80000).
+pub fn special_modes_and_owners(root: &Path) {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let exe = root.join("script.sh");
+    write(&exe, b"#!/bin/sh\necho hi\n");
+    mode(&exe, 0o4755);
+    let private = root.join("private");
+    write(&private.join("secret"), b"secret\n");
+    mode(&private, 0o700);
+    mode(&private.join("secret"), 0o600);
+    chown(&private, Some(1234), Some(5678)).unwrap();
+    chown(private.join("secret"), Some(70000), Some(80000)).unwrap();
+}

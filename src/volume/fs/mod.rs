@@ -59,6 +59,25 @@ pub enum NodeKind {
     Other,
 }
 
+impl NodeKind {
+    /// The kind a Unix `st_mode` (its `S_IFMT` bits) names, as ext4 and
+    /// XFS store it in their inodes.
+    pub fn from_mode(mode: u16) -> NodeKind {
+        match mode & 0o170000 {
+            0o100000 => NodeKind::File,
+            0o040000 => NodeKind::Directory,
+            0o120000 => NodeKind::Symlink,
+            _ => NodeKind::Other,
+        }
+    }
+}
+
+/// Locks a filesystem's cache. A panic while holding a cache lock leaves
+/// only a cache behind, so a poisoned lock is used as it is.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Seconds and nanoseconds since the Unix epoch (may be negative).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
 pub struct Timestamp {

@@ -2,11 +2,6 @@
 
 use crate::volume::fs::{NodeKind, Timestamp};
 
-// i_mode file types (section 4.6, "i_mode").
-const S_IFMT: u16 = 0xF000;
-const S_IFREG: u16 = 0x8000;
-const S_IFDIR: u16 = 0x4000;
-const S_IFLNK: u16 = 0xA000;
 // i_flags (section 4.6, "i_flags").
 pub const FLAG_EXTENTS: u32 = 0x8_0000;
 pub const FLAG_INLINE_DATA: u32 = 0x1000_0000;
@@ -81,12 +76,7 @@ impl Inode {
     }
 
     pub fn kind(&self) -> NodeKind {
-        match self.mode & S_IFMT {
-            S_IFREG => NodeKind::File,
-            S_IFDIR => NodeKind::Directory,
-            S_IFLNK => NodeKind::Symlink,
-            _ => NodeKind::Other,
-        }
+        NodeKind::from_mode(self.mode)
     }
 
     pub fn perm(&self) -> u16 {

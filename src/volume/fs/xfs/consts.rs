@@ -113,9 +113,3 @@ pub const LOG_UNMOUNT_TRANS: u8 = 0x20;
 pub const BBSIZE: u64 = 512;
 /// A v2 log record header spans one basic block per 32 KiB of record.
 pub const LOG_HEADER_CYCLE_SIZE: u64 = 32 << 10;
-
-/// `S_IFMT` and the file types in `di_mode`.
-pub const S_IFMT: u16 = 0o170000;
-pub const S_IFDIR: u16 = 0o040000;
-pub const S_IFREG: u16 = 0o100000;
-pub const S_IFLNK: u16 = 0o120000;

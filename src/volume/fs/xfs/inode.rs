@@ -103,12 +103,7 @@ impl Inode {
     }
 
     pub fn kind(&self) -> NodeKind {
-        match self.mode & S_IFMT {
-            S_IFREG => NodeKind::File,
-            S_IFDIR => NodeKind::Directory,
-            S_IFLNK => NodeKind::Symlink,
-            _ => NodeKind::Other,
-        }
+        NodeKind::from_mode(self.mode)
     }
 
     pub fn perm(&self) -> u16 {
