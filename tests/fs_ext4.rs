@@ -273,18 +273,7 @@ fn corrupt_images_never_panic() {
     assert_eq!(walked, 47);
     // Metadata lives in the first blocks and the folder/inode blocks mkfs
     // wrote; flip bytes there.
-    let meta_end = 600 << 10;
-    for round in 0..300 {
-        let mut data = base.clone();
-        for _ in 0..1 + rng.below(16) {
-            let at = rng.below(meta_end) as usize;
-            data[at] = rng.next() as u8;
-        }
-        if round % 10 == 0 {
-            data.truncate(rng.below(base.len() as u64) as usize);
-        }
-        backchain::volume::fs::ext4::fuzz_open_walk(&data);
-    }
+    common::mutate_and_walk(&base, 600 << 10, 300, 9, backchain::volume::fs::ext4::fuzz_open_walk);
 }
 
 /// The shared fixture (fixtures/build.sh): ext4 with 1 KiB blocks holding

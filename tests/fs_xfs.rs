@@ -623,15 +623,5 @@ fn corrupt_images_never_panic() {
     let base = std::fs::read(&img).unwrap();
     assert_eq!(backchain::volume::fs::fuzz::walk(&*open(&img)), 34);
     // Metadata sits in the first megabyte of the first AG.
-    for round in 0..300 {
-        let mut data = base.clone();
-        for _ in 0..1 + rng.below(16) {
-            let at = rng.below(1 << 20) as usize;
-            data[at] = rng.next() as u8;
-        }
-        if round % 10 == 0 {
-            data.truncate(rng.below(base.len() as u64) as usize);
-        }
-        backchain::volume::fs::xfs::fuzz_open_walk(&data);
-    }
+    common::mutate_and_walk(&base, 1 << 20, 300, 9, backchain::volume::fs::xfs::fuzz_open_walk);
 }

@@ -178,3 +178,21 @@ pub fn special_modes_and_owners(root: &Path) {
     chown(&private, Some(1234), Some(5678)).unwrap();
     chown(private.join("secret"), Some(70000), Some(80000)).unwrap();
 }
+
+/// A small corrupt-image smoke test: `rounds` copies of `base`, each with 1
+/// to 16 random bytes below `meta_end` changed (every tenth also cut short),
+/// handed to a filesystem's fuzz entry point, which must not panic or hang.
+pub fn mutate_and_walk(base: &[u8], meta_end: u64, rounds: usize, seed: u64, walk: fn(&[u8])) {
+    let mut rng = Rng::new(seed);
+    for round in 0..rounds {
+        let mut data = base.to_vec();
+        for _ in 0..1 + rng.below(16) {
+            let at = rng.below(meta_end) as usize;
+            data[at] = rng.next() as u8;
+        }
+        if round % 10 == 0 {
+            data.truncate(rng.below(base.len() as u64) as usize);
+        }
+        walk(&data);
+    }
+}
