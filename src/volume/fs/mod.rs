@@ -1,4 +1,4 @@
-//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32.
+//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32, XFS.
 //!
 //! Every filesystem is served through the [`Filesystem`] trait: thread-safe,
 //! read-only, addressed by stable node ids. Parsers whose handles are not
@@ -14,6 +14,7 @@ use crate::block::{Extent, ReadAt};
 pub mod ext4;
 pub mod fat;
 pub mod fuzz;
+pub mod xfs;
 
 /// A node (file, folder, symlink) of one filesystem. Stable for the life of
 /// the filesystem handle and deterministic across runs where the format has
@@ -30,6 +31,7 @@ pub enum FsKind {
     Fat12,
     Fat16,
     Fat32,
+    Xfs,
 }
 
 impl FsKind {
@@ -42,6 +44,7 @@ impl FsKind {
             FsKind::Fat12 => "FAT12",
             FsKind::Fat16 => "FAT16",
             FsKind::Fat32 => "FAT32",
+            FsKind::Xfs => "XFS",
         }
     }
 }
@@ -74,6 +77,21 @@ impl NodeKind {
             NodeKind::Fifo => "fifo",
             NodeKind::Socket => "socket",
             NodeKind::Other => "other",
+        }
+    }
+
+    /// The kind a Unix `st_mode` (its `S_IFMT` bits, inode(7)) names, as
+    /// ext4, XFS and btrfs store it; `rdev` is used for devices only.
+    pub fn from_mode(mode: u32, rdev: Rdev) -> NodeKind {
+        match mode & 0o170_000 {
+            0o100_000 => NodeKind::File,
+            0o040_000 => NodeKind::Directory,
+            0o120_000 => NodeKind::Symlink,
+            0o020_000 => NodeKind::CharDevice(rdev),
+            0o060_000 => NodeKind::BlockDevice(rdev),
+            0o010_000 => NodeKind::Fifo,
+            0o140_000 => NodeKind::Socket,
+            _ => NodeKind::Other,
         }
     }
 
@@ -116,6 +134,12 @@ impl Rdev {
     pub fn to_new(self) -> u32 {
         (self.minor & 0xff) | ((self.major & 0xfff) << 8) | ((self.minor & !0xff) << 12)
     }
+}
+
+/// Locks a filesystem's cache. A panic while holding a cache lock leaves
+/// only a cache behind, so a poisoned lock is used as it is.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Seconds and nanoseconds since the Unix epoch (may be negative).
@@ -228,6 +252,11 @@ pub trait Filesystem: Send + Sync {
     fn xattrs(&self, _node: NodeId) -> Result<Vec<Xattr>, FsError> {
         Ok(Vec::new())
     }
+    /// Something the listing of the filesystem's root should say about the
+    /// whole filesystem (a dirty log, corrupt group headers). Default: none.
+    fn note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One extended attribute: its full name (`user.comment`) and value.
@@ -249,7 +278,7 @@ pub const MAX_XATTR_LIST: usize = 64 << 10;
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
 /// error says why, for the listing).
 pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
-    let openers: &[Opener] = &[ntfs::open, ext4::open, fat::open];
+    let openers: &[Opener] = &[ntfs::open, ext4::open, xfs::open, fat::open];
     for opener in openers {
         if let Some(fs) = opener(&volume)? {
             return Ok(Some(fs));

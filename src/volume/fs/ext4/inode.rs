@@ -2,15 +2,6 @@
 
 use crate::volume::fs::{NodeKind, Rdev, Timestamp};
 
-// i_mode file types (section 4.6, "i_mode").
-const S_IFMT: u16 = 0xF000;
-const S_IFREG: u16 = 0x8000;
-const S_IFDIR: u16 = 0x4000;
-const S_IFLNK: u16 = 0xA000;
-const S_IFCHR: u16 = 0x2000;
-const S_IFBLK: u16 = 0x6000;
-const S_IFIFO: u16 = 0x1000;
-const S_IFSOCK: u16 = 0xC000;
 // i_flags (section 4.6, "i_flags").
 pub const FLAG_EXTENTS: u32 = 0x8_0000;
 pub const FLAG_INLINE_DATA: u32 = 0x1000_0000;
@@ -85,16 +76,7 @@ impl Inode {
     }
 
     pub fn kind(&self) -> NodeKind {
-        match self.mode & S_IFMT {
-            S_IFREG => NodeKind::File,
-            S_IFDIR => NodeKind::Directory,
-            S_IFLNK => NodeKind::Symlink,
-            S_IFCHR => NodeKind::CharDevice(self.rdev()),
-            S_IFBLK => NodeKind::BlockDevice(self.rdev()),
-            S_IFIFO => NodeKind::Fifo,
-            S_IFSOCK => NodeKind::Socket,
-            _ => NodeKind::Other,
-        }
+        NodeKind::from_mode(u32::from(self.mode), self.rdev())
     }
 
     /// A device node's number: the kernel writes the 16-bit old encoding in
