@@ -1,4 +1,4 @@
-//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32.
+//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32, btrfs.
 //!
 //! Every filesystem is served through the [`Filesystem`] trait: thread-safe,
 //! read-only, addressed by stable node ids. Parsers whose handles are not
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::block::{Extent, ReadAt};
 
+pub mod btrfs;
 pub mod ext4;
 pub mod fat;
 pub mod fuzz;
@@ -30,6 +31,7 @@ pub enum FsKind {
     Fat12,
     Fat16,
     Fat32,
+    Btrfs,
 }
 
 impl FsKind {
@@ -42,6 +44,7 @@ impl FsKind {
             FsKind::Fat12 => "FAT12",
             FsKind::Fat16 => "FAT16",
             FsKind::Fat32 => "FAT32",
+            FsKind::Btrfs => "btrfs",
         }
     }
 }
@@ -187,7 +190,7 @@ pub const MAX_XATTR_LIST: usize = 64 << 10;
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
 /// error says why, for the listing).
 pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
-    let openers: &[Opener] = &[ntfs::open, ext4::open, fat::open];
+    let openers: &[Opener] = &[ntfs::open, ext4::open, fat::open, btrfs::open];
     for opener in openers {
         if let Some(fs) = opener(&volume)? {
             return Ok(Some(fs));
