@@ -27,4 +27,13 @@ cp "$work/ntfs.img" corpus/ntfs_open_walk/
 truncate -s 200K "$work/fat.img"; mkfs.fat -F 12 -n SEED "$work/fat.img" >/dev/null
 MTOOLS_SKIP_CHECK=1 mcopy -s -i "$work/fat.img" "$src/a.txt" "$src/a-rather-long-file-name-for-lfn-entries.txt" ::/
 cp "$work/fat.img" corpus/fat_open_walk/
+# btrfs: the smallest image mkfs.btrfs makes (--shrink, 4 KiB nodes, single
+# metadata), and extents compressed by the kernel's methods' userspace twins.
+mkdir -p corpus/btrfs_open_walk corpus/btrfs_decompress
+truncate -s 120M "$work/btrfs.img"
+mkfs.btrfs -q -f --rootdir "$src" --shrink -m single -n 4096 "$work/btrfs.img" >/dev/null 2>&1
+cp "$work/btrfs.img" corpus/btrfs_open_walk/
+head -c 20000 /dev/urandom | base64 > "$work/text"
+{ printf '\x00'; python3 -c 'import sys,zlib; sys.stdout.buffer.write(zlib.compress(open(sys.argv[1],"rb").read()))' "$work/text"; } > corpus/btrfs_decompress/zlib
+{ printf '\x02'; zstd -q -c "$work/text"; } > corpus/btrfs_decompress/zstd
 echo "seeds in fuzz/corpus/"

@@ -218,7 +218,42 @@ fn mkfs_rootdir_image_matches_its_source() {
     assert_eq!(fs.read(node, 12 << 20, &mut buf).unwrap(), 0);
 
     cli_and_fuse(&img, &src, d.path());
+    corrupt_data_sector(&img, &src);
     corrupt_leaf_of_one_folder(&img, &src);
+}
+
+/// A flipped byte in a file's data (single profile: one copy) fails that
+/// file's reads with the checksum error, and only that file's.
+fn corrupt_data_sector(img: &Path, src: &Path) {
+    let victim = std::fs::read(src.join("sizes/r9-1000003")).unwrap();
+    let probe = &victim[500_000..500_064];
+    let image = std::fs::read(img).unwrap();
+    let at = image.windows(probe.len()).position(|w| w == probe).expect("the file's bytes in the image");
+    drop(image);
+    flip_bit(img, at as u64 + 7);
+    let fs = open(img);
+    let node = resolve(&*fs, "sizes/r9-1000003");
+    let mut buf = vec![0u8; 8192];
+    let err = fs.read(node, 500_000 / 4096 * 4096, &mut buf).unwrap_err();
+    assert!(err.to_string().contains("data checksum mismatch"), "{err}");
+    // The sectors before it still read, and so does every other file.
+    assert_eq!(fs.read(node, 0, &mut buf).unwrap(), buf.len());
+    assert!(buf[..] == victim[..8192]);
+    let other = resolve(&*fs, "sizes/c9-1000003");
+    assert_eq!(
+        sha_fs(&*fs, other, 1_000_003).to_vec(),
+        Sha256::digest(std::fs::read(src.join("sizes/c9-1000003")).unwrap()).to_vec()
+    );
+    // Put it back for the next checks.
+    flip_bit(img, at as u64 + 7);
+}
+
+fn flip_bit(img: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(img).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
 }
 
 /// `ls`, `cat` and `get` through the CLI, then a FUSE mount of the image,

@@ -147,8 +147,8 @@ mod tests {
     fn hostile_streams_are_errors() {
         let mut out = [0u8; 8];
         assert_eq!(decompress(&[], &mut out), Err(LzoError::InputOverrun));
-        // A match before any output.
-        assert_eq!(decompress(&[0x40, 0, 0x11, 0, 0], &mut out), Err(LzoError::LookBehind));
+        // One literal, then a match 8 bytes back.
+        assert_eq!(decompress(&[18, b'x', 92, 0, 0x11, 0, 0], &mut out), Err(LzoError::LookBehind));
         // More literals than the output holds.
         assert_eq!(decompress(&[30, 0, 0], &mut out), Err(LzoError::InputOverrun));
         let mut lits = vec![17 + 12];

@@ -86,6 +86,15 @@ pub fn fuzz_open_walk(data: &[u8]) {
     super::fuzz::open_walk(data, open);
 }
 
+/// Fuzz entry point: expands `data[1..]` as one compressed extent; `data[0]`
+/// picks the method (zlib, LZO, zstd) and the sector size (4 or 64 KiB).
+pub fn fuzz_decompress(data: &[u8]) {
+    let Some((&pick, extent)) = data.split_first() else { return };
+    let kind = [COMPRESS_ZLIB, COMPRESS_LZO, COMPRESS_ZSTD][usize::from(pick % 3)];
+    let sectorsize = if pick & 0x80 != 0 { MAX_SECTORSIZE } else { MIN_SECTORSIZE };
+    let _ = compress::decompress(kind, extent, MAX_COMPRESSED as usize, sectorsize as usize);
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a cache lock leaves only a cache behind.
     m.lock().unwrap_or_else(|e| e.into_inner())
