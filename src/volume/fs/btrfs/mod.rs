@@ -59,8 +59,10 @@ const MAX_FILE_EXTENTS: usize = 1 << 21;
 /// Largest symlink target we read (Linux's PATH_MAX).
 const MAX_SYMLINK_LEN: u64 = 4096;
 
+/// A folder's entries: each name with its node, or why the entry cannot be
+/// followed (kept so that a lookup by name reports it).
 struct Listing {
-    entries: Vec<DirEntry>,
+    entries: Vec<(Vec<u8>, Result<NodeId, String>)>,
     by_name: HashMap<Vec<u8>, usize>,
 }
 
@@ -187,10 +189,13 @@ impl BtrfsFs {
         let mut entries = Vec::with_capacity(items.len());
         let mut by_name = HashMap::with_capacity(items.len());
         for (item, at) in items {
-            let node = self.entry_node(dir, &item, at)?;
-            let attr = self.stat(node)?;
-            by_name.insert(item.name.clone(), entries.len());
-            entries.push(DirEntry { name: item.name, attr });
+            let node = match self.entry_node(dir, &item, at) {
+                Ok(node) => Ok(node),
+                Err(e @ (FsError::Corrupt { .. } | FsError::Unsupported(_))) => Err(e.to_string()),
+                Err(e) => return Err(e),
+            };
+            by_name.entry(item.name.clone()).or_insert(entries.len());
+            entries.push((item.name, node));
         }
         let listing = Arc::new(Listing { entries, by_name });
         lock(&self.dirs).insert(dir, listing.clone());
@@ -269,12 +274,29 @@ impl Filesystem for BtrfsFs {
     }
 
     fn read_dir(&self, dir: NodeId) -> Result<Vec<DirEntry>, FsError> {
-        Ok(self.listing(dir)?.entries.clone())
+        let l = self.listing(dir)?;
+        // An entry whose inode (or the tree block holding it) is corrupt is
+        // left out (a lookup by name gives the error), so a bad block costs
+        // the files it holds, not their whole folder.
+        let mut out = Vec::with_capacity(l.entries.len());
+        for (name, node) in &l.entries {
+            let Ok(node) = node else { continue };
+            match self.stat(*node) {
+                Ok(attr) => out.push(DirEntry { name: name.clone(), attr }),
+                Err(FsError::Corrupt { .. } | FsError::Unsupported(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     fn lookup(&self, dir: NodeId, name: &[u8]) -> Result<DirEntry, FsError> {
         let l = self.listing(dir)?;
-        l.by_name.get(name).map(|&i| l.entries[i].clone()).ok_or(FsError::NotFound)
+        let (name, node) = l.by_name.get(name).map(|&i| &l.entries[i]).ok_or(FsError::NotFound)?;
+        let node = *node
+            .as_ref()
+            .map_err(|why| FsError::corrupt(0, format!("entry {}: {why}", String::from_utf8_lossy(name))))?;
+        Ok(DirEntry { name: name.clone(), attr: self.stat(node)? })
     }
 
     fn read(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
