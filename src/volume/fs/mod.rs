@@ -1,4 +1,5 @@
-//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32, XFS.
+//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32, XFS,
+//! btrfs.
 //!
 //! Every filesystem is served through the [`Filesystem`] trait: thread-safe,
 //! read-only, addressed by stable node ids. Parsers whose handles are not
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use crate::block::{Extent, ReadAt};
 
+pub mod btrfs;
 pub mod ext4;
 pub mod fat;
 pub mod fuzz;
@@ -32,6 +34,7 @@ pub enum FsKind {
     Fat16,
     Fat32,
     Xfs,
+    Btrfs,
 }
 
 impl FsKind {
@@ -45,6 +48,7 @@ impl FsKind {
             FsKind::Fat16 => "FAT16",
             FsKind::Fat32 => "FAT32",
             FsKind::Xfs => "XFS",
+            FsKind::Btrfs => "btrfs",
         }
     }
 }
@@ -278,7 +282,7 @@ pub const MAX_XATTR_LIST: usize = 64 << 10;
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
 /// error says why, for the listing).
 pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
-    let openers: &[Opener] = &[ntfs::open, ext4::open, xfs::open, fat::open];
+    let openers: &[Opener] = &[ntfs::open, ext4::open, xfs::open, fat::open, btrfs::open];
     for opener in openers {
         if let Some(fs) = opener(&volume)? {
             return Ok(Some(fs));
