@@ -63,6 +63,7 @@ fn add_partition(
                     Some(t) => format!("This partition ({t}) holds no filesystem that backchain can read."),
                     None => "This partition holds no filesystem that backchain can read.".to_string(),
                 },
+                FsHint::Lvm => super::lvm::pv_note(window.clone()),
                 h => format!("This partition holds {}, which backchain cannot browse.", h.name()),
             };
             let label = names::partition_label(p, None);
@@ -93,7 +94,8 @@ pub fn for_image(path: &Path, opts: &OpenOptions) -> Result<Tree> {
     let disk = qcow2::open_disk(path, opts).map_err(|e| TreeError::Unavailable(format!("{}: {e}", path.display())))?;
     let time = mtime_of(path);
     let tree = Tree::new(time);
-    add_disk(&tree, ROOT, disk, time)?;
+    add_disk(&tree, ROOT, disk.clone(), time)?;
+    super::lvm::add_volumes(&tree, &[super::lvm::DiskAt { index: 0, disk, folder: ROOT }], ROOT, time)?;
     Ok(tree)
 }
 
@@ -126,6 +128,7 @@ pub fn add_backup(repo: &Repo, tree: &Tree, parent: Ino, id: &str, disk: Option<
     let time = parse_time(&b.started_at);
     let opts = OpenOptions { confine_to: Some(repo.root().to_path_buf()), ..Default::default() };
     let mut found = false;
+    let mut lvm_disks = Vec::new();
     for d in &b.disks {
         if disk.is_some_and(|n| n as i64 != d.disk_index) {
             continue;
@@ -137,11 +140,17 @@ pub fn add_backup(repo: &Repo, tree: &Tree, parent: Ino, id: &str, disk: Option<
         let reader: Arc<dyn ReadAt> = Arc::new(crate::block::Slice::new(Arc::new(chain), 0, d.virtual_size as u64)?);
         let at =
             if disk.is_some() { parent } else { tree.add_dir(parent, &format!("disk-{}", d.disk_index), time, None) };
-        add_disk(tree, at, reader, time)?;
+        add_disk(tree, at, reader.clone(), time)?;
+        lvm_disks.push(super::lvm::DiskAt {
+            index: u32::try_from(d.disk_index).unwrap_or(u32::MAX),
+            disk: reader,
+            folder: at,
+        });
     }
     if !found {
         return Err(TreeError::Unavailable(format!("backup {id} has no disk {}", disk.unwrap_or(0))));
     }
+    super::lvm::add_volumes(tree, &lvm_disks, parent, time)?;
     Ok(())
 }
 

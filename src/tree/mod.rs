@@ -12,6 +12,7 @@
 
 mod build;
 pub mod fuse;
+mod lvm;
 mod names;
 mod repo;
 

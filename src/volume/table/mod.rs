@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crate::block::{ReadAt, Slice, read_at_most};
 
-pub use crc32::crc32;
+pub use crc32::{crc32, crc32_update};
 pub use fsmagic::{FsHint, detect_fs_magic};
 pub use gpt::{MAX_ENTRIES as GPT_MAX_ENTRIES, SECTOR_SIZES as GPT_SECTOR_SIZES};
 pub use guid::Guid;

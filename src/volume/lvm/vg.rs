@@ -1,0 +1,268 @@
+//! Volume groups assembled from the PVs found on the disks of one backup.
+//!
+//! A VG is known by its UUID. Its metadata is the copy with the highest
+//! seqno among every valid copy on its PVs (each PV may carry several
+//! metadata areas, and a PV without one is still found by its label). Its
+//! PVs are matched by PV UUID. When the same PV UUID shows on two disks
+//! (disks cloned from one template), each disk holds its own instance of
+//! the VG, assembled from that disk alone.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::label::{Label, read_label};
+use super::lv::LvReader;
+use super::mda::read_metadata;
+use super::metadata::{LvMeta, SegKind, VgMeta};
+use super::{LvmError, text, uuid_text};
+use crate::block::ReadAt;
+use crate::volume::table;
+
+/// A PV found on a disk, with the VG metadata its areas hold.
+pub struct PvFound {
+    /// The disk's index in its backup.
+    pub disk: u32,
+    /// The partition number (`table::WHOLE_DISK` for a whole-disk PV).
+    pub partition: u32,
+    pub pv: Arc<dyn ReadAt>,
+    pub label: Label,
+    /// The metadata of each valid copy.
+    pub copies: Vec<VgMeta>,
+    /// Why the other copies were not used.
+    pub errors: Vec<String>,
+}
+
+/// A VG ready to list.
+pub struct Vg {
+    pub name: String,
+    /// The VG UUID without hyphens.
+    pub id: String,
+    pub seqno: u64,
+    /// The disks holding its PVs that were found.
+    pub disks: BTreeSet<u32>,
+    /// Its visible LVs, in metadata order.
+    pub lvs: Vec<Lv>,
+}
+
+pub struct Lv {
+    pub name: String,
+    pub size: u64,
+    /// The disks its extents lie on (for an LV that maps no PV directly,
+    /// such as a thin volume, the disks of its VG).
+    pub disks: BTreeSet<u32>,
+    pub data: LvData,
+}
+
+pub enum LvData {
+    Readable(Arc<LvReader>),
+    /// Why it cannot be read, for the listing.
+    Unreadable(String),
+}
+
+/// Every VG found on the disks, and what went wrong on the way.
+pub struct Scan {
+    pub vgs: Vec<Vg>,
+    pub notes: Vec<String>,
+}
+
+/// Reads the label and metadata of a PV. `Ok(None)`: not a PV.
+pub fn scan_pv(disk: u32, partition: u32, pv: Arc<dyn ReadAt>) -> Result<Option<PvFound>, LvmError> {
+    let Some(label) = read_label(pv.as_ref())? else { return Ok(None) };
+    let mut copies = Vec::new();
+    let mut errors = Vec::new();
+    for copy in read_metadata(pv.as_ref(), &label) {
+        let parsed = copy.and_then(|c| c.map(|c| text::parse(&c.text).and_then(|t| VgMeta::from_text(&t))).transpose());
+        match parsed {
+            Ok(Some(m)) => copies.push(m),
+            Ok(None) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Ok(Some(PvFound { disk, partition, pv, label, copies, errors }))
+}
+
+/// A sentence for the listing of a partition or disk that is a PV.
+pub fn describe_pv(window: Arc<dyn ReadAt>) -> String {
+    match scan_pv(0, 0, window) {
+        Ok(Some(f)) => match f.copies.iter().max_by_key(|c| c.seqno) {
+            Some(m) => format!(
+                "This partition holds LVM physical volume {} of volume group {} (UUID {}); \
+                 its logical volumes are listed as 'LV {}-…' folders.",
+                uuid_text(&f.label.pv_uuid),
+                m.name,
+                uuid_text(&m.id),
+                m.name
+            ),
+            None if f.errors.is_empty() => format!(
+                "This partition holds LVM physical volume {} with no metadata of its own; \
+                 its volume group's logical volumes are listed where the group is found.",
+                uuid_text(&f.label.pv_uuid)
+            ),
+            None => format!(
+                "This partition holds LVM physical volume {} whose metadata cannot be read: {}.",
+                uuid_text(&f.label.pv_uuid),
+                f.errors.join("; ")
+            ),
+        },
+        Ok(None) => "This partition holds an LVM physical volume without a readable label.".to_string(),
+        Err(e) => format!("This partition holds an LVM physical volume whose label cannot be read: {e}."),
+    }
+}
+
+/// Finds the PVs on the partitions (or whole disks) of `disks`, given as
+/// (disk index, disk), and assembles their VGs.
+pub fn scan(disks: &[(u32, Arc<dyn ReadAt>)]) -> Scan {
+    let mut found = Vec::new();
+    let mut notes = Vec::new();
+    for (index, disk) in disks {
+        let Ok(t) = table::read_table(disk) else { continue };
+        for p in &t.partitions {
+            let Ok(w) = p.window(disk) else { continue };
+            match scan_pv(*index, p.number, Arc::new(w)) {
+                Ok(Some(f)) => {
+                    notes.extend(f.errors.iter().map(|e| format!("disk {index} partition {}: {e}", p.number)));
+                    found.push(f);
+                }
+                Ok(None) => {}
+                Err(e) => notes.push(format!("disk {index} partition {}: {e}", p.number)),
+            }
+        }
+    }
+    Scan { vgs: assemble(&found), notes }
+}
+
+fn assemble(found: &[PvFound]) -> Vec<Vg> {
+    let mut ids: Vec<&str> = Vec::new();
+    for c in found.iter().flat_map(|f| &f.copies) {
+        if !ids.contains(&c.id.as_str()) {
+            ids.push(&c.id);
+        }
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let Some(current) = newest(found.iter(), id) else { continue };
+        let members: Vec<&PvFound> =
+            found.iter().filter(|f| current.pvs.iter().any(|p| p.id == f.label.pv_uuid)).collect();
+        let cloned = members
+            .iter()
+            .enumerate()
+            .any(|(i, a)| members[..i].iter().any(|b| b.label.pv_uuid == a.label.pv_uuid && b.disk != a.disk));
+        if !cloned {
+            out.push(build(current, &members));
+            continue;
+        }
+        let disks: BTreeSet<u32> = members.iter().map(|f| f.disk).collect();
+        for d in disks {
+            let on_disk: Vec<&PvFound> = members.iter().copied().filter(|f| f.disk == d).collect();
+            let meta = newest(on_disk.iter().copied(), id).unwrap_or(current);
+            out.push(build(meta, &on_disk));
+        }
+    }
+    out
+}
+
+/// The copy of VG `id` with the highest seqno among `pvs`.
+fn newest<'a>(pvs: impl Iterator<Item = &'a PvFound>, id: &str) -> Option<&'a VgMeta> {
+    pvs.flat_map(|f| &f.copies).filter(|c| c.id == id).max_by_key(|c| c.seqno)
+}
+
+fn build(meta: &VgMeta, members: &[&PvFound]) -> Vg {
+    let pvs: Vec<Option<&PvFound>> =
+        meta.pvs.iter().map(|p| members.iter().copied().find(|f| f.label.pv_uuid == p.id && !p.missing)).collect();
+    let disks: BTreeSet<u32> = members.iter().map(|f| f.disk).collect();
+    let lvs = meta
+        .lvs
+        .iter()
+        .filter(|lv| lv.visible)
+        .map(|lv| {
+            let mut lv_disks = BTreeSet::new();
+            let data = match why_unreadable(meta, lv, &pvs, &mut lv_disks) {
+                Some(why) => LvData::Unreadable(why),
+                None => {
+                    let readers: Vec<Arc<dyn ReadAt>> =
+                        pvs.iter().map(|p| p.map_or_else(empty, |f| f.pv.clone())).collect();
+                    match LvReader::new(meta, lv, &readers) {
+                        Ok(r) => LvData::Readable(Arc::new(r)),
+                        Err(e) => LvData::Unreadable(format!("This logical volume cannot be read: {e}.")),
+                    }
+                }
+            };
+            if lv_disks.is_empty() {
+                lv_disks = disks.clone();
+            }
+            Lv { name: lv.name.clone(), size: lv.extents().saturating_mul(meta.extent_size), disks: lv_disks, data }
+        })
+        .collect();
+    Vg { name: meta.name.clone(), id: meta.id.clone(), seqno: meta.seqno, disks, lvs }
+}
+
+/// A stand-in for a PV that no segment of a readable LV uses.
+fn empty() -> Arc<dyn ReadAt> {
+    Arc::new(crate::block::MemImage(Vec::new()))
+}
+
+/// Why `lv` cannot be read, or `None` when it is linear or striped over
+/// PVs that are all present. Collects the disks its extents lie on.
+fn why_unreadable(meta: &VgMeta, lv: &LvMeta, pvs: &[Option<&PvFound>], disks: &mut BTreeSet<u32>) -> Option<String> {
+    if let Some(origin) = snapshot_origin(meta, &lv.name) {
+        return Some(format!(
+            "This logical volume is a snapshot of LV {origin}: reading a snapshot (its origin seen through \
+             the copy-on-write store) is not supported yet. The origin LV itself is listed and readable."
+        ));
+    }
+    let mut missing = Vec::new();
+    for seg in &lv.segments {
+        match &seg.kind {
+            SegKind::Other { type_name, .. } => return Some(segment_reason(type_name)),
+            SegKind::Striped { stripes, .. } => {
+                for (key, _) in stripes {
+                    match meta.pv(key).map(|(i, p)| (pvs[i], p)) {
+                        Some((Some(f), _)) => {
+                            disks.insert(f.disk);
+                        }
+                        Some((None, p)) => missing.push(format!("{} ({key})", uuid_text(&p.id))),
+                        None => missing.push(key.clone()),
+                    }
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    missing.dedup();
+    Some(format!(
+        "This logical volume lies partly on LVM physical volume(s) {} that are not among the disks of this \
+         backup (or are marked missing), so it cannot be read.",
+        missing.join(", ")
+    ))
+}
+
+/// The LV whose snapshot `name` is (its COW store), if any.
+fn snapshot_origin<'a>(meta: &'a VgMeta, name: &str) -> Option<&'a str> {
+    meta.lvs.iter().flat_map(|l| &l.segments).find_map(|s| match &s.kind {
+        SegKind::Other { type_name, origin: Some(o), cow_store: Some(c) } if type_name == "snapshot" && c == name => {
+            Some(o.as_str())
+        }
+        _ => None,
+    })
+}
+
+/// Why an LV with a segment of `type_name` cannot be read.
+fn segment_reason(type_name: &str) -> String {
+    let what = match type_name {
+        "thin-pool" => "a thin pool: its blocks belong to the thin volumes in it, \
+                        and reading thin volumes (the pool's block maps) is not supported yet"
+            .to_string(),
+        "thin" => "a thin volume: reading thin-provisioned volumes (the pool's block maps) is not supported yet".into(),
+        "mirror" => "a mirrored volume (the old 'mirror' type): reading it is not supported yet".into(),
+        t if t.starts_with("raid") => format!("a RAID volume ({t}): reading LVM RAID volumes is not supported yet"),
+        "cache" | "cache-pool" | "writecache" => {
+            format!("a cached volume ({type_name}): its data may be split between the cache and the origin")
+        }
+        "snapshot" => "a snapshot: reading snapshots is not supported yet".into(),
+        "vdo" | "vdo-pool" => format!("a VDO volume ({type_name}): deduplicated and compressed, not supported"),
+        t => format!("of segment type {t:?}, which backchain cannot read"),
+    };
+    format!("This logical volume is {what}.")
+}
