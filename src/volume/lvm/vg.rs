@@ -48,7 +48,8 @@ pub struct Lv {
     pub name: String,
     pub size: u64,
     /// The disks its extents lie on (for an LV that maps no PV directly,
-    /// such as a thin volume, the disks of its VG).
+    /// such as a thin volume, the disks of its VG); empty when some of
+    /// them lie on PVs that were not found.
     pub disks: BTreeSet<u32>,
     pub data: LvData,
 }
@@ -176,7 +177,12 @@ fn build(meta: &VgMeta, members: &[&PvFound]) -> Vg {
         .filter(|lv| lv.visible)
         .map(|lv| {
             let mut lv_disks = BTreeSet::new();
-            let data = match why_unreadable(meta, lv, &pvs, &mut lv_disks) {
+            let (why, all_found) = why_unreadable(meta, lv, &pvs, &mut lv_disks);
+            // An LV that maps no PV itself (thin, RAID) sits where its VG does.
+            if lv_disks.is_empty() && all_found {
+                lv_disks = disks.clone();
+            }
+            let data = match why {
                 Some(why) => LvData::Unreadable(why),
                 None => {
                     let readers: Vec<Arc<dyn ReadAt>> =
@@ -187,9 +193,6 @@ fn build(meta: &VgMeta, members: &[&PvFound]) -> Vg {
                     }
                 }
             };
-            if lv_disks.is_empty() {
-                lv_disks = disks.clone();
-            }
             Lv { name: lv.name.clone(), size: lv.extents().saturating_mul(meta.extent_size), disks: lv_disks, data }
         })
         .collect();
@@ -201,19 +204,20 @@ fn empty() -> Arc<dyn ReadAt> {
     Arc::new(crate::block::MemImage(Vec::new()))
 }
 
-/// Why `lv` cannot be read, or `None` when it is linear or striped over
-/// PVs that are all present. Collects the disks its extents lie on.
-fn why_unreadable(meta: &VgMeta, lv: &LvMeta, pvs: &[Option<&PvFound>], disks: &mut BTreeSet<u32>) -> Option<String> {
-    if let Some(origin) = snapshot_origin(meta, &lv.name) {
-        return Some(format!(
-            "This logical volume is a snapshot of LV {origin}: reading a snapshot (its origin seen through \
-             the copy-on-write store) is not supported yet. The origin LV itself is listed and readable."
-        ));
-    }
+/// Why `lv` cannot be read (`None` when it is linear or striped over PVs
+/// that are all present), and whether every PV it maps was found; collects
+/// the disks of those found, leaving `disks` empty when one is missing.
+fn why_unreadable(
+    meta: &VgMeta,
+    lv: &LvMeta,
+    pvs: &[Option<&PvFound>],
+    disks: &mut BTreeSet<u32>,
+) -> (Option<String>, bool) {
     let mut missing = Vec::new();
+    let mut other = None;
     for seg in &lv.segments {
         match &seg.kind {
-            SegKind::Other { type_name, .. } => return Some(segment_reason(type_name)),
+            SegKind::Other { type_name, .. } => other = other.or(Some(type_name)),
             SegKind::Striped { stripes, .. } => {
                 for (key, _) in stripes {
                     match meta.pv(key).map(|(i, p)| (pvs[i], p)) {
@@ -227,15 +231,27 @@ fn why_unreadable(meta: &VgMeta, lv: &LvMeta, pvs: &[Option<&PvFound>], disks: &
             }
         }
     }
-    if missing.is_empty() {
-        return None;
+    if !missing.is_empty() {
+        disks.clear();
     }
-    missing.dedup();
-    Some(format!(
-        "This logical volume lies partly on LVM physical volume(s) {} that are not among the disks of this \
-         backup (or are marked missing), so it cannot be read.",
-        missing.join(", ")
-    ))
+    let why = if let Some(origin) = snapshot_origin(meta, &lv.name) {
+        format!(
+            "This logical volume is a snapshot of LV {origin}: reading a snapshot (its origin seen through \
+             the copy-on-write store) is not supported yet. The origin LV itself is listed and readable."
+        )
+    } else if let Some(t) = other {
+        segment_reason(t)
+    } else if !missing.is_empty() {
+        missing.dedup();
+        format!(
+            "This logical volume lies partly on LVM physical volume(s) {} that are not among the disks of this \
+             backup (or are marked missing), so it cannot be read.",
+            missing.join(", ")
+        )
+    } else {
+        return (None, true);
+    };
+    (Some(why), missing.is_empty())
 }
 
 /// The LV whose snapshot `name` is (its COW store), if any.
