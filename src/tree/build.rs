@@ -59,12 +59,8 @@ fn add_partition(
         Ok(None) => {
             let hint = table::detect_fs_magic(&*window);
             let why = match hint {
-                FsHint::Unknown => match p.type_name {
-                    Some(t) => format!("This partition ({t}) holds no filesystem that backchain can read."),
-                    None => "This partition holds no filesystem that backchain can read.".to_string(),
-                },
                 FsHint::Lvm => super::lvm::pv_note(window.clone()),
-                h => format!("This partition holds {}, which backchain cannot browse.", h.name()),
+                h => table::unbrowsable_note("This partition", p.type_name, h),
             };
             let label = names::partition_label(p, None);
             let dir = tree.add_dir(parent, &folder(label.as_deref()), time, Some(why.clone()));

@@ -62,10 +62,7 @@ fn add_lv(tree: &Tree, parent: Ino, name: &str, lv: Arc<lvm::LvReader>, time: Ti
             tree.add_fs(parent, name, f)?;
             return Ok(());
         }
-        Ok(None) => match table::detect_fs_magic(&*volume) {
-            table::FsHint::Unknown => "This logical volume holds no filesystem that backchain can read.".to_string(),
-            h => format!("This logical volume holds {}, which backchain cannot browse.", h.name()),
-        },
+        Ok(None) => table::unbrowsable_note("This logical volume", None, table::detect_fs_magic(&*volume)),
         Err(e) => format!("This logical volume's filesystem cannot be read: {e}."),
     };
     let dir = tree.add_dir(parent, name, time, Some(why.clone()));

@@ -174,7 +174,9 @@ fn build(meta: &VgMeta, members: &[&PvFound]) -> Vg {
     let lvs = meta
         .lvs
         .iter()
-        .filter(|lv| lv.visible)
+        // A snapshot's COW store is stored hidden; LVM2 shows it under
+        // its own name as the snapshot, and so do we.
+        .filter(|lv| lv.visible || snapshot_origin(meta, &lv.name).is_some())
         .map(|lv| {
             let mut lv_disks = BTreeSet::new();
             let (why, all_found) = why_unreadable(meta, lv, &pvs, &mut lv_disks);
