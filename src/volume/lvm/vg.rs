@@ -284,3 +284,83 @@ fn segment_reason(type_name: &str) -> String {
     };
     format!("This logical volume is {what}.")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MemImage;
+    use crate::volume::lvm::label::{Area, tests::label_sector};
+    use crate::volume::lvm::mda::tests::put_mda;
+    use crate::volume::lvm::metadata::tests::SAMPLE;
+
+    const PV0: &[u8; 32] = b"PV0PV0PV0PV0PV0PV0PV0PV0PV0PV0PV";
+    const DISK: usize = 160 << 10;
+    const MDA2: u64 = (DISK - 8192) as u64;
+
+    /// A whole-disk PV (pv0 of SAMPLE, with `lin` moved onto pv0 alone) with
+    /// two metadata areas: seqno 7 at the start, `second` at the end.
+    fn disk(second: &str) -> Vec<u8> {
+        let mut d = vec![0u8; DISK];
+        let mdas = [Area { offset: 1024, size: 3072 }, Area { offset: MDA2, size: 8192 }];
+        d[512..1024].copy_from_slice(&label_sector(1, PV0, DISK as u64, 4096, &mdas));
+        put_mda(&mut d, 1024, 3072, 512, SAMPLE.replace("\"pv1\", 0]", "\"pv0\", 30]").as_bytes());
+        put_mda(&mut d, MDA2, 8192, 1000, second.as_bytes());
+        d[4096 + 30 * 4096] = 0xAB;
+        d
+    }
+
+    fn one(d: Vec<u8>) -> Vg {
+        let s = scan(&[(3, Arc::new(MemImage(d)) as Arc<dyn ReadAt>)]);
+        assert_eq!(s.vgs.len(), 1, "{:?}", s.notes);
+        s.vgs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn the_newest_valid_copy_wins() {
+        let newer = SAMPLE.replace("seqno = 7", "seqno = 8").replace("pool {", "pool2 {");
+        let vg = one(disk(&newer));
+        assert_eq!((vg.name.as_str(), vg.seqno, vg.disks.iter().copied().collect::<Vec<_>>()), ("vg0", 8, vec![3]));
+        assert!(vg.lvs.iter().any(|l| l.name == "pool2"));
+        // Damage the newer text: its CRC fails and seqno 7 is used, readable.
+        let mut d = disk(&newer);
+        d[MDA2 as usize + 1010] ^= 0x20;
+        let vg = one(d);
+        assert_eq!(vg.seqno, 7);
+        let lin = vg.lvs.iter().find(|l| l.name == "lin").unwrap();
+        let LvData::Readable(r) = &lin.data else { panic!("lin unreadable") };
+        let mut b = [0u8; 1];
+        r.read_exact_at(8192, &mut b).unwrap();
+        assert_eq!(b[0], 0xAB, "the third extent of lin is extent 30 of pv0");
+        assert_eq!(lin.disks.iter().copied().collect::<Vec<_>>(), [3]);
+        // str has a stripe on pv1, which is not there; pool is a thin pool.
+        let why = |n: &str| match &vg.lvs.iter().find(|l| l.name == n).unwrap().data {
+            LvData::Unreadable(w) => w.clone(),
+            LvData::Readable(_) => panic!("{n} readable"),
+        };
+        assert!(why("str").contains("not among the disks"), "{}", why("str"));
+        assert!(vg.lvs.iter().find(|l| l.name == "str").unwrap().disks.is_empty());
+        assert!(why("pool").contains("thin pool"), "{}", why("pool"));
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let base = disk(&SAMPLE.replace("seqno = 7", "seqno = 8"));
+        let text = SAMPLE.as_bytes().to_vec();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            let (mut d, mut t) = (base.clone(), text.clone());
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let hot = [512 + 16, 512 + 72, 1024 + 40, 1024 + 512, MDA2 as usize + 1000];
+                let pos = hot[(x % 5) as usize] + ((x >> 8) % 600) as usize;
+                d[pos % DISK] = (x >> 32) as u8;
+                let tp = ((x >> 20) as usize) % t.len();
+                t[tp] = (x >> 40) as u8;
+            }
+            crate::volume::lvm::fuzz_pv(&d);
+            crate::volume::lvm::fuzz_metadata(&t);
+        }
+    }
+}
