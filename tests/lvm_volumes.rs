@@ -249,7 +249,7 @@ fn gpt_disk_with_boot_and_a_pv_holding_root_home_and_swap() {
 
     let mut lvm = Lvm::new();
     let pv = lvm.attach(&disk, p2_start, p2_size);
-    lvm.cmd("pvcreate", &["-q", &pv]);
+    lvm.cmd("pvcreate", &["-q", "--pvmetadatacopies", "2", &pv]);
     lvm.cmd("vgcreate", &["-q", "-s", "1m", "rhel", &pv]);
     lvm.lvcreate(&["-L", "16m", "-n", "root", "rhel"]);
     lvm.lvcreate(&["-L", "8m", "-n", "home", "rhel"]);
@@ -262,7 +262,13 @@ fn gpt_disk_with_boot_and_a_pv_holding_root_home_and_swap() {
     blank(&swap, 4 * MIB);
     run(tool("mkswap").arg(&swap));
     lvm.write_lv("rhel", "swap", &std::fs::read(&swap).unwrap());
+    add_snapshot(&lvm, d, "rhel", "root", 40);
+    let lvs = lvm.cmd("lvs", &["--noheadings", "-o", "lv_name,origin"]);
+    assert!(lvs.lines().any(|l| l.split_whitespace().eq(["snap", "root"])), "{lvs}");
     drop(lvm);
+    // Break the first metadata area's header: the copy at the end of the PV is used.
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.write_all_at(b"garbage", p2_start + 4096 + 100).unwrap();
 
     let img = disk.display().to_string();
     let repo = d.join("repo");
@@ -278,6 +284,9 @@ fn gpt_disk_with_boot_and_a_pv_holding_root_home_and_swap() {
     assert_eq!(raw.len() as u64, p2_size);
     let swap_note = run(backchain().args(["cat", &img, &format!("{}/README.txt", folder(&img, "/", "LV rhel-swap"))]));
     assert!(String::from_utf8(swap_note.stdout).unwrap().contains("Linux swap"));
+    let snap_note = run(backchain().args(["cat", &img, &format!("{}/README.txt", folder(&img, "/", "LV rhel-snap"))]));
+    let snap_note = String::from_utf8(snap_note.stdout).unwrap();
+    assert!(snap_note.contains("snapshot of LV root"), "{snap_note}");
 
     check_cli(&repo, &img, &folder(&img, "/", "Partition 1 - boot"), &boot);
     check_cli(&repo, &img, &folder(&img, "/", "LV rhel-root"), &root);
@@ -386,6 +395,28 @@ fn the_same_vg_name_in_two_vms_and_on_cloned_disks() {
     check_mount(&mnt.join("web1/latest/disk-0/LV ubuntu-vg-root (8.4 MB)"), &files[0]);
     check_mount(&mnt.join("web2/latest/disk-0/LV ubuntu-vg-root (8.4 MB)"), &files[1]);
     check_mount(&mnt.join("pair/latest/disk-1/LV ubuntu-vg-root [disk-1] (8.4 MB)"), &files[1]);
+}
+
+/// Adds a 4-extent snapshot `snap` of `vg/origin`, its COW store at
+/// extent `pe` of pv0, the way LVM2 records one (a hidden COW LV and a
+/// hidden `snapshot` segment naming origin and store): `lvcreate -s` needs
+/// device-mapper, so the metadata goes in through vgcfgbackup and
+/// vgcfgrestore, which checks it.
+fn add_snapshot(lvm: &Lvm, dir: &Path, vg: &str, origin: &str, pe: u64) {
+    let file = dir.join("vg.txt");
+    let file_s = file.to_str().unwrap();
+    lvm.cmd("vgcfgbackup", &["-q", "-f", file_s, vg]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lvs = format!(
+        "snap {{ id = \"snapAA-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa\" status = [\"READ\"] flags = [] segment_count = 1
+  segment1 {{ start_extent = 0 extent_count = 4 type = \"striped\" stripe_count = 1 stripes = [\"pv0\", {pe}] }} }}
+snapshot0 {{ id = \"snapBB-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaaa\" status = [\"READ\"] flags = [] segment_count = 1
+  segment1 {{ start_extent = 0 extent_count = 4 type = \"snapshot\" chunk_size = 8 origin = \"{origin}\" cow_store = \"snap\" }} }}
+"
+    );
+    let at = text.find("logical_volumes {").unwrap() + "logical_volumes {".len();
+    std::fs::write(&file, format!("{}\n{lvs}{}", &text[..at], &text[at..])).unwrap();
+    lvm.cmd("vgcfgrestore", &["--driverloaded", "n", "-q", "-f", file_s, vg]);
 }
 
 /// Feeds stdin to a command.
