@@ -189,6 +189,49 @@ mod tests {
         assert!(LvReader::new(&vg, &vg.lvs[2], &pvs).is_err());
     }
 
+    /// A PV whose second half is unallocated.
+    struct HalfHoles(MemImage);
+    impl ReadAt for HalfHoles {
+        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.0.read_exact_at(offset, buf)
+        }
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
+            let half = self.size() / 2;
+            let run = whole_run(offset, len, self.size(), Alloc::Data)?;
+            Ok(if offset < half {
+                Run { len: run.len.min(half - offset), ..run }
+            } else {
+                Run { alloc: Alloc::Unallocated, ..run }
+            })
+        }
+    }
+
+    #[test]
+    fn status_and_locate_pass_through() {
+        let vg = VgMeta::from_text(&parse(SAMPLE.replace("\"pv1\", 0]", "\"pv0\", 99]").as_bytes()).unwrap()).unwrap();
+        // pv0 of 200 extents + pe_start: extents 10-11 are data, 99 is past the middle.
+        let pv: Arc<dyn ReadAt> = Arc::new(HalfHoles(MemImage(vec![7u8; 4096 + 200 * 4096 - 4096 * 2])));
+        let lin = LvReader::new(&vg, &vg.lvs[0], &[pv.clone(), pv]).unwrap();
+        assert_eq!(lin.status(0, lin.size()).unwrap(), Run { offset: 0, len: 8192, alloc: Alloc::Data });
+        assert_eq!(lin.status(8192, 4096).unwrap().alloc, Alloc::Unallocated);
+        assert_eq!(lin.status(100, 10).unwrap().len, 10);
+        assert!(lin.status(lin.size(), 1).is_err());
+        // Zero-copy extents come from the PV's file, clipped to the segment.
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..600 * 4096u32).map(|i| (i / 512) as u8).collect();
+        std::io::Write::write_all(&mut f, &data).unwrap();
+        let raw: Arc<dyn ReadAt> = Arc::new(crate::block::RawFile::from_file(f).unwrap());
+        let lin = LvReader::new(&vg, &vg.lvs[0], &[raw.clone(), raw]).unwrap();
+        let e = lin.locate(4096, 1 << 20).expect("an extent");
+        assert_eq!(e.len(), 4096, "clipped at the end of the first segment");
+        let mut b = vec![0u8; 4096];
+        lin.read_exact_at(4096, &mut b).unwrap();
+        assert_eq!(e.bytes(), &b[..]);
+    }
+
     #[test]
     fn areas_past_the_pv_are_corrupt() {
         let vg = VgMeta::from_text(&parse(SAMPLE.replace("\"pv1\", 0]", "\"pv1\", 99]").as_bytes()).unwrap()).unwrap();
