@@ -52,7 +52,7 @@ pub enum SegKind {
     Striped { stripe_size: u64, stripes: Vec<(String, u64)> },
     /// Any other segment type, by its name, with the LVs it names as its
     /// origin, COW store or pool (so a snapshot can be told from its origin).
-    Other { type_name: String, origin: Option<String>, cow_store: Option<String> },
+    Other { type_name: String, origin: Option<String>, cow_store: Option<String>, merging: bool },
 }
 
 impl LvMeta {
@@ -188,7 +188,9 @@ fn segment(seg: &Section, ctx: &str) -> Result<SegMeta, LvmError> {
         SegKind::Other {
             type_name: type_name.to_string(),
             origin: seg.str("origin").map(str::to_string),
-            cow_store: seg.str("cow_store").map(str::to_string),
+            // A snapshot being merged back names its store `merging_store`.
+            cow_store: seg.str("cow_store").or(seg.str("merging_store")).map(str::to_string),
+            merging: seg.str("merging_store").is_some(),
         }
     };
     Ok(SegMeta { start_extent, extent_count, kind })

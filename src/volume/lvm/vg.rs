@@ -236,7 +236,11 @@ fn why_unreadable(
     if !missing.is_empty() {
         disks.clear();
     }
-    let why = if let Some(origin) = snapshot_origin(meta, &lv.name) {
+    let why = if merging_into(meta, &lv.name) {
+        "A snapshot is being merged back into this logical volume; until the merge ends its contents \
+         exist only through device-mapper, so it cannot be read."
+            .to_string()
+    } else if let Some(origin) = snapshot_origin(meta, &lv.name) {
         format!(
             "This logical volume is a snapshot of LV {origin}: reading a snapshot (its origin seen through \
              the copy-on-write store) is not supported yet. The origin LV itself is listed and readable."
@@ -256,10 +260,20 @@ fn why_unreadable(
     (Some(why), missing.is_empty())
 }
 
+/// Whether a snapshot of LV `name` is being merged into it.
+fn merging_into(meta: &VgMeta, name: &str) -> bool {
+    meta.lvs.iter().flat_map(|l| &l.segments).any(|s| {
+        matches!(&s.kind, SegKind::Other { type_name, origin: Some(o), merging: true, .. }
+            if type_name == "snapshot" && o == name)
+    })
+}
+
 /// The LV whose snapshot `name` is (its COW store), if any.
 fn snapshot_origin<'a>(meta: &'a VgMeta, name: &str) -> Option<&'a str> {
     meta.lvs.iter().flat_map(|l| &l.segments).find_map(|s| match &s.kind {
-        SegKind::Other { type_name, origin: Some(o), cow_store: Some(c) } if type_name == "snapshot" && c == name => {
+        SegKind::Other { type_name, origin: Some(o), cow_store: Some(c), .. }
+            if type_name == "snapshot" && c == name =>
+        {
             Some(o.as_str())
         }
         _ => None,
@@ -340,6 +354,34 @@ mod tests {
         assert!(why("str").contains("not among the disks"), "{}", why("str"));
         assert!(vg.lvs.iter().find(|l| l.name == "str").unwrap().disks.is_empty());
         assert!(why("pool").contains("thin pool"), "{}", why("pool"));
+    }
+
+    #[test]
+    fn snapshots_and_merges_say_why() {
+        let reasons = |store: &str| {
+            let snap = format!(
+                "logical_volumes {{\n snapshot0 {{ status = [\"READ\"] segment1 {{ start_extent = 0 extent_count = 4 \
+                 type = \"snapshot\" origin = \"lin\" {store} = \"str\" }} }}"
+            );
+            let text = SAMPLE.replace("logical_volumes {", &snap);
+            let meta = VgMeta::from_text(&text::parse(text.as_bytes()).unwrap()).unwrap();
+            let vg = build(&meta, &[]);
+            let names: Vec<&str> = vg.lvs.iter().map(|l| l.name.as_str()).collect();
+            assert_eq!(names, ["lin", "str", "pool"], "the hidden snapshot0 is not listed");
+            vg.lvs
+                .iter()
+                .map(|l| match &l.data {
+                    LvData::Unreadable(w) => w.clone(),
+                    LvData::Readable(_) => panic!("{} readable", l.name),
+                })
+                .collect::<Vec<_>>()
+        };
+        let r = reasons("cow_store");
+        assert!(r[0].contains("not among the disks"), "{}", r[0]);
+        assert!(r[1].contains("snapshot of LV lin"), "{}", r[1]);
+        let r = reasons("merging_store");
+        assert!(r[0].contains("being merged"), "{}", r[0]);
+        assert!(r[1].contains("snapshot of LV lin"), "{}", r[1]);
     }
 
     #[test]
