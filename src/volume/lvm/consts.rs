@@ -54,8 +54,10 @@ pub const TEXT_VERSION: i64 = 1;
 pub const MAX_TEXT_LEN: u64 = 32 << 20;
 /// Deepest nesting of sections (a VG uses four: VG, logical_volumes, LV, segment).
 pub const MAX_DEPTH: usize = 16;
-/// Most values and sections in one metadata text.
-pub const MAX_ITEMS: usize = 2_000_000;
+/// Most values and sections in one metadata text: a VG with MAX_LVS
+/// LVs of a few segments each needs about a quarter of this, and the
+/// parsed tree stays within some tens of MiB.
+pub const MAX_ITEMS: usize = 500_000;
 /// Longest string or name in the text.
 pub const MAX_STRING_LEN: usize = 1 << 20;
 /// Most entries in a PV's data or metadata area lists.
