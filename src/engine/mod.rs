@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod digests;
 pub mod repo;
+pub mod retention;
 pub mod verify;
 
 pub use backup::{BackupRequest, BackupResult, Requested};
