@@ -1,5 +1,6 @@
 //! Small shared helpers.
 
+pub mod flock;
 pub mod time;
 
 /// "1.5 GB", "100 MB", "512 B": decimal units, as partition managers show.
