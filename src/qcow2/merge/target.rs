@@ -43,11 +43,17 @@ pub(super) enum Kind {
 struct Scan {
     counts: Vec<u16>,
     kinds: Vec<Kind>,
+    /// Clusters the file holds (a compressed cluster's sector-rounded end may
+    /// reach one further): references beyond are corruption.
+    limit: u64,
 }
 
 impl Scan {
     fn mark(&mut self, host: u64, cs: u64, kind: Kind) -> Result<()> {
         let c = host / cs;
+        if c > self.limit {
+            return Err(Error::corrupt(host, format!("{kind:?} cluster at {host:#x} lies past the end of the file")));
+        }
         if c >= MAX_HOST_CLUSTERS {
             return Err(Error::Unsupported(format!(
                 "host offset {host:#x} is past the {MAX_HOST_CLUSTERS} clusters a merge tracks"
@@ -165,7 +171,8 @@ impl Target {
     fn scan(&self, with_refcounts: bool) -> Result<Scan> {
         let h = &self.header;
         let cs = self.cs();
-        let mut s = Scan { counts: Vec::new(), kinds: Vec::new() };
+        let len = self.file.metadata().map_err(Error::io(0))?.len();
+        let mut s = Scan { counts: Vec::new(), kinds: Vec::new(), limit: len.div_ceil(cs) };
         s.mark(0, cs, Kind::Header)?;
         s.mark_range(h.l1_table_offset, h.l1_size as u64 * 8, cs, Kind::L1)?;
         if with_refcounts {
