@@ -31,15 +31,15 @@ fn names(chain: &[Point]) -> Vec<String> {
 
 /// One change to a cluster of the disk: new data (compressible or not),
 /// zeros, or a few bytes.
-fn change(disk: &mut [u8], rng: &mut Rng) -> usize {
-    let c = rng.below((disk.len() / CS) as u64) as usize;
-    let cl = &mut disk[c * CS..(c + 1) * CS];
+fn change(disk: &mut [u8], rng: &mut Rng, cs: usize) -> usize {
+    let c = rng.below((disk.len() / cs) as u64) as usize;
+    let cl = &mut disk[c * cs..(c + 1) * cs];
     match rng.below(4) {
-        0 => cl.copy_from_slice(&random(rng, CS)),
-        1 => cl.copy_from_slice(&compressible(rng, CS)),
+        0 => cl.copy_from_slice(&random(rng, cs)),
+        1 => cl.copy_from_slice(&compressible(rng, cs)),
         2 => cl.fill(0),
         _ => {
-            let at = rng.below(CS as u64 - 100) as usize;
+            let at = rng.below(cs as u64 - 100) as usize;
             rng.fill(&mut cl[at..at + 100]);
         }
     }
@@ -50,9 +50,13 @@ fn change(disk: &mut [u8], rng: &mut Rng) -> usize {
 /// compressed), `changes` random cluster changes between points; each
 /// point's raw copy comes from qemu-img convert and must equal the disk.
 fn build_chain(dir: &Path, rng: &mut Rng, n: usize, size: usize, changes: usize) -> Vec<Point> {
+    build_chain_cs(dir, rng, n, size, changes, CS)
+}
+
+fn build_chain_cs(dir: &Path, rng: &mut Rng, n: usize, size: usize, changes: usize, cs: usize) -> Vec<Point> {
     let mut disk = vec![0u8; size];
-    for _ in 0..size / CS / 2 {
-        change(&mut disk, rng);
+    for _ in 0..size / cs / 2 {
+        change(&mut disk, rng, cs);
     }
     let mut chain: Vec<Point> = Vec::new();
     for k in 0..n {
@@ -60,13 +64,13 @@ fn build_chain(dir: &Path, rng: &mut Rng, n: usize, size: usize, changes: usize)
         let opts = WriterOptions {
             backing: chain.last().map(|p| p.name.clone()),
             compression: (k % 3 == 2).then_some(Compression::Deflate),
-            ..Default::default()
+            cluster: backchain::qcow2::ClusterSize::from_bytes(cs as u64).unwrap(),
         };
         let mut w = Writer::create(&dir.join(&name), size as u64, opts).unwrap();
         let touched: Vec<usize> =
-            if k == 0 { (0..size / CS).collect() } else { (0..changes).map(|_| change(&mut disk, rng)).collect() };
+            if k == 0 { (0..size / cs).collect() } else { (0..changes).map(|_| change(&mut disk, rng, cs)).collect() };
         for c in touched {
-            let data = &disk[c * CS..(c + 1) * CS];
+            let data = &disk[c * cs..(c + 1) * cs];
             if k > 0 && data.iter().all(|&b| b == 0) {
                 w.write_zero_cluster(c as u64).unwrap();
             } else {
@@ -157,6 +161,35 @@ fn dropping_oldest_middle_and_newest_keeps_every_point() {
     assert_eq!(chain.len(), 1);
     let end = disk_usage(dir);
     assert!(end < start / 3, "repository bytes {start} -> {end}");
+}
+
+/// The newest point re-parented again and again (its parent dropped each
+/// time): with 512-byte clusters its backing name runs out of room after
+/// the current one and moves back next to the header extensions.
+#[test]
+fn a_child_rebased_many_times_stays_valid() {
+    let d = tempdir();
+    let dir = d.path();
+    let mut rng = Rng::new(512);
+    let mut chain = build_chain_cs(dir, &mut rng, 30, 64 << 10, 6, 512);
+    while chain.len() > 2 {
+        let i = chain.len() - 2;
+        drop_point(dir, &mut chain, i);
+        let top = &chain[chain.len() - 1];
+        let out = tool("qemu-img")
+            .args(["compare", "-f", "qcow2", "-F", "raw"])
+            .arg(dir.join(&top.name))
+            .arg(&top.raw)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{} points left: {}", chain.len(), String::from_utf8_lossy(&out.stdout));
+    }
+    // 28 names written 16 bytes apart from offset 136 would pass the end of
+    // the 512-byte cluster: the name moved back to the start at least once.
+    let header = std::fs::read(dir.join(&chain[1].name)).unwrap();
+    let at = u64::from_be_bytes(header[8..16].try_into().unwrap());
+    assert!((136..136 + 16 * 27).contains(&at), "backing name at {at}");
+    check_chain(dir, &chain, "after 28 re-parentings");
 }
 
 /// A chain written by QEMU itself (qemu-io): compressed clusters packed
