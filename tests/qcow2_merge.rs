@@ -6,6 +6,8 @@
 mod common;
 
 use backchain::block::ReadAt;
+use backchain::engine::prune;
+use backchain::engine::retention::{self, Candidate, KeepOptions, Outcome};
 use backchain::qcow2::merge::{self, Merge, MergeError, Stats};
 use backchain::qcow2::{Chain, Compression, OpenOptions, Writer, WriterOptions};
 use backchain::util::flock::PointLock;
@@ -161,6 +163,38 @@ fn dropping_oldest_middle_and_newest_keeps_every_point() {
     assert_eq!(chain.len(), 1);
     let end = disk_usage(dir);
     assert!(end < start / 3, "repository bytes {start} -> {end}");
+}
+
+/// Retention applied to a chain of daily backups: keep-last 3, then
+/// keep-last 1 (the scenario), through the engine's chain pruning.
+#[test]
+fn a_retention_plan_applied_to_a_chain() {
+    let d = tempdir();
+    let dir = d.path();
+    let mut rng = Rng::new(33);
+    let mut chain = build_chain(dir, &mut rng, 12, 2 << 20, 10);
+    let start = disk_usage(dir);
+    let day = |k: usize| 1_796_000_000 + k as i64 * 86_400;
+    for keep in [3u32, 1] {
+        let candidates: Vec<Candidate> = chain
+            .iter()
+            .map(|p| Candidate {
+                id: p.name.clone(),
+                time: day(p.name[1..3].parse().unwrap()),
+                outcome: Outcome::Completed,
+            })
+            .collect();
+        let opts = KeepOptions { keep_last: Some(keep), ..Default::default() };
+        let plan = retention::plan(&candidates, &opts, &|_| 0).unwrap();
+        let drop: Vec<String> = plan.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
+        let (left, stats) = prune::drop_images(dir, &names(&chain), &drop, &|n| lock_path(dir, n)).unwrap();
+        chain.retain(|p| left.contains(&p.name));
+        assert_eq!(chain.len(), keep as usize);
+        assert_eq!(stats.len(), drop.len());
+        check_chain(dir, &chain, &format!("keep-last {keep}"));
+    }
+    assert_eq!(chain[0].name, "b11.qcow2");
+    assert!(disk_usage(dir) < start / 3, "{} -> {}", start, disk_usage(dir));
 }
 
 /// The newest point re-parented again and again (its parent dropped each
@@ -451,8 +485,8 @@ fn kill_nine_during_merges_then_redo() {
         let jpath = merge::journal_path(&dir, &chain[drop].name);
         if jpath.exists() {
             landed += 1;
-            let lock = merge::lock_dropped(&lock_path(&dir, &chain[drop].name), "x").unwrap();
-            Merge::resume(&dir, &jpath, &lock).unwrap().expect("journal").run().unwrap();
+            let done = prune::resume_merges(&dir, &|n| lock_path(&dir, n)).unwrap();
+            assert_eq!(done, vec![chain[drop].name.clone()]);
         } else if images(&dir).len() == chain.len() {
             // The child exited before its intent was recorded (it failed).
             panic!("round {round}: the merge never started ({status})");

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod digests;
+pub mod prune;
 pub mod repo;
 pub mod retention;
 pub mod verify;
