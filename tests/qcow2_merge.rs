@@ -323,6 +323,26 @@ fn a_point_with_a_reader_is_busy() {
     }
     drop(reader);
     assert!(merge::lock_dropped(&lock_path(dir, &chain[1].name), &chain[1].name).is_ok());
+    // A reader in another process: flock(1) holds the shared lock until its
+    // stdin closes.
+    let lock = lock_path(dir, &chain[1].name);
+    let mut other = tool("flock")
+        .arg("-s")
+        .arg(&lock)
+        .arg("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while PointLock::try_exclusive(&lock).unwrap().is_some() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "flock never took the lock");
+        std::thread::yield_now();
+    }
+    assert!(matches!(merge::lock_dropped(&lock, "p"), Err(MergeError::Busy(_))));
+    drop(other.stdin.take());
+    assert!(other.wait().unwrap().success());
+    assert!(merge::lock_dropped(&lock, "p").is_ok());
 }
 
 /// Readers of kept points during merges: one opened before any merge and

@@ -112,3 +112,41 @@ impl Journal {
         super::files::sync_dir(path.parent().unwrap_or(Path::new(".")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Option<Journal>, MergeError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.merge.json");
+        fs::write(&p, text).unwrap();
+        Journal::load(&p)
+    }
+
+    #[test]
+    fn round_trips_and_refuses_what_is_not_a_journal() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.merge.json");
+        assert!(Journal::load(&p).unwrap().is_none());
+        let mut j = Journal::new("a.qcow2", vec![Step::Remove { image: "a.qcow2".into() }]);
+        j.save(&p).unwrap();
+        assert_eq!(Journal::load(&p).unwrap(), Some(j.clone()));
+        j.done = 1;
+        j.save(&p).unwrap();
+        assert_eq!(Journal::load(&p).unwrap().unwrap().done, 1);
+        Journal::finish(&p).unwrap();
+        assert!(!p.exists());
+        let step = r#"[{"op":"remove","image":"a"}]"#;
+        for (text, why) in [
+            ("{", "EOF"),
+            (&format!(r#"{{"version":2,"dropped":"a","steps":{step},"done":0}}"#), "version 2"),
+            (&format!(r#"{{"version":1,"dropped":"a","steps":{step},"done":2}}"#), "2 steps done of 1"),
+            (r#"{"version":1,"dropped":"a","steps":[{"op":"remove","image":"../a"}],"done":0}"#, "plain file name"),
+            (r#"{"version":1,"dropped":"a","steps":[{"op":"explode"}],"done":0}"#, "unknown variant"),
+        ] {
+            let e = load_text(text).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+    }
+}
