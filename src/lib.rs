@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod engine;
 pub mod export;
 pub mod qcow2;
+pub mod schedule;
 pub mod source;
 pub mod tree;
 pub mod util;
