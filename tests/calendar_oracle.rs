@@ -319,6 +319,11 @@ fn calendar_events_match_systemd_analyze() {
         ("America/New_York", "2026-11-01 05:00:00 UTC"),
         ("Australia/Lord_Howe", "2026-04-04 14:00:00 UTC"),
         ("Asia/Kolkata", "2028-02-28 18:00:00 UTC"),
+        // Chile changes at midnight: 2026-09-06 00:00 does not exist, and
+        // 2026-04-04 23:00..24:00 happens twice.
+        ("America/Santiago", "2026-09-05 12:00:00 UTC"),
+        ("America/Santiago", "2026-04-04 12:00:00 UTC"),
+        ("Europe/London", "2026-10-25 00:30:00 UTC"),
     ];
     let mut counts = [0usize; 2];
     let mut bad = Vec::new();
@@ -332,4 +337,40 @@ fn calendar_events_match_systemd_analyze() {
     eprintln!("{} expressions; valid/invalid comparisons over {} scenarios: {counts:?}", exprs.len(), scenarios.len());
     // Both sides must have exercised valid and invalid expressions.
     assert!(counts[0] > 200 * scenarios.len() / 2 && counts[1] > 30, "valid/invalid comparisons: {counts:?}");
+}
+
+/// `backchain calendar` prints what `systemd-analyze calendar` prints, less
+/// its "From now" lines; a bad expression fails with one line naming where.
+#[test]
+fn cli_output_matches_systemd_analyze() {
+    let exprs = ["mon..fri 02:00", "*:0/15", "*-*~1 12:00 UTC", "2023-02-30", "daily"];
+    for tz in ["Europe/Berlin", "UTC"] {
+        for e in exprs {
+            let args = ["calendar", e, "--iterations=4", "--base-time=2026-03-29 00:00:00 UTC"];
+            let ours = common::backchain().args(args).env("TZ", tz).output().unwrap();
+            assert!(ours.status.success(), "{e}: {}", String::from_utf8_lossy(&ours.stderr));
+            let theirs = tool("systemd-analyze").args(args).env("TZ", tz).env("SYSTEMD_COLORS", "0").output().unwrap();
+            let theirs: String = String::from_utf8(theirs.stdout)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.contains("From now:"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert_eq!(String::from_utf8(ours.stdout).unwrap(), theirs, "{tz} {e}");
+        }
+    }
+    let json = common::backchain()
+        .args(["calendar", "*:0/15", "--iterations=2", "--base-time=2026-03-29T00:00:00Z", "--json"])
+        .env("TZ", "Europe/Berlin")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["normalized"], "*-*-* *:00/15:00");
+    assert_eq!(v["elapses"][1]["utc"], "2026-03-29T00:30:00Z");
+    assert_eq!(v["elapses"][1]["local"], "Sun 2026-03-29 01:30:00 CET");
+    let bad = common::backchain().args(["calendar", "mon..fri 25:00"]).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8(bad.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("byte 9") && err.contains("25 is outside 0..23"), "{err}");
 }

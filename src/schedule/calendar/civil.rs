@@ -11,7 +11,11 @@
 //! * a wall time that occurs twice takes the offset glibc would guess: the
 //!   one used by the previous conversion, when it is one of the two
 //!   candidates (so a search that starts inside the repeated hour stays in
-//!   it), else the earlier one.
+//!   it), else the earlier one;
+//! * when the caller says whether the time is daylight saving time
+//!   (`tm_isdst` of 0 or 1, as systemd passes on after a normalization),
+//!   a gap or fold time takes the offset of that kind: 00:00 in a gap that
+//!   starts at midnight, read as summer time, is 23:00 the day before.
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
@@ -29,6 +33,8 @@ pub(crate) struct Tm {
     pub hour: i64,
     pub min: i64,
     pub sec: i64,
+    /// `tm_isdst`: whether the time is daylight saving time, if known.
+    pub isdst: Option<bool>,
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (month 1..=12).
@@ -71,7 +77,7 @@ impl Tm {
         let days = secs.div_euclid(SECS_PER_DAY);
         let rem = secs.rem_euclid(SECS_PER_DAY);
         let (year, month, mday) = civil_from_days(days);
-        Tm { year, mon: month - 1, mday, hour: rem / 3600, min: rem / 60 % 60, sec: rem % 60 }
+        Tm { year, mon: month - 1, mday, hour: rem / 3600, min: rem / 60 % 60, sec: rem % 60, isdst: None }
     }
 
     /// Day of the week, Monday = 0 (the bit order of systemd's weekday set).
@@ -101,23 +107,40 @@ impl Clock {
         Clock { zone, guess: 0 }
     }
 
-    /// Offset (seconds east of UTC) in force at an instant.
-    fn offset_at(&self, epoch: i64) -> Option<i64> {
+    /// Offset (seconds east of UTC) in force at an instant, and whether it
+    /// is daylight saving time.
+    fn offset_at(&self, epoch: i64) -> Option<(i64, bool)> {
         match &self.zone {
-            Zone::Utc => Some(0),
-            Zone::Tz(tz) => Some(i64::from(tz.to_offset(Timestamp::from_second(epoch).ok()?).seconds())),
+            Zone::Utc => Some((0, false)),
+            Zone::Tz(tz) => {
+                let info = tz.to_offset_info(Timestamp::from_second(epoch).ok()?);
+                Some((i64::from(info.offset().seconds()), info.dst().is_dst()))
+            }
         }
     }
 
     /// `localtime`: the wall time of an instant.
     pub fn localtime(&mut self, epoch: i64) -> Option<Tm> {
-        let off = self.offset_at(epoch)?;
+        let (off, dst) = self.offset_at(epoch)?;
         self.guess = off;
-        Some(Tm::from_wall_seconds(epoch.checked_add(off)?))
+        Some(Tm { isdst: Some(dst), ..Tm::from_wall_seconds(epoch.checked_add(off)?) })
     }
 
-    /// The offset to read a wall time with, as `mktime` with `tm_isdst = -1`.
-    fn resolve(&self, wall: i64) -> Option<i64> {
+    /// Of a gap's or fold's two offsets, the one of the requested kind
+    /// (daylight saving or not), when exactly one is.
+    fn of_kind(&self, wall: i64, offsets: [i64; 2], isdst: bool) -> Option<i64> {
+        // Reading the wall time with each offset lands in the other's or its
+        // own regime: together the two instants show both offsets' kinds.
+        let seen = [self.offset_at(wall - offsets[0])?, self.offset_at(wall - offsets[1])?];
+        let mut matching = offsets.iter().filter(|&&o| seen.iter().any(|&(so, dst)| so == o && dst == isdst));
+        match (matching.next(), matching.next()) {
+            (Some(&o), None) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The offset to read a wall time with, as `mktime` does.
+    fn resolve(&self, wall: i64, isdst: Option<bool>) -> Option<i64> {
         let Zone::Tz(tz) = &self.zone else { return Some(0) };
         let f = Tm::from_wall_seconds(wall);
         let dt = DateTime::new(
@@ -131,25 +154,30 @@ impl Clock {
         )
         .ok()?;
         let secs = |o: jiff::tz::Offset| i64::from(o.seconds());
-        Some(match tz.to_ambiguous_timestamp(dt).offset() {
-            AmbiguousOffset::Unambiguous { offset } => secs(offset),
-            AmbiguousOffset::Gap { before, .. } => secs(before),
-            AmbiguousOffset::Fold { before, after } => {
-                let probe = self.offset_at(wall.checked_sub(self.guess)?)?;
-                if probe == secs(before) || probe == secs(after) { probe } else { secs(before) }
-            }
-        })
+        let (before, after, gap) = match tz.to_ambiguous_timestamp(dt).offset() {
+            AmbiguousOffset::Unambiguous { offset } => return Some(secs(offset)),
+            AmbiguousOffset::Gap { before, after } => (secs(before), secs(after), true),
+            AmbiguousOffset::Fold { before, after } => (secs(before), secs(after), false),
+        };
+        if let Some(o) = isdst.and_then(|dst| self.of_kind(wall, [before, after], dst)) {
+            return Some(o);
+        }
+        if gap {
+            return Some(before);
+        }
+        let (probe, _) = self.offset_at(wall.checked_sub(self.guess)?)?;
+        Some(if probe == before || probe == after { probe } else { before })
     }
 
     /// `mktime`: the instant of a wall time and its normalized fields.
     /// `None` when the time is outside what the zone data can represent.
     pub fn mktime(&mut self, tm: &Tm) -> Option<(i64, Tm)> {
         let wall = tm.wall_seconds();
-        let off = self.resolve(wall)?;
+        let off = self.resolve(wall, tm.isdst)?;
         self.guess = off;
         let epoch = wall.checked_sub(off)?;
-        let actual = self.offset_at(epoch)?;
-        Some((epoch, Tm::from_wall_seconds(epoch + actual)))
+        let (actual, dst) = self.offset_at(epoch)?;
+        Some((epoch, Tm { isdst: Some(dst), ..Tm::from_wall_seconds(epoch + actual) }))
     }
 }
 
@@ -170,27 +198,37 @@ mod tests {
 
     #[test]
     fn out_of_range_fields_fold_forward() {
-        let tm = Tm { year: 2023, mon: 1, mday: 30, hour: 24, min: 0, sec: 0 };
+        let tm = Tm { year: 2023, mon: 1, mday: 30, hour: 24, min: 0, sec: 0, isdst: None };
         let t = Tm::from_wall_seconds(tm.wall_seconds());
         assert_eq!((t.year, t.mon, t.mday, t.hour), (2023, 2, 3, 0));
-        let eom = Tm { year: 2024, mon: 2, mday: 0, hour: 0, min: 0, sec: 0 };
+        let eom = Tm { year: 2024, mon: 2, mday: 0, hour: 0, min: 0, sec: 0, isdst: None };
         assert_eq!(Tm::from_wall_seconds(eom.wall_seconds()).mday, 29);
-        assert_eq!(Tm { year: 2024, mon: 0, mday: 1, hour: 0, min: 0, sec: 0 }.weekday(), 0);
+        assert_eq!(Tm { year: 2024, mon: 0, mday: 1, hour: 0, min: 0, sec: 0, isdst: None }.weekday(), 0);
     }
 
     #[test]
     fn gap_moves_forward_and_fold_follows_the_last_offset() {
         let tz = TimeZone::get("Europe/Berlin").unwrap();
         let mut clock = Clock::new(Zone::Tz(tz));
-        let gap = Tm { year: 2026, mon: 2, mday: 29, hour: 2, min: 30, sec: 0 };
+        let gap = Tm { year: 2026, mon: 2, mday: 29, hour: 2, min: 30, sec: 0, isdst: None };
         let (_, t) = clock.mktime(&gap).unwrap();
         assert_eq!((t.hour, t.min), (3, 30));
         // 2026-10-25 02:30 happens twice; after a conversion in CET the
         // second (CET) one is taken, after one in CEST the first.
-        let fold = Tm { year: 2026, mon: 9, mday: 25, hour: 2, min: 30, sec: 0 };
+        let fold = Tm { year: 2026, mon: 9, mday: 25, hour: 2, min: 30, sec: 0, isdst: None };
         clock.localtime(1_792_891_800).unwrap(); // 2026-10-25 01:30 UTC, CET
         assert_eq!(clock.mktime(&fold).unwrap().0, 1_792_891_800);
         clock.localtime(1_792_800_000).unwrap(); // a day earlier, CEST
         assert_eq!(clock.mktime(&fold).unwrap().0, 1_792_888_200);
+        // With tm_isdst given, the offset of that kind (as glibc's mktime).
+        assert_eq!(clock.mktime(&Tm { isdst: Some(false), ..fold }).unwrap().0, 1_792_891_800);
+        let (_, t) = clock.mktime(&Tm { isdst: Some(true), ..gap }).unwrap();
+        assert_eq!((t.mday, t.hour, t.min), (29, 1, 30));
+        // Santiago's DST starts at midnight: 00:00 as summer time is 23:00
+        // the day before, as standard time 01:00.
+        let mut chile = Clock::new(Zone::Tz(TimeZone::get("America/Santiago").unwrap()));
+        let midnight = Tm { year: 2026, mon: 8, mday: 6, hour: 0, min: 0, sec: 0, isdst: Some(true) };
+        assert_eq!(chile.mktime(&midnight).unwrap().0, 1_788_663_600);
+        assert_eq!(chile.mktime(&Tm { isdst: Some(false), ..midnight }).unwrap().0, 1_788_667_200);
     }
 }

@@ -130,5 +130,24 @@ impl std::str::FromStr for CalendarEvent {
     }
 }
 
+/// Fuzz entry point: `data` as an expression. Errors are fine; a panic, a
+/// hang, or a normalized form that does not read back as itself is a bug.
+pub fn fuzz_entry(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(event) = CalendarEvent::parse(text) else { return };
+    let normalized = event.to_string();
+    let again = CalendarEvent::parse(&normalized).expect("the normalized form parses");
+    assert_eq!(again.to_string(), normalized, "normalizing is idempotent");
+    let zones = [Some(TimeZone::UTC), TimeZone::get("Europe/Berlin").ok()];
+    for local in zones.iter().flatten() {
+        for base in [0, 1_711_846_800, 4_102_444_800] {
+            let base = Timestamp::from_second(base).expect("in range");
+            for (a, b) in event.elapses(base, local, 3).iter().zip(again.elapses(base, local, 3).iter()) {
+                assert!(*a > base && a == b, "elapses are after the base and the same for both forms");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

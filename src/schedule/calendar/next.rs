@@ -203,7 +203,7 @@ impl Search<'_> {
     fn year(&mut self) -> Option<()> {
         let mut year = self.tm.year;
         if find_matching(&self.spec.year, None, &mut year)? {
-            self.tm = Tm { year, mon: 0, mday: 1, hour: 0, min: 0, sec: 0 };
+            self.tm = Tm { year, mon: 0, mday: 1, hour: 0, min: 0, sec: 0, ..self.tm };
             self.usec = 0;
         }
         matches!(self.bounds(), Bounds::Exact).then_some(())
@@ -223,6 +223,9 @@ impl Search<'_> {
         if let Some((_, t)) = self.clock.mktime(&self.tm) {
             self.tm = t;
         }
+        // Only this first conversion honours the DST flag a previous
+        // normalization left (systemd resets it to "unknown" here).
+        self.tm.isdst = None;
         self.year()?;
         if !self.step(Unit::Month) || !self.step(Unit::Day) {
             return Some(false);

@@ -108,3 +108,45 @@ fn zone_suffix_overrides_local_time() {
     let got = next_n("12:00 UTC", "2026-03-29T00:00:00Z", "Europe/Berlin", 1);
     assert_eq!(got, ["2026-03-29T12:00:00Z"]);
 }
+
+/// A short in-tree fuzz run: mutated valid expressions through
+/// [`fuzz_entry`] (no panic, normalized forms read back as themselves).
+#[test]
+fn mutated_expressions_never_panic() {
+    let seeds = [
+        "mon..fri 02:00",
+        "*:0/15",
+        "*-*~1..3 12:00 UTC",
+        "2024/4-02-29 1,3:00:1.5",
+        "Sat,Sun *-*-1/7 *:*:0/0.25",
+        "quarterly Europe/Berlin",
+        "@1700000000",
+        "*-3,10-25..31 02:00",
+        "12-10-15 1..5/2:2:3",
+    ];
+    let alphabet = b"0123456789*-~:.,/ @MonTueSatSunUTC";
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for seed in seeds {
+        fuzz_entry(seed.as_bytes());
+        for _ in 0..300 {
+            let mut b = seed.as_bytes().to_vec();
+            for _ in 0..1 + next() % 3 {
+                let r = next();
+                let pos = (r % (b.len() as u64 + 1)) as usize;
+                let c = alphabet[(r >> 16) as usize % alphabet.len()];
+                match (r >> 40) % 3 {
+                    0 if pos < b.len() => b[pos] = c,
+                    1 if pos < b.len() => drop(b.remove(pos)),
+                    _ => b.insert(pos, c),
+                }
+            }
+            fuzz_entry(&b);
+        }
+    }
+}
