@@ -4,9 +4,9 @@
 use super::digests::{self, Digest, MapReader, MapWriter, ZERO};
 use super::repo::{PARTIAL, Repo, check_vm_name, sync_dir};
 use super::{EngineError, Progress};
-use crate::block::{Extent, LazyMap};
+use crate::block::{Alloc, Extent, ReadAt};
 use crate::catalog::{BackupDisk, BackupType, ChainRef, NewDisk};
-use crate::qcow2::{ClusterSize, Compression, Format, Writer, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
+use crate::qcow2::{ClusterSize, Compression, Writer, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
 use crate::source::{self, Source};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -292,26 +292,16 @@ impl Job<'_> {
         let mut digests_out = MapWriter::create(map, cluster.bytes() as u32, size)?;
         let reader = &plan.source.reader;
         let mut changed = 0u64;
-        let holes = match plan.source.format {
-            Format::Raw => std::fs::File::open(&plan.source.spec).ok(),
-            Format::Qcow2 => None,
-        };
-        let holes = &holes;
-        // An incremental reads a mappable source (a raw file, a QCOW2 image's
-        // data clusters) through its memory map: the digests that find the
-        // few changed clusters are computed on the page cache itself, without
-        // copying every byte into a buffer first (that copy took more time
-        // than the hashing). Full backups store every cluster and read as
-        // before.
+        // An incremental reads a mappable source (a raw file's data runs, a
+        // QCOW2 image's data clusters) through its memory map: the digests
+        // that find the few changed clusters are computed on the page cache
+        // itself, without copying every byte into a buffer first (that copy
+        // took more time than the hashing). Full backups store every cluster
+        // and read as before.
         let incremental = parent_map.is_some();
-        // A raw file is mapped whole, holes included: their clusters are
-        // known from SEEK_HOLE and never touched through the map.
-        let source_map = LazyMap::default();
-        let locate = |off: u64, n: u64| match holes {
-            Some(f) => source_map.locate(f, off, n),
-            None => reader.locate(off, n),
-        };
+        let locate = |off: u64, n: u64| reader.locate(off, n);
         let locate = &locate;
+        let holes = &**reader;
         std::thread::scope(|s| -> Result<(), EngineError> {
             // READERS threads each read and digest every READERS-th chunk, so
             // reading and hashing overlap on all cores; this thread takes
@@ -332,10 +322,8 @@ impl Job<'_> {
                         let n = (size - off).min(CHUNK as u64) as usize;
                         let mapped = if incremental { locate(off, n as u64) } else { None };
                         let item = match mapped.filter(|e| e.len() == n as u64 && e.is_backed()) {
-                            Some(e) => {
-                                let in_hole = hole_clusters(holes.as_ref(), off, n, cs);
-                                Ok((off, digest_chunk(e.bytes(), cs, &in_hole), ChunkData::Mapped(e)))
-                            }
+                            Some(e) => hole_clusters(holes, off, n, cs)
+                                .map(|in_hole| (off, digest_chunk(e.bytes(), cs, &in_hole), ChunkData::Mapped(e))),
                             None => {
                                 let mut buf = back_rx.try_recv().unwrap_or_default();
                                 // Debug builds poison fresh buffers, so that a
@@ -343,7 +331,7 @@ impl Job<'_> {
                                 // for a zero in tests (recycled buffers hold
                                 // stale bytes anyway).
                                 buf.resize(n, if cfg!(debug_assertions) { 0xA5 } else { 0 });
-                                read_chunk(&**reader, holes.as_ref(), off, &mut buf, cs)
+                                read_chunk(holes, off, &mut buf, cs)
                                     .map(|in_hole| (off, digest_chunk(&buf, cs, &in_hole), ChunkData::Owned(buf)))
                             }
                         };
@@ -453,21 +441,17 @@ fn reader_gone() -> std::io::Error {
 }
 
 /// The data and hole runs of the `n` bytes at `off`: `(hole, start, len)`
-/// relative to `off`. Only a raw file has holes (SEEK_DATA / SEEK_HOLE);
-/// elsewhere all is data.
-fn runs(holes: Option<&std::fs::File>, off: u64, n: usize) -> Vec<(bool, usize, usize)> {
+/// relative to `off`, from the source's allocation status.
+fn runs(reader: &dyn ReadAt, off: u64, n: usize) -> std::io::Result<Vec<(bool, usize, usize)>> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < n {
-        let (hole, len) = match holes {
-            Some(f) => crate::export::file_run(f, off + pos as u64, off + n as u64),
-            None => (false, (n - pos) as u64),
-        };
-        let len = (len as usize).clamp(1, n - pos);
-        out.push((hole, pos, len));
+        let run = reader.status(off + pos as u64, (n - pos) as u64)?;
+        let len = (run.len as usize).clamp(1, n - pos);
+        out.push((run.alloc != Alloc::Data, pos, len));
         pos += len;
     }
-    out
+    Ok(out)
 }
 
 /// The clusters of a hole run that it covers whole (hole edges are
@@ -478,29 +462,23 @@ fn whole_clusters(pos: usize, len: usize, cs: usize) -> std::ops::Range<usize> {
 
 /// Per cluster of the `n` bytes at `off`, whether it lies wholly in a hole,
 /// found without reading.
-fn hole_clusters(holes: Option<&std::fs::File>, off: u64, n: usize, cs: usize) -> Vec<bool> {
+fn hole_clusters(reader: &dyn ReadAt, off: u64, n: usize, cs: usize) -> std::io::Result<Vec<bool>> {
     let mut in_hole = vec![false; n.div_ceil(cs)];
-    for (hole, pos, len) in runs(holes, off, n) {
+    for (hole, pos, len) in runs(reader, off, n)? {
         let r = whole_clusters(pos, len, cs);
         if hole && r.start < r.end {
             in_hole[r].fill(true);
         }
     }
-    in_hole
+    Ok(in_hole)
 }
 
 /// Reads the chunk at `off` into `buf`; holes of a raw file are not read.
 /// Returns, per cluster, whether it lies wholly in a hole.
-fn read_chunk(
-    reader: &dyn crate::block::ReadAt,
-    holes: Option<&std::fs::File>,
-    off: u64,
-    buf: &mut [u8],
-    cs: usize,
-) -> std::io::Result<Vec<bool>> {
+fn read_chunk(reader: &dyn ReadAt, off: u64, buf: &mut [u8], cs: usize) -> std::io::Result<Vec<bool>> {
     let n = buf.len();
     let mut in_hole = vec![false; n.div_ceil(cs)];
-    for (hole, pos, len) in runs(holes, off, n) {
+    for (hole, pos, len) in runs(reader, off, n)? {
         if hole {
             // Whole clusters in the hole are marked and left unfilled (their
             // digest is ZERO and they are stored, if at all, as zero
