@@ -3,7 +3,9 @@
 
 pub mod backup;
 pub mod digests;
+pub mod pipeline;
 pub mod repo;
+pub mod sink;
 pub mod verify;
 
 pub use backup::{BackupRequest, BackupResult, Requested};

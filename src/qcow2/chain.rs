@@ -190,7 +190,7 @@ impl Chain {
             let file: Arc<dyn ReadAt> = Arc::new(super::open_file(&path)?);
             let format = match format {
                 Some(f) => f,
-                None => probe(&*file)?,
+                None => super::probe(&*file)?,
             };
             let data = match format {
                 Format::Raw => LayerData::Raw(file),
@@ -589,19 +589,6 @@ impl ReadAt for Chain {
     fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
         self.status_run(offset, len).map_err(io::Error::from)
     }
-}
-
-/// QCOW2 when the magic says so, raw otherwise (a backing file whose parent
-/// names no format).
-fn probe(file: &dyn ReadAt) -> Result<Format> {
-    let mut m = [0u8; 4];
-    if file.size() >= 4 {
-        file.read_exact_at(0, &mut m).map_err(Error::io(0))?;
-        if u32::from_be_bytes(m) == MAGIC {
-            return Ok(Format::Qcow2);
-        }
-    }
-    Ok(Format::Raw)
 }
 
 /// Resolves a backing file name the way QEMU does for plain file names
