@@ -46,6 +46,12 @@ pub struct ReadError {
     pub source: io::Error,
 }
 
+impl From<ReadError> for io::Error {
+    fn from(e: ReadError) -> Self {
+        io::Error::new(e.source.kind(), e)
+    }
+}
+
 /// The walk's steps: skippable runs (`Zero`/`Unallocated`, whole grains or
 /// up to the end) and data runs (at most one chunk), in order, covering the
 /// ranges given and nothing else.
@@ -253,11 +259,16 @@ mod tests {
     struct Scripted {
         runs: Vec<(u64, Alloc)>,
         size: u64,
+        /// Reads that reach past this fail.
+        bad: u64,
     }
 
     impl ReadAt for Scripted {
         fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
             super::super::check_range(offset, buf.len(), self.size)?;
+            if offset + buf.len() as u64 > self.bad {
+                return Err(io::Error::other("bad sector"));
+            }
             buf.iter_mut().enumerate().for_each(|(i, b)| *b = ((offset + i as u64) % 251) as u8);
             Ok(())
         }
@@ -281,6 +292,7 @@ mod tests {
         let src = Scripted {
             runs: vec![(100, Alloc::Data), (1000, Alloc::Unallocated), (50, Alloc::Zero), (3000, Alloc::Data)],
             size: 4500,
+            bad: u64::MAX,
         };
         let plans: Vec<Run> = Planner::new(&src, whole(4500), 1024, 256).map(Result::unwrap).collect();
         let got: Vec<(u64, u64, Alloc)> = plans.iter().map(|r| (r.offset, r.len, r.alloc)).collect();
@@ -297,17 +309,17 @@ mod tests {
         );
         // A hole up to the end is skipped to the end, mid-grain; one that
         // starts mid-grain there is read with the data before it.
-        let src = Scripted { runs: vec![(256, Alloc::Data), (244, Alloc::Zero)], size: 500 };
+        let src = Scripted { runs: vec![(256, Alloc::Data), (244, Alloc::Zero)], size: 500, bad: u64::MAX };
         let plans: Vec<Run> = Planner::new(&src, whole(500), 1024, 256).map(Result::unwrap).collect();
         assert_eq!(plans[1], Run { offset: 256, len: 244, alloc: Alloc::Zero });
-        let src = Scripted { runs: vec![(300, Alloc::Data), (200, Alloc::Zero)], size: 500 };
+        let src = Scripted { runs: vec![(300, Alloc::Data), (200, Alloc::Zero)], size: 500, bad: u64::MAX };
         let plans: Vec<Run> = Planner::new(&src, whole(500), 1024, 256).map(Result::unwrap).collect();
         assert_eq!(plans, vec![Run { offset: 0, len: 500, alloc: Alloc::Data }]);
     }
 
     #[test]
     fn walk_hands_steps_over_in_order_with_their_work() {
-        let src = Scripted { runs: vec![(4096, Alloc::Data), (8192, Alloc::Zero)], size: 40_000 };
+        let src = Scripted { runs: vec![(4096, Alloc::Data), (8192, Alloc::Zero)], size: 40_000, bad: u64::MAX };
         let mut seen = Vec::new();
         let opts = Options { chunk: 1024, grain: 512, workers: 3, map: false };
         walk(
@@ -335,5 +347,37 @@ mod tests {
         }
         assert_eq!(at, 40_000);
         assert!(seen.contains(&(4096, 8192, 0)));
+    }
+
+    #[test]
+    fn a_read_error_or_a_consumer_error_ends_the_walk() {
+        let opts = Options { chunk: 1024, grain: 512, workers: 2, map: false };
+        let src = Scripted { runs: vec![], size: 1 << 20, bad: 300_000 };
+        let mut seen = 0;
+        let r = walk(
+            &src,
+            whole(src.size),
+            opts,
+            |_, _| Ok::<_, ReadError>(()),
+            |_| {
+                seen += 1;
+                Ok(())
+            },
+        );
+        let e = r.unwrap_err();
+        assert_eq!(e.offset, 299_008, "the chunk that reaches the bad byte");
+        assert_eq!(seen, 292, "every chunk before it, in order");
+        let src = Scripted { runs: vec![], size: 1 << 20, bad: u64::MAX };
+        let r = walk(
+            &src,
+            whole(src.size),
+            opts,
+            |_, _| Ok::<_, io::Error>(()),
+            |p| match p {
+                Piece::Data { run, .. } if run.offset >= 10_240 => Err(io::Error::other("disk full")),
+                _ => Ok(()),
+            },
+        );
+        assert_eq!(r.unwrap_err().to_string(), "disk full");
     }
 }

@@ -372,6 +372,22 @@ pub fn check(reader: &dyn ReadAt, size: u64, map: &mut MapReader) -> Result<Stri
     Ok(content.finish(map.count))
 }
 
+/// Fuzzing entry: `data` as a map file, checked and read to its end.
+/// Errors are fine; a panic or an unbounded allocation is a bug.
+#[doc(hidden)]
+pub fn fuzz_entry(data: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = format!("backchain-fuzz-{}-{}.digests", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let path = std::env::temp_dir().join(name);
+    if std::fs::write(&path, data).is_ok()
+        && let Ok(mut m) = MapReader::open(&path)
+    {
+        while let Ok(Some(_)) = m.next_below(u64::MAX) {}
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +432,19 @@ mod tests {
         bytes[40] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
         assert!(matches!(MapReader::open(&p), Err(DigestError::Corrupt { .. })));
+        // Entries out of order are damage too, even under a valid checksum.
+        let mut bytes = header(MAGIC_V2, 4096, 10_000, 3);
+        for i in [2u64, 1] {
+            bytes.extend_from_slice(&i.to_le_bytes());
+            bytes.extend_from_slice(&ds[0]);
+        }
+        let t = blake3::hash(&bytes);
+        bytes.extend_from_slice(t.as_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let mut r = MapReader::open(&p).unwrap();
+        assert!(r.next_below(u64::MAX).unwrap().is_some());
+        assert!(matches!(r.next_below(u64::MAX), Err(DigestError::Corrupt { .. })));
+        fuzz_entry(&bytes);
     }
 
     #[test]
