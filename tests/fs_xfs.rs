@@ -81,6 +81,9 @@ fn build_tree(root: &Path, proto: bool) {
         File::open(root.join("hello.txt")).unwrap().set_modified(at(1_234_567_890, 123_456_789)).unwrap();
         write(&root.join("future.txt"), b"from 2100\n");
         File::open(root.join("future.txt")).unwrap().set_modified(at(4_102_444_800, 5)).unwrap();
+        write(&root.join("old.txt"), b"from 1969\n");
+        let before = UNIX_EPOCH - Duration::new(1_000_000, 0) + Duration::new(0, 7);
+        File::open(root.join("old.txt")).unwrap().set_modified(before).unwrap();
     }
 }
 
@@ -286,7 +289,7 @@ fn build_v5(dir: &Path) -> (PathBuf, PathBuf) {
     write(&src.join("frag.bin"), &frag);
     // Folder blocks and synced file blocks allocated in turn: the folder's
     // blocks are scattered, too many for extents in the inode.
-    for round in 0..80 {
+    for round in 0..120 {
         for i in 0..25 {
             let name = format!("btree-dir/{}", long_name(&format!("r{round:02}"), i));
             write(&m.0.join(&name), b"");
@@ -298,6 +301,14 @@ fn build_v5(dir: &Path) -> (PathBuf, PathBuf) {
         File::open(m.0.join(&name)).unwrap().sync_all().unwrap();
         write(&src.join(&name), &filler);
     }
+    // Preallocated (unwritten) extents around one written block.
+    run(tool("xfs_io")
+        .args(["-f", "-c", "falloc 0 1m", "-c", "pwrite -q -S 0x61 4096 4096"])
+        .arg(m.0.join("prealloc")));
+    std::fs::set_permissions(m.0.join("prealloc"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut pre = vec![0u8; 1 << 20];
+    pre[4096..8192].fill(0x61);
+    write(&src.join("prealloc"), &pre);
     // A reflinked copy, then one block of it rewritten (copy on write).
     run(tool("cp").arg("--reflink=always").arg(m.0.join("sizes/f7-1000003")).arg(m.0.join("reflinked")));
     std::fs::copy(src.join("sizes/f7-1000003"), src.join("reflinked")).unwrap();
@@ -357,6 +368,7 @@ fn v5_matches_source_tree_through_library_cli_and_fuse() {
     assert_eq!(fork_format(&img, "/frag.bin"), "3 (btree)");
     assert_eq!(fork_format(&img, "/short-link"), "1 (local)");
     assert_eq!(fork_format(&img, "/long-link"), "2 (extents)");
+    assert!(xfs_db(&img, &["path /prealloc", "bmap"]).contains("flag 1"), "no unwritten extent");
     let sb = xfs_db(&img, &["sb 0", "print features_incompat"]);
     let incompat = u32::from_str_radix(sb.trim().trim_start_matches("features_incompat = 0x"), 16).unwrap();
     assert_eq!(incompat & 0x28, 0x28, "bigtime and nrext64: {sb}");
