@@ -630,10 +630,22 @@ fn corrupt_images_never_panic() {
     protofile(&src, &mut proto, 1);
     proto.push_str("$\n");
     std::fs::write(t.path().join("p"), proto).unwrap();
-    let img = t.path().join("small.img");
-    mkfs_xfs(&img, "24M", &["-p", t.path().join("p").to_str().unwrap()]);
-    let base = std::fs::read(&img).unwrap();
-    assert_eq!(backchain::volume::fs::fuzz::walk(&*open(&img)), 34);
-    // Metadata sits in the first megabyte of the first AG.
-    common::mutate_and_walk(&base, 1 << 20, 300, 9, backchain::volume::fs::xfs::fuzz_open_walk);
+    let proto = t.path().join("p");
+    // v5, and v4 without file types in folder entries (`ftype=0`).
+    for (k, args) in [&["-m", "crc=1"][..], &["-m", "crc=0", "-n", "ftype=0"]].into_iter().enumerate() {
+        let img = t.path().join(format!("small{k}.img"));
+        mkfs_xfs(&img, "24M", &[args, &["-p", proto.to_str().unwrap()]].concat());
+        let base = std::fs::read(&img).unwrap();
+        let sb = xfs_db(&img, &["sb 0", "print versionnum features2"]);
+        let field = |name: &str| {
+            let line = sb.lines().find(|l| l.starts_with(name)).unwrap();
+            u32::from_str_radix(line.split("0x").nth(1).unwrap().trim(), 16).unwrap()
+        };
+        // v5, then v4 without XFS_SB_VERSION2_FTYPE (0x200).
+        assert_eq!(field("versionnum") & 0xf, 5 - k as u32, "{sb}");
+        assert!(k == 0 || field("features2") & 0x200 == 0, "{sb}");
+        assert_eq!(backchain::volume::fs::fuzz::walk(&*open(&img)), 34, "{args:?}");
+        // Metadata sits in the first megabyte of the first AG.
+        common::mutate_and_walk(&base, 1 << 20, 200, 9 + k as u64, backchain::volume::fs::xfs::fuzz_open_walk);
+    }
 }
