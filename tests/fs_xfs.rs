@@ -553,8 +553,12 @@ fn corruption_is_confined_and_a_dirty_log_is_noted() {
     }
     write(&src.join("ok/fine.txt"), b"fine\n");
     write(&src.join("ok/too-big"), b"soon too big\n");
+    for i in 0..2000 {
+        write(&src.join(format!("many/m{i:04}")), b"");
+    }
     let img = t.path().join("c.img");
-    mkfs_xfs(&img, "64M", &[]);
+    // 16 KiB folder blocks: each spans four filesystem blocks.
+    mkfs_xfs(&img, "64M", &["-n", "size=16384"]);
     {
         let m = LoopMount::new(&img, &t.path().join("mnt"));
         run(tool("cp").arg("-a").arg(format!("{}/.", src.display())).arg(&m.0));
@@ -592,6 +596,10 @@ fn corruption_is_confined_and_a_dirty_log_is_noted() {
         Err(FsError::Corrupt { what, .. }) => assert!(what.contains("largest file"), "{what}"),
         other => panic!("oversized inode looked up as {other:?}"),
     }
+    assert_eq!(xfs_db(&img, &["sb 0", "print dirblklog"]).trim(), "dirblklog = 2");
+    let mut many: Vec<_> = fs.read_dir(dir("many")).unwrap().into_iter().map(|e| e.name).collect();
+    many.sort();
+    assert_eq!(many, (0..2000).map(|i| format!("m{i:04}").into_bytes()).collect::<Vec<_>>());
     let fine = fs.lookup(dir("ok"), b"fine.txt").unwrap().attr;
     assert_eq!(sha_fs(&*fs, fine.node, fine.size), <[u8; 32]>::from(Sha256::digest(b"fine\n")));
     // The CLI: one clear line for the corrupt folder, the rest browsable.
