@@ -45,4 +45,13 @@ for crc in 1 0; do
   TEST_DIR=/tmp TEST_DEV=seed QA_CHECK_FS=1 mkfs.xfs -q -f -m crc=$crc -p "$work/proto" "$work/xfs$crc.img" 2>/dev/null
   cp "$work/xfs$crc.img" corpus/xfs_open_walk/
 done
+# btrfs: the smallest image mkfs.btrfs makes (--shrink, 4 KiB nodes, single
+# metadata), and extents compressed by the kernel's methods' userspace twins.
+mkdir -p corpus/btrfs_open_walk corpus/btrfs_decompress
+truncate -s 120M "$work/btrfs.img"
+mkfs.btrfs -q -f --rootdir "$src" --shrink -m single -n 4096 "$work/btrfs.img" >/dev/null 2>&1
+cp "$work/btrfs.img" corpus/btrfs_open_walk/
+head -c 20000 /dev/urandom | base64 > "$work/text"
+{ printf '\x00'; python3 -c 'import sys,zlib; sys.stdout.buffer.write(zlib.compress(open(sys.argv[1],"rb").read()))' "$work/text"; } > corpus/btrfs_decompress/zlib
+{ printf '\x02'; zstd -q -c "$work/text"; } > corpus/btrfs_decompress/zstd
 echo "seeds in fuzz/corpus/"

@@ -13,11 +13,9 @@
 mod build;
 pub mod fuse;
 mod names;
-mod repo;
 
-pub use build::{add_disk, for_backup, for_image};
+pub use build::{add_backup_disks, add_disk, for_image};
 pub use names::{partition_folder, partition_label, volume_folder};
-pub use repo::for_repo;
 
 use crate::block::{Extent, Lru, ReadAt, read_at_most};
 use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp, Xattr, bad_name};

@@ -1,6 +1,6 @@
 //! ext2/3/4 inodes (ext4 documentation section 4.6 Index Nodes).
 
-use crate::volume::fs::{NodeKind, Timestamp};
+use crate::volume::fs::{NodeKind, Rdev, Timestamp};
 
 // i_flags (section 4.6, "i_flags").
 pub const FLAG_EXTENTS: u32 = 0x8_0000;
@@ -76,7 +76,15 @@ impl Inode {
     }
 
     pub fn kind(&self) -> NodeKind {
-        NodeKind::from_mode(self.mode)
+        NodeKind::from_mode(u32::from(self.mode), self.rdev())
+    }
+
+    /// A device node's number: the kernel writes the 16-bit old encoding in
+    /// the first i_block word when it fits, else zero there and the 32-bit
+    /// new encoding in the second (fs/ext4/inode.c, ext4_inode_set_dev).
+    fn rdev(&self) -> Rdev {
+        let first = u32_at(&self.blocks, 0);
+        if first != 0 { Rdev::from_old(first as u16) } else { Rdev::from_new(u32_at(&self.blocks, 4)) }
     }
 
     pub fn perm(&self) -> u16 {

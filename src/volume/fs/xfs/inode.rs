@@ -5,7 +5,7 @@ use super::be::{be16, be32, be64};
 use super::consts::*;
 use super::crc;
 use super::superblock::Superblock;
-use crate::volume::fs::{FsError, NodeKind, Timestamp};
+use crate::volume::fs::{FsError, NodeKind, Rdev, Timestamp};
 
 #[derive(Debug, Clone)]
 pub struct Inode {
@@ -103,7 +103,15 @@ impl Inode {
     }
 
     pub fn kind(&self) -> NodeKind {
-        NodeKind::from_mode(self.mode)
+        NodeKind::from_mode(u32::from(self.mode), self.rdev())
+    }
+
+    /// A device inode's number: the data fork holds a big-endian 32-bit
+    /// SysV-style dev_t, 14 major bits above 18 minor bits (the kernel's
+    /// xfs_to_linux_dev_t keeps 9 of the major bits).
+    fn rdev(&self) -> Rdev {
+        let dev = self.fork.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        Rdev { major: (dev >> 18) & 0x1ff, minor: dev & 0x3_ffff }
     }
 
     pub fn perm(&self) -> u16 {
