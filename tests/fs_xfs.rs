@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use backchain::block::{RawFile, ReadAt};
-use backchain::volume::fs::{self, Filesystem, FsError, FsKind, NodeId, NodeKind};
+use backchain::volume::fs::{self, Filesystem, FsError, FsKind, NodeId, NodeKind, Rdev};
 use common::{Rng, backchain, random, run, run_fail, sha_fs, tempdir, tool, write};
 use sha2::{Digest, Sha256};
 
@@ -208,7 +208,9 @@ fn compare(
             assert_eq!(a.size, target.len() as u64);
             c.links += 1;
         } else if t.is_fifo() || t.is_char_device() {
-            assert_eq!(a.kind, NodeKind::Other);
+            let want =
+                if t.is_fifo() { NodeKind::Fifo } else { NodeKind::CharDevice(Rdev::from_new(md.rdev() as u32)) };
+            assert_eq!(a.kind, want, "{}", path.display());
             assert!(fs.read(a.node, 0, &mut [0u8; 4]).is_err());
             c.others += 1;
         } else if md.is_dir() {
