@@ -456,14 +456,13 @@ fn compare_mounted(mine: &Path, src: &Path) -> usize {
     for n in names(src) {
         let (m, s) = (mine.join(&n), src.join(&n));
         let (mm, sm) = (std::fs::symlink_metadata(&m).unwrap(), std::fs::symlink_metadata(&s).unwrap());
-        if !(sm.is_symlink() || sm.is_dir() || sm.is_file()) {
-            continue; // devices and FIFOs: their kind is another issue's
-        }
         assert_eq!(mm.mode(), sm.mode(), "mode of {}", m.display());
         assert_eq!((mm.uid(), mm.gid()), (sm.uid(), sm.gid()), "owner of {}", m.display());
         assert_eq!((mm.mtime(), mm.mtime_nsec()), (sm.mtime(), sm.mtime_nsec()), "mtime of {}", m.display());
         if sm.is_symlink() {
             assert_eq!(std::fs::read_link(&m).unwrap(), std::fs::read_link(&s).unwrap());
+        } else if sm.file_type().is_char_device() {
+            assert_eq!(mm.rdev(), sm.rdev(), "device number of {}", m.display());
         } else if sm.is_dir() {
             files += compare_mounted(&m, &s);
         } else if sm.is_file() {
