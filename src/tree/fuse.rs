@@ -20,7 +20,9 @@ fn time(t: Timestamp) -> SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos.min(999_999_999))
     } else {
-        UNIX_EPOCH.checked_sub(Duration::from_secs(t.secs.unsigned_abs())).unwrap_or(UNIX_EPOCH)
+        // Nanoseconds count forward from the (negative) second, as in a timespec.
+        let nanos = Duration::from_nanos(u64::from(t.nanos.min(999_999_999)));
+        UNIX_EPOCH.checked_sub(Duration::from_secs(t.secs.unsigned_abs())).map_or(UNIX_EPOCH, |s| s + nanos)
     }
 }
 

@@ -119,7 +119,9 @@ fn load_btree(ctx: &Ctx<'_>, i: &Inode, runs: &mut Vec<Run>) -> Result<(), FsErr
         return Err(i.corrupt(format!("btree root: level {level}, {numrecs} records")));
     }
     let ptrs = 4 + maxrecs * 8;
-    let mut budget = i.nextents.saturating_add(64);
+    // Leaves hold at least one record each and nodes at least two
+    // pointers, so a sound tree has fewer blocks than twice its records.
+    let mut budget = i.nextents.saturating_mul(2).saturating_add(64);
     for k in 0..numrecs {
         let p = be64(f, ptrs + k * 8);
         walk(ctx, i, p, level - 1, runs, &mut budget)?;

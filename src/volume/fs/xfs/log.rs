@@ -71,7 +71,11 @@ pub fn state(volume: &dyn ReadAt, sb: &Superblock) -> Result<LogState, FsError> 
     if blocks < 2 || start.checked_add(blocks * BBSIZE).is_none_or(|e| e > volume.size()) {
         return Err(FsError::corrupt(0x30, format!("log of {} blocks", sb.log_blocks)));
     }
-    let log = Log { volume, start, blocks };
+    state_at(&Log { volume, start, blocks })
+}
+
+fn state_at(log: &Log<'_>) -> Result<LogState, FsError> {
+    let blocks = log.blocks;
     let head = log.head()?;
     let mut hdr = [0u8; 512];
     for back in 1..=MAX_RECORD_BLOCKS.min(blocks) {
@@ -80,7 +84,7 @@ pub fn state(volume: &dyn ReadAt, sb: &Superblock) -> Result<LogState, FsError> 
         if be32(&hdr, 0) != LOG_HEADER_MAGIC {
             continue;
         }
-        return unmount_record(&log, bb, &hdr);
+        return unmount_record(log, bb, &hdr);
     }
     // No record at all: a log never written to since mkfs zeroed it.
     if log.cycle(0)? == 0 { Ok(LogState::Clean) } else { Ok(LogState::Dirty) }
@@ -99,4 +103,41 @@ fn unmount_record(log: &Log<'_>, bb: u64, hdr: &[u8]) -> Result<LogState, FsErro
     log.read((bb + header_blocks) % log.blocks, &mut data)?;
     // The operation header: tid (4), len (4), clientid (1), flags (1).
     Ok(if data[9] & LOG_UNMOUNT_TRANS != 0 { LogState::Clean } else { LogState::Dirty })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MemImage;
+
+    /// A 64-block log that wrapped: blocks 0..10 in pass 2, the rest in
+    /// pass 1; the last record (header at block 8) has one operation.
+    fn wrapped(flags: u8) -> MemImage {
+        let bb = BBSIZE as usize;
+        let mut d = vec![0u8; 64 * bb];
+        for b in 0..64 {
+            let cycle: u32 = if b < 10 { 2 } else { 1 };
+            d[b * bb..b * bb + 4].copy_from_slice(&cycle.to_be_bytes());
+        }
+        // An older record in pass 1 near the end, to be ignored.
+        d[60 * bb..60 * bb + 4].copy_from_slice(&LOG_HEADER_MAGIC.to_be_bytes());
+        let h = 8 * bb;
+        d[h..h + 4].copy_from_slice(&LOG_HEADER_MAGIC.to_be_bytes());
+        d[h + 4..h + 8].copy_from_slice(&2u32.to_be_bytes());
+        d[h + 8..h + 12].copy_from_slice(&2u32.to_be_bytes());
+        d[h + 40..h + 44].copy_from_slice(&1u32.to_be_bytes());
+        d[h + 320..h + 324].copy_from_slice(&(32u32 << 10).to_be_bytes());
+        d[9 * bb + 9] = flags;
+        MemImage(d)
+    }
+
+    #[test]
+    fn the_head_is_where_the_cycle_drops() {
+        let img = wrapped(LOG_UNMOUNT_TRANS);
+        let log = Log { volume: &img, start: 0, blocks: 64 };
+        assert_eq!(log.head().unwrap(), 10);
+        assert_eq!(state_at(&log).unwrap(), LogState::Clean);
+        let img = wrapped(0);
+        assert_eq!(state_at(&Log { volume: &img, start: 0, blocks: 64 }).unwrap(), LogState::Dirty);
+    }
 }
