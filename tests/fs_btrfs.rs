@@ -72,6 +72,7 @@ fn build_tree(root: &Path, many: usize) {
     chown(&private, Some(1234), Some(5678)).unwrap();
     chown(private.join("secret"), Some(70000), Some(80000)).unwrap();
     run(tool("mkfifo").arg(root.join("a fifo")));
+    run(tool("setfattr").args(["-n", "user.note", "-v", "btrfs xattr"]).arg(root.join("script.sh")));
     run(tool("touch").args(["-h", "-d", "2031-05-06 07:08:09.123456789"]).arg(root.join("short-link")));
     run(tool("touch").args(["-d", "1999-12-31 23:59:59.5"]).arg(root.join("hello.txt")));
 }
@@ -204,6 +205,8 @@ fn mkfs_rootdir_image_matches_its_source() {
     assert_same(&got, &want, "mkfs --rootdir image");
     assert_eq!(ids["hello.txt"], ids["hard-link-to-hello"]);
     assert_eq!(ids["sizes/r5-4097"], ids["many/hard-link"]);
+    let xattrs = fs.xattrs(resolve(&*fs, "script.sh")).unwrap();
+    assert!(xattrs.iter().any(|x| x.name == b"user.note" && x.value == b"btrfs xattr"), "{xattrs:?}");
     let stats = fs.statfs().unwrap();
     assert_eq!((stats.block_size, stats.total_bytes), (4096, 128 << 20));
     assert!(matches!(fs.read(resolve(&*fs, "sizes"), 0, &mut [0u8; 4]), Err(FsError::IsADirectory)));
@@ -349,10 +352,18 @@ fn corrupt_leaf_of_one_folder(img: &Path, src: &Path) {
         .map(String::from)
         .collect();
     assert!(!missing.is_empty() && listed.len() > 100, "{} listed, {missing:?} missing", listed.len());
+    // A listed file may still have its extent items in the bad block: then
+    // reading it gives that block's error, never wrong bytes.
     for name in &listed {
         let e = fs.lookup(many, name.as_bytes()).unwrap();
         if e.attr.kind == NodeKind::File {
-            assert_eq!(sha_fs(&*fs, e.attr.node, e.attr.size).to_vec(), want[&format!("many/{name}")].content);
+            let mut buf = vec![0u8; e.attr.size as usize];
+            match fs.read(e.attr.node, 0, &mut buf) {
+                Ok(n) => {
+                    assert!(n == buf.len() && Sha256::digest(&buf).to_vec() == want[&format!("many/{name}")].content)
+                }
+                Err(err) => assert!(err.to_string().contains(&format!("tree block {leaf}")), "{err}"),
+            }
         }
     }
     let err = fs.lookup(many, missing[0].as_bytes()).unwrap_err();
@@ -447,6 +458,8 @@ fn kernel_written_compression_subvolumes_and_snapshots() {
         assert_same(&got, &want, name);
         ids.extend(got_ids.into_iter().map(|(k, v)| (format!("{name}/{k}"), v)));
     }
+    let xattrs = fs.xattrs(resolve(&*fs, "sv-lzo/script.sh")).unwrap();
+    assert!(xattrs.iter().any(|x| x.name == b"user.note" && x.value == b"btrfs xattr"), "{xattrs:?}");
     let empty = resolve(&*fs, "snap-top/sv-zlib");
     assert_eq!(fs.stat(empty).unwrap().kind, NodeKind::Directory);
     assert!(fs.read_dir(empty).unwrap().is_empty());
