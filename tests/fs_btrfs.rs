@@ -132,7 +132,7 @@ fn fs_tree(fs: &dyn Filesystem, dir: NodeId) -> (Tree, BTreeMap<String, NodeId>)
                 NodeKind::Symlink => ('l', fs.read_link(a.node).unwrap()),
                 NodeKind::Directory => ('d', Vec::new()),
                 NodeKind::File => ('f', sha_fs(fs, a.node, a.size).to_vec()),
-                NodeKind::Other => ('o', Vec::new()),
+                _ => ('o', Vec::new()),
             };
             out.insert(
                 name.clone(),

@@ -1,6 +1,6 @@
 //! Inode items ("Inode item"): size, links, owner, mode, flags and times.
 
-use crate::volume::fs::{Attr, FsError, NodeId, NodeKind, Timestamp};
+use crate::volume::fs::{Attr, FsError, NodeId, NodeKind, Rdev, Timestamp};
 
 use super::consts::*;
 use super::le::{u32_at, u64_at};
@@ -12,6 +12,8 @@ pub struct Inode {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
+    /// The kernel's internal dev_t (major << 20 | minor), for devices.
+    pub rdev: u64,
     pub flags: u64,
     pub atime: Timestamp,
     pub ctime: Timestamp,
@@ -19,10 +21,6 @@ pub struct Inode {
     pub otime: Timestamp,
 }
 
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFLNK: u32 = 0o120000;
 
 fn timestamp(b: &[u8], off: usize) -> Timestamp {
     // A nanosecond count past one second is clamped rather than refused:
@@ -45,6 +43,7 @@ impl Inode {
             uid: u32_at(b, 44),
             gid: u32_at(b, 48),
             mode: u32_at(b, 52),
+            rdev: u64_at(b, 56),
             flags: u64_at(b, 64),
             atime: timestamp(b, 112),
             ctime: timestamp(b, 124),
@@ -54,12 +53,8 @@ impl Inode {
     }
 
     pub fn kind(&self) -> NodeKind {
-        match self.mode & S_IFMT {
-            S_IFDIR => NodeKind::Directory,
-            S_IFREG => NodeKind::File,
-            S_IFLNK => NodeKind::Symlink,
-            _ => NodeKind::Other,
-        }
+        let rdev = Rdev { major: ((self.rdev >> 20) & 0xfff) as u32, minor: (self.rdev & 0xf_ffff) as u32 };
+        NodeKind::from_mode(self.mode, rdev)
     }
 
     pub fn attr(&self, node: NodeId) -> Attr {
