@@ -533,3 +533,53 @@ fn corrupt_images_never_panic() {
         backchain::volume::fs::btrfs::fuzz_open_walk(&data);
     }
 }
+
+/// `ls --json` of `path` in `target`: the entry names.
+fn ls(target: &Path, path: &str) -> Vec<String> {
+    let out = run(backchain().args(["ls", "--json"]).arg(target).arg(path));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// A GPT disk with a btrfs and an ext4 partition: the btrfs partition is
+/// browsable under its label; with its superblock damaged it becomes a
+/// folder with the reason and its raw bytes, and the ext4 partition still
+/// reads.
+#[test]
+fn btrfs_partition_beside_ext4_on_a_gpt_disk() {
+    let d = tempdir();
+    let (src, bimg, eimg, disk) =
+        (d.path().join("src"), d.path().join("b.img"), d.path().join("e.img"), d.path().join("disk.img"));
+    write(&src.join("hello.txt"), b"hello from a partition\n");
+    mkfs_rootdir(&src, &bimg);
+    run(tool("truncate").args(["-s", "16M"]).arg(&eimg));
+    run(tool("mkfs.ext4").args(["-q", "-F", "-L", "bc-ext4", "-d"]).arg(&src).arg(&eimg));
+    run(tool("truncate").args(["-s", "150M"]).arg(&disk));
+    run(tool("sgdisk").args(["-n", "1:2048:+128M", "-n", "2:0:+16M"]).arg(&disk));
+    let place = |img: &Path, sector: u64| {
+        run(tool("dd").arg(format!("if={}", img.display())).arg(format!("of={}", disk.display())).args([
+            "bs=512",
+            &format!("seek={sector}"),
+            "conv=notrunc,sparse",
+            "status=none",
+        ]));
+    };
+    place(&bimg, 2048);
+    place(&eimg, 2048 + (128 << 11));
+    let parts = ls(&disk, "");
+    let btrfs = parts.iter().find(|n| n.starts_with("Partition 1")).unwrap().clone();
+    let ext4 = parts.iter().find(|n| n.starts_with("Partition 2")).unwrap().clone();
+    assert!(btrfs.contains("bc-btrfs"), "{parts:?}");
+    let cat = run(backchain().arg("cat").arg(&disk).arg(format!("{btrfs}/hello.txt")));
+    assert_eq!(cat.stdout, b"hello from a partition\n");
+
+    // A flipped byte in the btrfs superblock (1 MiB into the disk + 64 KiB).
+    flip_bit(&disk, (1 << 20) + 0x10000 + 0x100);
+    let parts = ls(&disk, "");
+    let broken = parts.iter().find(|n| n.starts_with("Partition 1")).unwrap().clone();
+    assert!(ls(&disk, &broken).contains(&"partition.img".to_string()));
+    let note = run(backchain().arg("cat").arg(&disk).arg(format!("{broken}/README.txt")));
+    assert!(String::from_utf8_lossy(&note.stdout).contains("superblock checksum mismatch"));
+    let cat = run(backchain().arg("cat").arg(&disk).arg(format!("{ext4}/hello.txt")));
+    assert_eq!(cat.stdout, b"hello from a partition\n");
+}
