@@ -356,13 +356,15 @@ fn a_vg_spanning_two_disks_with_a_striped_lv() {
     lvm.cmd("vgcreate", &["-q", "-s", "1m", "data", &pa, &pb]);
     lvm.lvcreate(&["-i", "2", "-I", "64k", "-L", "16m", "-n", "stripes", "data"]);
     lvm.lvcreate(&["-L", "8m", "-n", "local", "data", &pb]);
-    // 30 MiB: what is left on disk 0 (23 MiB) and the rest on disk 1.
+    lvm.lvcreate(&["-L", "4m", "-n", "only0", "data", &pa]);
+    // 30 MiB: what is left on disk 0 (19 MiB) and the rest on disk 1.
     lvm.lvcreate(&["-L", "30m", "-n", "span", "data", &pa, &pb]);
     let (span_segs, _) = lvm.segments("data", "span");
     assert!(span_segs.len() == 2 && span_segs[0].ranges[0].0 != span_segs[1].ranges[0].0, "span crosses disks");
     let stripes = fill_lv(&lvm, d, "data", "stripes", 4);
     let local = fill_lv(&lvm, d, "data", "local", 5);
     let span = fill_lv(&lvm, d, "data", "span", 6);
+    let only0 = fill_lv(&lvm, d, "data", "only0", 9);
     drop(lvm);
 
     let repo = d.join("repo");
@@ -381,6 +383,7 @@ fn a_vg_spanning_two_disks_with_a_striped_lv() {
     check_cli(&repo, &id, "/LV data-stripes (16.8 MB)", &stripes);
     check_cli(&repo, &id, "/LV data-span (31.5 MB)", &span);
     check_cli(&repo, &id, "/disk-1/LV data-local (8.4 MB)", &local);
+    check_cli(&repo, &id, "/disk-0/LV data-only0 (4.2 MB)", &only0);
     {
         let mnt = d.join("mnt");
         let _m = mount(&repo, Some(&id), &mnt);
@@ -389,8 +392,10 @@ fn a_vg_spanning_two_disks_with_a_striped_lv() {
         check_mount(&mnt.join("disk-1/LV data-local (8.4 MB)"), &local);
     }
 
-    // Disk 0 alone: the VG is there, its LVs on disk 1 are not readable.
+    // Disk 0 alone: the VG is there, its LVs with extents on disk 1 are
+    // listed with the reason, the one wholly on disk 0 reads as before.
     let only = backup(&repo, "half", &[&a]);
+    check_cli(&repo, &only, "/disk-0/LV data-only0 (4.2 MB)", &only0);
     let out = run(backchain().arg("--repo").arg(&repo).args(["cat", &only, "/LV data-span (31.5 MB)/README.txt"]));
     let why = String::from_utf8(out.stdout).unwrap();
     assert!(why.contains("not among the disks of this backup"), "{why}");
