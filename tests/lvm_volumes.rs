@@ -335,6 +335,20 @@ fn gpt_disk_with_boot_and_a_pv_holding_root_home_and_swap() {
     check_mount(&mnt.join("LV rhel-root (16.8 MB)"), &root);
     check_mount(&mnt.join("LV rhel-home (16.8 MB)"), &home);
     check_mount(&mnt.join("Partition 1 - boot (16.8 MB)"), &boot);
+
+    // A damaged PV label costs the VG, with the reason in the PV's README;
+    // /boot stays browsable.
+    let broken = d.join("broken.img");
+    std::fs::copy(&disk, &broken).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&broken).unwrap();
+    f.write_all_at(b"garbage", p2_start + 512 + 200).unwrap();
+    let img = broken.display().to_string();
+    let listing = String::from_utf8(run(backchain().args(["ls", &img, "/"])).stdout).unwrap();
+    assert!(!listing.contains("LV rhel-"), "{listing}");
+    let readme = run(backchain().args(["cat", &img, &format!("{}/README.txt", folder(&img, "/", "Partition 2 - "))]));
+    let readme = String::from_utf8(readme.stdout).unwrap();
+    assert!(readme.contains("label cannot be read") && readme.contains("CRC"), "{readme}");
+    check_cli(&repo, &img, &folder(&img, "/", "Partition 1 - boot"), &boot);
 }
 
 /// One VM, two disks: disk 0 a whole-disk PV, disk 1 an MBR disk with a PV
