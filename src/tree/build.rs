@@ -103,8 +103,10 @@ pub fn for_image(path: &Path, opts: &OpenOptions) -> Result<Tree> {
 }
 
 /// Adds the disks of one backup under `parent`: a `disk-N/` folder each,
-/// or, with `flat`, the partitions of the only disk directly. `disks` are
-/// (disk index, the disk's bytes), in disk order.
+/// or, with `flat`, the partitions of the only disk directly; then the LVM
+/// logical volumes their physical volumes hold (beside the partitions of
+/// the disk holding them, or at `parent` when they span disks). `disks`
+/// are (disk index, the disk's bytes), in disk order.
 pub fn add_backup_disks(
     tree: &Tree,
     parent: Ino,
@@ -116,9 +118,12 @@ pub fn add_backup_disks(
     for (index, reader) in disks {
         let at = if flat { parent } else { tree.add_dir(parent, &format!("disk-{index}"), time, None) };
         add_disk(tree, at, reader.clone(), time)?;
-        let index = u32::try_from(index).map_err(|_| TreeError::Unavailable(format!("disk index {index}")))?;
-        lvm_disks.push(super::lvm::DiskAt { index, disk: reader, folder: at });
+        lvm_disks.push(super::lvm::DiskAt {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            disk: reader,
+            folder: at,
+        });
     }
-    // LVs spanning disks go beside the disk-N/ folders.
-    super::lvm::add_volumes(tree, &lvm_disks, parent, time)
+    super::lvm::add_volumes(tree, &lvm_disks, parent, time)?;
+    Ok(())
 }
