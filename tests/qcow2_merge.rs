@@ -181,6 +181,7 @@ fn a_retention_plan_applied_to_a_chain() {
             .map(|p| Candidate {
                 id: p.name.clone(),
                 time: day(p.name[1..3].parse().unwrap()),
+                subsec_nanos: 0,
                 outcome: Outcome::Completed,
             })
             .collect();
