@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Rng, backchain, random, run, run_fail, tempdir, tool};
+use common::{Rng, backchain, qcow2_images as images, random, run, run_fail, tempdir, tool};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -18,16 +18,6 @@ fn bc(repo: &Path) -> std::process::Command {
 
 fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
-}
-
-fn images(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "qcow2"))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
