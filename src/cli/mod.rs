@@ -65,6 +65,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drop restore points by retention rules (PBS/borg semantics), merging
+    /// their images into the points kept.
+    Prune {
+        #[arg(long)]
+        vm: String,
+        /// Keep the N newest backups (--keep N is the same).
+        #[arg(long, alias = "keep")]
+        keep_last: Option<u32>,
+        /// Keep the newest backup of each of the last N hours with backups.
+        #[arg(long)]
+        keep_hourly: Option<u32>,
+        #[arg(long)]
+        keep_daily: Option<u32>,
+        /// ISO weeks, Monday to Sunday.
+        #[arg(long)]
+        keep_weekly: Option<u32>,
+        #[arg(long)]
+        keep_monthly: Option<u32>,
+        #[arg(long)]
+        keep_yearly: Option<u32>,
+        /// Only print what would be kept or dropped, and why.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the chain of each disk of a VM.
     Chain {
         vm: String,
@@ -237,6 +263,28 @@ pub fn main() -> ExitCode {
         Command::Calendar(args) => calendar::run(args),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
+        Command::Prune {
+            vm,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            dry_run,
+            json,
+        } => {
+            let keep = backchain::engine::retention::KeepOptions {
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                keep_yearly,
+            };
+            let req = backchain::engine::prune::PruneRequest { vm, keep, dry_run };
+            with_repo(dir, |r| repo::prune(r, &req, json))
+        }
         Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
         Command::Ls { target, path, json } => {
             browse::with_tree(dir, &target, |t, _| browse::ls(t, path.as_deref(), json))

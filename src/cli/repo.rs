@@ -109,6 +109,32 @@ pub fn list(repo: &Repo, vm: Option<&str>, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+pub fn prune(repo: &Repo, req: &backchain::engine::prune::PruneRequest, json: bool) -> Result<(), CliError> {
+    use backchain::engine::retention::Reason;
+    let report = backchain::engine::prune::prune_vm(repo, req, &backchain::util::time::local_offset)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for b in &report.backups {
+        let why = match &b.reason {
+            Reason::Rule { rule, n, bucket } => format!("keep-{} #{n} ({bucket})", format!("{rule:?}").to_lowercase()),
+            Reason::InProgress => "still running".into(),
+            Reason::Unfinished => "failed or interrupted: never a restore point".into(),
+            Reason::NotSelected => "no rule keeps it".into(),
+        };
+        println!("{:<24} {:<25} {:<11} {:<5} {why}", b.id, b.started_at, b.status, b.action);
+    }
+    let verb = if report.dry_run { "would drop" } else { "dropped" };
+    println!(
+        "{} kept, {verb} {}; {} reclaimed",
+        report.kept,
+        report.dropped,
+        backchain::util::human_size(report.bytes_reclaimed)
+    );
+    Ok(())
+}
+
 pub fn chain(repo: &Repo, vm: &str, json: bool) -> Result<(), CliError> {
     let chains = repo.db().chains(vm)?;
     if chains.is_empty() && repo.db().vm_id(vm, false)?.is_none() {
