@@ -7,7 +7,9 @@ mod mount;
 mod repo;
 mod target;
 
-use backchain::engine::{Repo, Requested};
+use backchain::daemon;
+use backchain::engine::Requested;
+use backchain::repo::Repo;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -127,7 +129,7 @@ enum Command {
     /// Serve the HTTP API over the repository.
     Serve {
         /// Address to listen on; anything but loopback requires --token-file.
-        #[arg(long, default_value = backchain::api::DEFAULT_LISTEN)]
+        #[arg(long, default_value = daemon::DEFAULT_LISTEN)]
         listen: String,
         /// A file holding the bearer token that every request must present.
         #[arg(long)]
@@ -139,10 +141,10 @@ enum Command {
         #[arg(long)]
         demo: bool,
         /// Seconds after which an unused restore session closes.
-        #[arg(long, default_value_t = backchain::api::DEFAULT_IDLE_SECS)]
+        #[arg(long, default_value_t = daemon::DEFAULT_IDLE_SECS)]
         session_idle: u64,
         /// Restore sessions open at once, at most.
-        #[arg(long, default_value_t = backchain::api::DEFAULT_MAX_SESSIONS)]
+        #[arg(long, default_value_t = daemon::DEFAULT_MAX_SESSIONS)]
         max_sessions: usize,
     },
 }
@@ -173,7 +175,7 @@ fn with_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliErro
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let repo = Repo::open(&repo_dir(dir), rt.handle().clone())?;
     let r = f(&repo);
-    rt.block_on(repo.catalog.close());
+    repo.close();
     r
 }
 
@@ -222,7 +224,7 @@ pub fn main() -> ExitCode {
         Command::Cat { target, path } => browse::with_tree(dir, &target, |t| browse::cat(t, &path)),
         Command::Get { target, path, output } => browse::with_tree(dir, &target, |t| browse::get(t, &path, &output)),
         Command::Serve { listen, token_file, mount, demo, session_idle, max_sessions } => {
-            let config = backchain::api::Config {
+            let config = daemon::Config {
                 repo: repo_dir(dir),
                 listen,
                 token_file,
@@ -231,7 +233,7 @@ pub fn main() -> ExitCode {
                 session_idle: std::time::Duration::from_secs(session_idle),
                 max_sessions,
             };
-            backchain::api::serve(config).map_err(CliError::from)
+            daemon::serve(config).map_err(CliError::from)
         }
     };
     match result {
