@@ -35,10 +35,10 @@ fn kind(k: NodeKind) -> Kind {
 
 fn err(e: TreeError) -> bf::TreeError {
     match e {
-        TreeError::NotFound => bf::TreeError::NotFound,
-        TreeError::NotADirectory => bf::TreeError::NotADirectory,
-        TreeError::IsADirectory => bf::TreeError::IsADirectory,
-        TreeError::NotASymlink => bf::TreeError::NotASymlink,
+        TreeError::Fs(FsError::NotFound) => bf::TreeError::NotFound,
+        TreeError::Fs(FsError::NotADirectory) => bf::TreeError::NotADirectory,
+        TreeError::Fs(FsError::IsADirectory) => bf::TreeError::IsADirectory,
+        TreeError::Fs(FsError::NotASymlink) => bf::TreeError::NotASymlink,
         TreeError::InvalidPath(m) => bf::TreeError::InvalidArgument(m),
         TreeError::Unavailable(m) => bf::TreeError::Unsupported(m),
         TreeError::Fs(FsError::Unsupported(m)) => bf::TreeError::Unsupported(m),

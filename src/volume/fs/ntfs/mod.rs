@@ -22,6 +22,7 @@ pub mod lznt1;
 mod record;
 mod reparse;
 
+use crate::util::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -303,11 +304,11 @@ impl NtfsFs {
     }
 
     fn node(&self, frn: NodeId) -> Result<Arc<Node>, FsError> {
-        if let Some(n) = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&frn) {
+        if let Some(n) = lock(&self.nodes).get(&frn) {
             return Ok(n);
         }
         let n = Arc::new(self.build_node(frn)?);
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(frn, n.clone());
+        lock(&self.nodes).insert(frn, n.clone());
         Ok(n)
     }
 
@@ -434,7 +435,7 @@ impl NtfsFs {
     }
 
     fn listing(&self, dir: NodeId) -> Result<Arc<Listing>, FsError> {
-        if let Some(l) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&dir) {
+        if let Some(l) = lock(&self.dirs).get(&dir) {
             return Ok(l);
         }
         let node = self.node(dir)?;
@@ -455,7 +456,7 @@ impl NtfsFs {
             if by_name.contains_key(&name) {
                 continue;
             }
-            let attr = match self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&e.frn) {
+            let attr = match lock(&self.nodes).get(&e.frn) {
                 Some(n) => n.attr.clone(),
                 None => match self.build_node(e.frn) {
                     Ok(n) => n.attr,
@@ -470,7 +471,7 @@ impl NtfsFs {
             entries.push(DirEntry { name, attr });
         }
         let l = Arc::new(Listing { entries, by_name });
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(dir, l.clone());
+        lock(&self.dirs).insert(dir, l.clone());
         Ok(l)
     }
 
