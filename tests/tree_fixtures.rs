@@ -121,7 +121,7 @@ fn compare(t: &Tree, ino: Ino, src: &Path, skip: &[&str], check_links: bool) -> 
                 assert!(meta.is_symlink(), "{} is a symlink in the tree", p.display());
                 assert_eq!(t.read_link(n.ino).unwrap(), fs::read_link(&p).unwrap().as_os_str().as_bytes());
             }
-            NodeKind::Other => panic!("unexpected special file {}", p.display()),
+            _ => panic!("unexpected special file {}", p.display()),
         }
     }
     files

@@ -51,7 +51,7 @@ impl Inodes {
             nlink: attr.nlink,
             uid: attr.uid,
             gid: attr.gid,
-            rdev: 0,
+            rdev: attr.rdev,
             blksize: attr.blksize,
             flags: 0,
         })
@@ -63,6 +63,10 @@ pub(crate) fn file_type(kind: Kind) -> FileType {
         Kind::File => FileType::RegularFile,
         Kind::Directory => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+        Kind::NamedPipe => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
     }
 }
 

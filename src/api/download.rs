@@ -165,8 +165,9 @@ pub async fn download(
                 "a symbolic link has no bytes: see its target in the listing",
             ));
         }
-        NodeKind::Other => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "not_a_file", "a device, FIFO or socket"));
+        k => {
+            let what = format!("a {} has no bytes: see its type in the listing", k.name());
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "not_a_file", what));
         }
     }
     let tag = etag(&s, &node);

@@ -25,6 +25,14 @@ pub fn add_disk(tree: &Tree, parent: Ino, disk: Arc<dyn ReadAt>, time: Timestamp
             return Ok(());
         }
     };
+    if !t.warnings.is_empty() {
+        // Entries dropped or clamped are said, never silently lost.
+        let mut text = String::from("Notes on this disk's partition table:\n\n");
+        for w in &t.warnings {
+            text.push_str(&format!("- {w}\n"));
+        }
+        tree.add_file(parent, NOTE_FILE, time, Arc::new(MemImage(text.into_bytes())));
+    }
     for p in &t.partitions {
         let window: Arc<dyn ReadAt> = Arc::new(p.window(&disk)?);
         add_partition(tree, parent, &t.scheme, p, window, time)?;

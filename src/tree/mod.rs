@@ -350,7 +350,12 @@ impl Tree {
     /// The attributes of a node (its name is left empty).
     pub fn getattr(&self, ino: Ino) -> Result<Node> {
         if let Some((fs, _, node)) = self.fs_of(ino) {
-            return Ok(Node::from_attr(Vec::new(), ino, &fs.stat(node)?));
+            let mut n = Node::from_attr(Vec::new(), ino, &fs.stat(node)?);
+            // A filesystem's root carries what it says about itself (a dirty log).
+            if node == fs.root() {
+                n.note = fs.note();
+            }
+            return Ok(n);
         }
         self.with_vnode(ino, |v| {
             let (kind, size, perm) = match &v.kind {

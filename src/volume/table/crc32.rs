@@ -4,21 +4,25 @@
 /// The reflected form of polynomial 0x04C11DB7.
 const POLY: u32 = 0xEDB8_8320;
 
-const TABLE: [u32; 256] = {
+const TABLE: [u32; 256] = reflected_table(POLY);
+
+/// The byte-at-a-time table of a reflected CRC-32 with polynomial `poly`
+/// (also used for CRC-32C by XFS).
+pub const fn reflected_table(poly: u32) -> [u32; 256] {
     let mut t = [0u32; 256];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
+            c = if c & 1 != 0 { (c >> 1) ^ poly } else { c >> 1 };
             k += 1;
         }
         t[i] = c;
         i += 1;
     }
     t
-};
+}
 
 /// Incremental CRC-32: `update` over the parts, then `finish`.
 #[derive(Debug, Clone, Copy)]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crate::block::{ReadAt, Slice, read_at_most};
 
-pub use crc32::crc32;
+pub use crc32::{crc32, reflected_table};
 pub use fsmagic::{FsHint, detect_fs_magic};
 pub use gpt::{MAX_ENTRIES as GPT_MAX_ENTRIES, SECTOR_SIZES as GPT_SECTOR_SIZES};
 pub use guid::Guid;
@@ -163,7 +163,22 @@ pub fn read_table(disk: &Arc<dyn ReadAt>) -> Result<Table, TableError> {
         if let Some(e) = gpt_error {
             return Err(e);
         }
-        return mbr::read_mbr(disk.as_ref(), &s0);
+        let t = mbr::read_mbr(disk.as_ref(), &s0)?;
+        if t.partitions.is_empty() {
+            // Nothing usable: most likely not an MBR at all but a boot
+            // sector whose own fields are damaged (a FAT volume with a broken
+            // BPB also ends in 0x55AA). Show the disk whole, so its bytes
+            // stay reachable and the filesystem's own error is shown.
+            let mut whole = whole_disk(disk.size());
+            whole.warnings.push(
+                "sector 0 ends in the MBR signature, but it lists no usable partition; \
+                 the disk is shown as one volume"
+                    .to_string(),
+            );
+            whole.warnings.extend(t.warnings);
+            return Ok(whole);
+        }
+        return Ok(t);
     }
     if let Some(e) = gpt_error {
         return Err(e);

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::block::{Extent, Lru, ReadAt};
 use crate::volume::fs::{
-    Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, MAX_XATTR_VALUE, NodeId, NodeKind, Xattr,
+    Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, MAX_XATTR_VALUE, NodeId, NodeKind, Xattr, lock,
 };
 
 use blockmap::{BlockMap, Ctx};
