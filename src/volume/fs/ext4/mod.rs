@@ -21,7 +21,6 @@ mod superblock;
 mod view;
 mod xattr;
 
-use crate::util::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
