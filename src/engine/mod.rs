@@ -5,6 +5,10 @@ pub mod backup;
 mod delete;
 pub mod digests;
 pub mod jobs;
+pub mod prune;
+pub mod retention;
+pub mod pipeline;
+pub mod sink;
 pub mod verify;
 
 pub use delete::delete_backup;
