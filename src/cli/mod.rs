@@ -1,6 +1,14 @@
 //! Subcommands. Each returns `Result<(), CliError>`; `main` prints the error
 //! as one line (with its causes) and exits non-zero.
 
+/// `outln!` that never panics: see `out`.
+macro_rules! outln {
+    () => { $crate::cli::out::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::out::write(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+mod out;
+
 mod browse;
 mod calendar;
 mod image;
@@ -131,12 +139,17 @@ enum Command {
     Calendar(calendar::CalendarArgs),
     /// Serve the HTTP API over the repository.
     Serve {
-        /// Address to listen on; anything but loopback requires --token-file.
+        /// Address to listen on.
         #[arg(long, default_value = daemon::DEFAULT_LISTEN)]
         listen: String,
-        /// A file holding the bearer token that every request must present.
+        /// A file holding the bearer token that every request must present
+        /// (default: REPO/api.token, created with mode 0600 when missing).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// A folder under which HTTP requests may name local disk sources
+        /// (repeatable; none by default: only nbd:// sources then).
+        #[arg(long = "source-dir")]
+        source_dirs: Vec<PathBuf>,
         /// Also keep a FUSE mount of the whole repository here.
         #[arg(long)]
         mount: Option<PathBuf>,
@@ -184,6 +197,7 @@ fn with_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliErro
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    backchain::util::rlimit::raise_open_files();
     let dir = cli.repo;
     let result = match cli.command {
         Command::Info { image, json } => image::info(&image, json),
@@ -224,10 +238,14 @@ pub fn main() -> ExitCode {
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
         Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
-        Command::Ls { target, path, json } => browse::with_tree(dir, &target, |t| browse::ls(t, path.as_deref(), json)),
-        Command::Cat { target, path } => browse::with_tree(dir, &target, |t| browse::cat(t, &path)),
-        Command::Get { target, path, output } => browse::with_tree(dir, &target, |t| browse::get(t, &path, &output)),
-        Command::Serve { listen, token_file, mount, demo, session_idle, max_sessions } => {
+        Command::Ls { target, path, json } => {
+            browse::with_tree(dir, &target, |t, _| browse::ls(t, path.as_deref(), json))
+        }
+        Command::Cat { target, path } => browse::with_tree(dir, &target, |t, _| browse::cat(t, &path)),
+        Command::Get { target, path, output } => {
+            browse::with_tree(dir, &target, |t, inputs| browse::get(t, inputs, &path, &output))
+        }
+        Command::Serve { listen, token_file, source_dirs, mount, demo, session_idle, max_sessions } => {
             let config = daemon::Config {
                 repo: repo_dir(dir),
                 listen,
@@ -236,12 +254,21 @@ pub fn main() -> ExitCode {
                 demo,
                 session_idle: std::time::Duration::from_secs(session_idle),
                 max_sessions,
+                source_dirs,
             };
             daemon::serve(config).map_err(CliError::from)
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match out::failure() {
+            None => ExitCode::SUCCESS,
+            Some(kind) => {
+                eprintln!("backchain: writing the output: {}", std::io::Error::from(kind));
+                ExitCode::FAILURE
+            }
+        },
+        // A reader that closed the pipe early: quiet, like other tools.
+        Err(CliError(e)) if out::is_broken_pipe(&*e) => ExitCode::SUCCESS,
         Err(CliError(e)) => {
             let mut line = e.to_string();
             let mut src = e.source();
