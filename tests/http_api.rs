@@ -6,7 +6,8 @@ mod common;
 #[path = "common/fixtures.rs"]
 mod fixtures;
 use backchain::api::{self, Options};
-use backchain::engine::{BackupRequest, Repo, Requested, backup};
+use backchain::engine::{BackupRequest, Requested, backup};
+use backchain::repo::Repo;
 use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
