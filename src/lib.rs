@@ -9,6 +9,7 @@ pub mod block;
 pub mod catalog;
 pub mod engine;
 pub mod export;
+pub mod nbd;
 pub mod qcow2;
 pub mod source;
 pub mod tree;
