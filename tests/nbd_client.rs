@@ -10,7 +10,7 @@ mod nbd_peer;
 use backchain::block::{Alloc, ReadAt};
 use backchain::nbd::{NbdDisk, NbdUri};
 use common::{qemu_img, qemu_io, qemu_map, qemu_raw, tempdir, tool};
-use nbd_peer::{Peer, free_port, nbdcopy_bytes, nbdinfo_map, nbdkit, qemu_nbd};
+use nbd_peer::{Peer, free_port, nbdcopy_bytes, nbdinfo_map, nbdkit, push_merged, qemu_nbd};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -41,13 +41,6 @@ fn data_runs(d: &dyn ReadAt) -> Vec<Range<u64>> {
         at = r.end();
     }
     out
-}
-
-fn push_merged(out: &mut Vec<Range<u64>>, r: Range<u64>) {
-    match out.last_mut() {
-        Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
-        _ => out.push(r),
-    }
 }
 
 /// A 4 MiB QCOW2 with data, a zero cluster over data, a sub-cluster write

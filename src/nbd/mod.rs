@@ -19,6 +19,8 @@
 //! * [`client`]: negotiation and concurrent requests on one connection.
 //! * [`disk`]: [`NbdDisk`], an export as a sync `ReadAt` with allocation
 //!   status and a dirty bitmap's changed extents; [`uri`]: `nbd://` URIs.
+//! * [`server`]: `run(listener, exports, shutdown)`, the [`server::Export`]
+//!   trait and the export table.
 //! * [`error`]: the error type and the one io-error ↔ NBD-errno mapping.
 //!
 //! See docs/nbd.md.
@@ -32,6 +34,7 @@ pub mod handshake;
 pub mod option;
 pub mod reply;
 pub mod request;
+pub mod server;
 pub mod structured;
 pub mod uri;
 mod wire;

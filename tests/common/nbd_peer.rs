@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use crate::common::{run, tool};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,4 +94,12 @@ pub fn nbdinfo_map(uri: &str) -> Vec<(u64, u64, u64)> {
         .iter()
         .map(|e| (e["offset"].as_u64().unwrap(), e["length"].as_u64().unwrap(), e["type"].as_u64().unwrap()))
         .collect()
+}
+
+/// Appends a range to sorted ranges, merging it with the last if they touch.
+pub fn push_merged(out: &mut Vec<Range<u64>>, r: Range<u64>) {
+    match out.last_mut() {
+        Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+        _ => out.push(r),
+    }
 }
