@@ -4,6 +4,7 @@
 mod browse;
 mod image;
 mod mount;
+mod nbd;
 mod repo;
 mod target;
 
@@ -124,6 +125,16 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// Serve one disk (or each disk of a backup) read-only over NBD until Ctrl-C.
+    NbdExport {
+        /// BACKUP_ID, BACKUP_ID:N, or an image path (QCOW2 or raw).
+        target: String,
+        /// HOST:PORT (loopback) or unix:PATH.
+        #[arg(long, default_value = backchain::nbd::server::DEFAULT_LISTEN)]
+        listen: String,
+        #[arg(long)]
+        writable: bool,
+    },
     /// Serve the HTTP API over the repository.
     Serve {
         /// Address to listen on; anything but loopback requires --token-file.
@@ -221,6 +232,7 @@ pub fn main() -> ExitCode {
         Command::Ls { target, path, json } => browse::with_tree(dir, &target, |t| browse::ls(t, path.as_deref(), json)),
         Command::Cat { target, path } => browse::with_tree(dir, &target, |t| browse::cat(t, &path)),
         Command::Get { target, path, output } => browse::with_tree(dir, &target, |t| browse::get(t, &path, &output)),
+        Command::NbdExport { target, listen, writable } => nbd::nbd_export(dir, &target, &listen, writable),
         Command::Serve { listen, token_file, mount, demo, session_idle, max_sessions } => {
             let config = backchain::api::Config {
                 repo: repo_dir(dir),
