@@ -8,6 +8,7 @@ mod negotiate;
 mod receive;
 
 pub use negotiate::Negotiated;
+pub use receive::fuzz_entry as fuzz_replies;
 
 use super::consts::*;
 use super::error::{Error, Result};
