@@ -18,6 +18,7 @@ use backchain::qcow2::{Chain, OpenOptions};
 use common::{qemu_img, qemu_io, qemu_raw, run as run_cmd, tempdir, tool};
 use nbd_peer::{nbdcopy_bytes, nbdinfo_map, push_merged};
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -184,8 +185,8 @@ fn writable_memory_export_reads_back() {
 }
 
 /// A minimal client that sends raw requests after OPT_GO.
-fn raw_client(addr: &str, export: &str) -> std::net::TcpStream {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+fn raw_client(addr: &str, export: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
     let mut greeting = [0u8; 18];
     s.read_exact(&mut greeting).unwrap();
     s.write_all(&(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES).to_be_bytes()).unwrap();
@@ -218,8 +219,12 @@ fn option_reply(s: &mut impl Read) -> (u32, Vec<u8>) {
 }
 
 /// Sends one request (with payload) and returns the simple reply's error.
-fn simple(s: &mut std::net::TcpStream, kind: u16, offset: u64, len: u32, payload: &[u8]) -> (u32, Vec<u8>) {
-    let req = Request { flags: 0, kind, cookie: 77, offset, len };
+fn simple(s: &mut TcpStream, kind: u16, offset: u64, len: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+    request(s, 0, kind, offset, len, payload)
+}
+
+fn request(s: &mut TcpStream, flags: u16, kind: u16, offset: u64, len: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+    let req = Request { flags, kind, cookie: 77, offset, len };
     s.write_all(&req.encode()).unwrap();
     s.write_all(payload).unwrap();
     let mut raw = [0u8; SIMPLE_REPLY_LEN];
@@ -255,7 +260,50 @@ fn bad_requests_get_nbd_errors_and_the_connection_goes_on() {
     assert_eq!(simple(&mut rw, CMD_WRITE, 0, big.len() as u32, &big).0, EINVAL);
     assert_eq!(simple(&mut rw, CMD_WRITE, 10, 4, b"wxyz").0, 0);
     assert_eq!(simple(&mut rw, CMD_READ, 8, 8, &[]), (0, b"\0\0wxyz\0\0".to_vec()));
+    // Zeros that must stay allocated, fast: MemExport zeroes in memory.
+    let flags = CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO | CMD_FLAG_FUA;
+    assert_eq!(request(&mut rw, flags, CMD_WRITE_ZEROES, 8, 4, &[]).0, 0);
+    assert_eq!(simple(&mut rw, CMD_READ, 8, 8, &[]), (0, b"\0\0\0\0yz\0\0".to_vec()));
+    assert_eq!(request(&mut rw, CMD_FLAG_REQ_ONE, CMD_WRITE, 0, 4, b"abcd").0, EINVAL);
     // A removed export answers EIO from then on.
     table.remove("rw");
     assert_eq!(simple(&mut rw, CMD_READ, 8, 8, &[]).0, EIO);
+}
+
+#[test]
+fn old_clients_and_info_queries_negotiate() {
+    let table = ExportTable::new();
+    table.insert("disk", Arc::new(ReadOnly(backchain::block::MemImage(vec![4u8; 12345]))));
+    let server = Server::start("127.0.0.1:0", table);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let mut greeting = [0u8; 18];
+    s.read_exact(&mut greeting).unwrap();
+    assert_eq!(u16::from_be_bytes([greeting[16], greeting[17]]), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+    s.write_all(&CLIENT_FIXED_NEWSTYLE.to_be_bytes()).unwrap();
+    // OPT_INFO for an unknown export, then for ours; neither ends negotiation.
+    for (name, want) in [("nope", REP_ERR_UNKNOWN), ("disk", REP_INFO)] {
+        let data = ExportRequest { name: name.into(), infos: vec![] }.encode();
+        s.write_all(&OptionHeader { option: OPT_INFO, len: data.len() as u32 }.encode(&data)).unwrap();
+        let (rep, _) = option_reply(&mut s);
+        assert_eq!(rep, want, "{name}");
+        if rep == REP_INFO {
+            while option_reply(&mut s).0 != REP_ACK {}
+        }
+    }
+    // LIST_META_CONTEXT with no queries lists base:allocation.
+    let data = backchain::nbd::option::MetaRequest { export: "disk".into(), queries: vec![] }.encode();
+    s.write_all(&OptionHeader { option: OPT_LIST_META_CONTEXT, len: data.len() as u32 }.encode(&data)).unwrap();
+    let (rep, data) = option_reply(&mut s);
+    assert_eq!(rep, REP_META_CONTEXT);
+    let ctx = backchain::nbd::option::MetaContext::parse(&data).unwrap();
+    assert_eq!(ctx.name, CONTEXT_BASE_ALLOCATION);
+    assert_eq!(option_reply(&mut s).0, REP_ACK);
+    // OPT_EXPORT_NAME: size, flags and 124 zero bytes (no NO_ZEROES asked).
+    s.write_all(&OptionHeader { option: OPT_EXPORT_NAME, len: 4 }.encode(b"disk")).unwrap();
+    let mut reply = [0u8; 10 + EXPORT_NAME_PADDING];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(u64::from_be_bytes(reply[..8].try_into().unwrap()), 12345);
+    assert!(u16::from_be_bytes([reply[8], reply[9]]) & TFLAG_READ_ONLY != 0);
+    assert!(reply[10..].iter().all(|&b| b == 0));
+    assert_eq!(simple(&mut s, CMD_READ, 12340, 5, &[]), (0, vec![4u8; 5]));
 }
