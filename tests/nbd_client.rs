@@ -201,3 +201,39 @@ fn server_errors_fail_the_read_with_the_errno() {
     // An error reply is an answer: the connection stays usable.
     assert_eq!(disk.status(0, 1 << 20).unwrap().offset, 0);
 }
+
+#[test]
+fn block_size_limits_and_simple_replies_are_honoured() {
+    let dir = tempdir();
+    // Every request must be 4 KiB aligned and at most 1 MiB, or it fails.
+    let args = [
+        "--filter=blocksize-policy",
+        "pattern",
+        "3M",
+        "blocksize-minimum=4096",
+        "blocksize-preferred=65536",
+        "blocksize-maximum=1M",
+        "blocksize-error-policy=error",
+    ];
+    let peer = nbdkit(&dir.path().join("s"), &args);
+    let disk = open(&peer.uri);
+    let b = disk.client().info().block;
+    assert_eq!((b.minimum, b.maximum), (4096, 1 << 20));
+    let want = nbdcopy_bytes(&peer.uri, dir.path());
+    assert!(read_all(&disk) == want, "blocksize-policy bytes");
+    // Unaligned and over the maximum: widened, split, sent together.
+    let mut big = vec![0u8; (2 << 20) + 3];
+    disk.read_exact_at(5, &mut big).unwrap();
+    assert!(big[..] == want[5..5 + big.len()]);
+    drop(peer);
+
+    // No structured replies: reads still work, and everything is data.
+    let mut c = tool("nbdkit");
+    let sock = dir.path().join("s2");
+    c.args(["-f", "--exit-with-parent", "--no-sr", "-U"]).arg(&sock).args(["pattern", "1M"]);
+    let peer = Peer::on_socket(c, &sock, "");
+    let disk = open(&peer.uri);
+    assert!(!disk.client().info().structured);
+    assert!(read_all(&disk) == nbdcopy_bytes(&peer.uri, dir.path()), "--no-sr bytes");
+    assert_eq!(data_runs(&disk), vec![0..1 << 20]);
+}
