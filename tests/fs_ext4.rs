@@ -8,7 +8,7 @@ mod common;
 mod fixtures;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, chown, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -58,15 +58,7 @@ fn build_tree(root: &Path, big: bool) {
     symlink("deep/level-00", root.join("dir-link")).unwrap();
     std::fs::hard_link(root.join("hello.txt"), root.join("hard-link-to-hello")).unwrap();
     std::fs::hard_link(root.join("sizes/f4-4097"), root.join("many/hard-link")).unwrap();
-    let exe = root.join("script.sh");
-    write(&exe, b"#!/bin/sh\necho hi\n");
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let private = root.join("private");
-    write(&private.join("secret"), b"secret\n");
-    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::set_permissions(private.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    chown(&private, Some(1234), Some(5678)).unwrap();
-    chown(private.join("secret"), Some(70000), Some(80000)).unwrap();
+    common::special_modes_and_owners(root);
     std::fs::set_permissions(root.join("empty"), std::fs::Permissions::from_mode(0o1444)).unwrap();
     run(tool("mkfifo").arg(root.join("a fifo")));
 }
@@ -281,18 +273,7 @@ fn corrupt_images_never_panic() {
     assert_eq!(walked, 47);
     // Metadata lives in the first blocks and the folder/inode blocks mkfs
     // wrote; flip bytes there.
-    let meta_end = 600 << 10;
-    for round in 0..300 {
-        let mut data = base.clone();
-        for _ in 0..1 + rng.below(16) {
-            let at = rng.below(meta_end) as usize;
-            data[at] = rng.next() as u8;
-        }
-        if round % 10 == 0 {
-            data.truncate(rng.below(base.len() as u64) as usize);
-        }
-        backchain::volume::fs::ext4::fuzz_open_walk(&data);
-    }
+    common::mutate_and_walk(&base, 600 << 10, 300, 9, backchain::volume::fs::ext4::fuzz_open_walk);
 }
 
 /// The shared fixture (fixtures/build.sh): ext4 with 1 KiB blocks holding

@@ -1,4 +1,5 @@
-//! Extended attributes read from ext4 volumes built by `mkfs.ext4 -d` from a
+//! NTFS's metadata under ntfs-3g's names, and its special files, against
+//! ntfs-3g. Extended attributes read from ext4 volumes built by `mkfs.ext4 -d` from a
 //! folder whose files carry user, trusted and security xattrs, a file
 //! capability, access and default ACLs, and values too large for the inode
 //! (in the attribute block).
@@ -6,7 +7,7 @@
 
 mod common;
 use backchain::block::{RawFile, ReadAt};
-use backchain::volume::fs::{self, NodeKind};
+use backchain::volume::fs::{self, NodeKind, Rdev};
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +17,11 @@ type Xattrs = BTreeMap<String, Vec<u8>>;
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Every xattr of a node as the filesystem reader reports it.
+fn xattrs_of(fs: &dyn fs::Filesystem, node: fs::NodeId) -> Xattrs {
+    fs.xattrs(node).unwrap().into_iter().map(|x| (String::from_utf8(x.name).unwrap(), x.value)).collect()
 }
 
 /// Every xattr of `path` as the kernel reports it.
@@ -69,13 +75,7 @@ fn check(features: &str) {
     for (name, is_dir) in files {
         let e = root.iter().find(|e| e.name == name.as_bytes()).unwrap_or_else(|| panic!("{name}"));
         assert_eq!(e.attr.kind == NodeKind::Directory, is_dir);
-        let got: Xattrs = fs
-            .xattrs(e.attr.node)
-            .unwrap()
-            .into_iter()
-            .map(|x| (String::from_utf8(x.name).unwrap(), x.value))
-            .collect();
-        assert_eq!(got, oracle(&src.join(name)), "{name} ({features})");
+        assert_eq!(xattrs_of(&*fs, e.attr.node), oracle(&src.join(name)), "{name} ({features})");
     }
 }
 
@@ -119,4 +119,66 @@ fn a_mount_serves_every_xattr_and_hides_trusted_from_other_users() {
         .arg(vol.join("tagged")));
     let text = String::from_utf8(other.stdout).unwrap();
     assert!(text.contains("user.comment") && !text.contains("trusted."), "{text}");
+}
+
+#[path = "common/ntfs3g.rs"]
+mod ntfs3g;
+
+/// NTFS metadata under ntfs-3g's xattr names: named streams as `user.*`
+/// (one resident, one in clusters), the security descriptor from $Secure
+/// (a default one and one set by hand), DOS attributes and creation time.
+/// Oracle: `getfattr` through an ntfs-3g mount of the same image.
+#[test]
+fn ntfs_streams_security_descriptors_and_dos_attributes_equal_ntfs_3g() {
+    let t = tempdir();
+    let img = t.path().join("ntfs.img");
+    ntfs3g::mkntfs(&img, 8);
+    let mnt = ntfs3g::Mount::new(&img, &t.path().join("mnt"));
+    let m = mnt.dir.clone();
+    write(&m.join("streams"), b"main data\n");
+    ntfs3g::setfattr(&m.join("streams"), "user.small", "a stream");
+    ntfs3g::setfattr(&m.join("streams"), "user.large", &format!("0x{}", "5a".repeat(5000)));
+    std::fs::create_dir(m.join("folder")).unwrap();
+    write(&m.join("locked"), b"acl\n");
+    // A descriptor of its own (a second $SDS entry): the default one with
+    // its one ACE's access mask cut from full control to read and execute.
+    let mut sd = hex(ntfs3g::getfattr_hex(&m.join("locked"), "system.ntfs_acl").trim_start_matches("0x"));
+    let ace = usize::from(u16::from_le_bytes([sd[16], sd[17]])) + 8;
+    assert_eq!(sd[ace + 4..ace + 8], 0x001f_01ffu32.to_le_bytes(), "mkntfs's default ACE");
+    sd[ace + 4..ace + 8].copy_from_slice(&0x0012_00a9u32.to_le_bytes());
+    let sd_hex: String = sd.iter().map(|b| format!("{b:02x}")).collect();
+    ntfs3g::setfattr(&m.join("locked"), "system.ntfs_acl", &format!("0x{sd_hex}"));
+    ntfs3g::setfattr(&m.join("locked"), "system.ntfs_attrib_be", "0x00000021");
+    // Special files as ntfs-3g makes them (Interix).
+    run(tool("mknod").arg(m.join("null")).args(["c", "1", "3"]));
+    run(tool("mknod").arg(m.join("disk")).args(["b", "259", "70000"]));
+    run(tool("mkfifo").arg(m.join("fifo")));
+    run(tool("python3")
+        .args(["-c", "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])"])
+        .arg(m.join("sock")));
+    let names = ["streams", "folder", "locked"];
+    let mut want = BTreeMap::new();
+    for name in names {
+        let p = m.join(name);
+        let mut x = oracle(&p);
+        for sys in ["system.ntfs_acl", "system.ntfs_attrib_be", "system.ntfs_crtime"] {
+            x.insert(sys.to_string(), hex(ntfs3g::getfattr_hex(&p, sys).trim_start_matches("0x")));
+        }
+        want.insert(name, x);
+    }
+    mnt.unmount();
+    assert_ne!(want["locked"]["system.ntfs_acl"], want["streams"]["system.ntfs_acl"]);
+    assert_eq!(want["streams"]["user.large"].len(), 5000);
+
+    let vol: Arc<dyn ReadAt> = Arc::new(RawFile::open(&img).unwrap());
+    let fs = fs::open(vol).unwrap().expect("NTFS");
+    for name in names {
+        let e = fs.lookup(fs.root(), name.as_bytes()).unwrap();
+        assert_eq!(xattrs_of(&*fs, e.attr.node), want[name], "{name}");
+    }
+    let kind = |n: &str| fs.lookup(fs.root(), n.as_bytes()).unwrap().attr.kind;
+    assert_eq!(kind("null"), NodeKind::CharDevice(Rdev { major: 1, minor: 3 }));
+    assert_eq!(kind("disk"), NodeKind::BlockDevice(Rdev { major: 259, minor: 70000 }));
+    assert_eq!(kind("fifo"), NodeKind::Fifo);
+    assert_eq!(kind("sock"), NodeKind::Socket);
 }

@@ -171,7 +171,11 @@ impl Server {
     }
     /// The listing of `path` in session `m`.
     fn ls(&self, m: &str, path: &str) -> Value {
-        let r = self.call("GET", &format!("/restore/{m}/files?path={}", api::entry::encode_query(path)), None);
+        let r = self.call(
+            "GET",
+            &format!("/restore/{m}/files?path={}", backchain::restore::entry::encode_query(path)),
+            None,
+        );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.json()
     }
@@ -185,7 +189,7 @@ impl Server {
 }
 
 fn q(path: &str) -> String {
-    api::entry::encode_query(path)
+    backchain::restore::entry::encode_query(path)
 }
 
 #[test]

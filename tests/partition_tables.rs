@@ -402,3 +402,57 @@ fn guid_text_matches_sgdisk() {
     let t = read_table(&open("gpt.img")).unwrap();
     assert!(matches!(&t.partitions[0].kind, PartKind::Gpt { unique_guid, .. } if *unique_guid == g));
 }
+
+/// Entries the table cannot use are said in the disk's README, never
+/// dropped silently: a GPT entry whose last LBA is before its first, and one
+/// that starts past the disk's end (CRCs fixed up, so the table is valid).
+#[test]
+fn unusable_entries_are_listed_with_the_reason() {
+    let t = common::tempdir();
+    let img = t.path().join("gpt.img");
+    std::fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
+    run(tool("sgdisk").args(["-n", "1:2048:4095", "-n", "2:4096:6143", "-n", "3:6144:8191"]).arg(&img));
+    // Entry 2: first 4096, last 4000; entry 3 starts at LBA 10^9. Then the
+    // entry array's CRC and the header's CRC, as sgdisk computes them.
+    let fix = r#"
+import struct, sys, zlib
+f = open(sys.argv[1], "r+b"); d = bytearray(f.read())
+e = 1024
+struct.pack_into("<Q", d, e + 128 + 40, 4000)
+struct.pack_into("<QQ", d, e + 256 + 32, 10**9, 10**9 + 10)
+n, size = struct.unpack_from("<II", d, 512 + 80)
+struct.pack_into("<I", d, 512 + 88, zlib.crc32(bytes(d[e:e + n * size])))
+struct.pack_into("<I", d, 512 + 16, 0)
+struct.pack_into("<I", d, 512 + 16, zlib.crc32(bytes(d[512:512 + 92])))
+f.seek(0); f.write(d)
+"#;
+    run(tool("python3").args(["-c", fix]).arg(&img));
+    let img_s = img.to_str().unwrap();
+    let out = run(common::backchain().args(["ls", img_s, "/"]));
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(list.contains("Partition 1 ") && !list.contains("Partition 2") && !list.contains("Partition 3"), "{list}");
+    let readme = String::from_utf8(run(common::backchain().args(["cat", img_s, "/README.txt"])).stdout).unwrap();
+    assert!(readme.contains("partition 2: invalid LBA range 4096..=4000"), "{readme}");
+    assert!(readme.contains("partition 3: starts at byte"), "{readme}");
+}
+
+/// A FAT volume without a partition table whose boot sector has a broken
+/// field: sector 0 ends in 0x55AA and lists no partition, so the disk is
+/// shown whole, with a README saying why and its raw bytes.
+#[test]
+fn a_damaged_unpartitioned_fat_is_shown_whole_with_its_bytes() {
+    let t = common::tempdir();
+    let img = t.path().join("fat.img");
+    std::fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
+    run(tool("mkfs.fat").args(["-F", "16"]).arg(&img));
+    let mut d = std::fs::read(&img).unwrap();
+    d[11..13].copy_from_slice(&[0, 0]); // bytes per sector
+    std::fs::write(&img, &d).unwrap();
+    let img_s = img.to_str().unwrap();
+    let list = String::from_utf8(run(common::backchain().args(["ls", img_s, "/"])).stdout).unwrap();
+    assert!(list.contains("README.txt") && list.contains("Volume (33.6 MB)"), "{list}");
+    let vol = String::from_utf8(run(common::backchain().args(["ls", img_s, "/Volume (33.6 MB)"])).stdout).unwrap();
+    assert!(vol.contains("README.txt") && vol.contains("partition.img"), "{vol}");
+    let raw = run(common::backchain().args(["cat", img_s, "/Volume (33.6 MB)/partition.img"])).stdout;
+    assert!(raw == d, "partition.img is the disk's bytes");
+}

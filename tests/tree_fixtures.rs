@@ -121,7 +121,7 @@ fn compare(t: &Tree, ino: Ino, src: &Path, skip: &[&str], check_links: bool) -> 
                 assert!(meta.is_symlink(), "{} is a symlink in the tree", p.display());
                 assert_eq!(t.read_link(n.ino).unwrap(), fs::read_link(&p).unwrap().as_os_str().as_bytes());
             }
-            NodeKind::Other => panic!("unexpected special file {}", p.display()),
+            _ => panic!("unexpected special file {}", p.display()),
         }
     }
     files
@@ -263,8 +263,8 @@ fn each_restore_point_shows_its_own_files() {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let r = backchain::engine::Repo::open(&repo, rt.handle().clone()).unwrap();
-    let old = tree::for_backup(&r, &full_id, None).unwrap();
-    let new = tree::for_backup(&r, &inc_id, None).unwrap();
+    let old = backchain::restore::backup_tree(&r, &full_id, None).unwrap();
+    let new = backchain::restore::backup_tree(&r, &inc_id, None).unwrap();
     let src = fixtures::fixtures().join("src");
     let ext_old = folder(&root_names_at(&old, "disk-0"), "Partition 3").to_string();
     let readme_old = old.resolve(&format!("disk-0/{ext_old}/README.txt")).unwrap();

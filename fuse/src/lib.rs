@@ -11,13 +11,15 @@
 
 mod mount;
 mod mountinfo;
+mod nodes;
+mod options;
 mod pool;
 mod server;
 mod tree;
 mod xattr;
 
 pub use mount::{
-    DIRECT_IO_MIN_SIZE, DirectIo, FUSE_DEVICE, MountError, MountHandle, MountOptions, SUBTYPE, clean_stale_mount,
-    is_mounted, mount, mount_foreground, unmount,
+    FUSE_DEVICE, MountError, MountHandle, clean_stale_mount, is_mounted, mount, mount_foreground, unmount,
 };
+pub use options::{DIRECT_IO_MIN_SIZE, DirectIo, MountOptions, SUBTYPE};
 pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, Statfs, TreeError, Xattr};

@@ -16,6 +16,12 @@ pub enum Kind {
     File,
     Directory,
     Symlink,
+    /// Special files: served with their type and `rdev`; the mount is
+    /// `nodev`, so they cannot be opened as devices.
+    CharDevice,
+    BlockDevice,
+    NamedPipe,
+    Socket,
 }
 
 /// The attributes of one node.
@@ -32,6 +38,8 @@ pub struct Attr {
     /// Permission bits (e.g. 0o644); the file type bits come from `kind`.
     pub perm: u16,
     pub nlink: u32,
+    /// A device's number in the kernel's 32-bit encoding (0 for the rest).
+    pub rdev: u32,
     pub uid: u32,
     pub gid: u32,
     pub atime: SystemTime,
@@ -62,6 +70,7 @@ impl Attr {
             blocks: size.div_ceil(512),
             perm,
             nlink: if kind == Kind::Directory { 2 } else { 1 },
+            rdev: 0,
             uid: 0,
             gid: 0,
             atime: SystemTime::UNIX_EPOCH,

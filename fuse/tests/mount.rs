@@ -39,6 +39,10 @@ fn check_attr(path: &Path, want: &backchain_fuse::Attr) {
         Kind::File => libc::S_IFREG,
         Kind::Directory => libc::S_IFDIR,
         Kind::Symlink => libc::S_IFLNK,
+        Kind::CharDevice => libc::S_IFCHR,
+        Kind::BlockDevice => libc::S_IFBLK,
+        Kind::NamedPipe => libc::S_IFIFO,
+        Kind::Socket => libc::S_IFSOCK,
     };
     assert_eq!(m.mode(), kind | u32::from(want.perm), "{path:?} mode");
     if want.kind != Kind::Directory {

@@ -3,10 +3,10 @@
 
 use super::St;
 use super::error::{ApiError, ApiResult};
-use crate::engine::Progress;
+use crate::catalog::CatalogError;
 use crate::engine::backup::{self, BackupRequest, Requested};
-use crate::engine::repo::check_vm_name;
-use crate::util::time::now_rfc3339;
+use crate::engine::{Job, JobState};
+use crate::repo::check_vm_name;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,57 +15,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-/// Jobs remembered after they end (their outcome stays in the catalog).
-const KEPT_JOBS: usize = 1024;
-
-/// The jobs this server started, by backup id.
-#[derive(Default)]
-pub struct Jobs(Mutex<HashMap<String, Arc<Job>>>);
-
-pub struct Job {
-    vm: String,
-    started_at: String,
-    total: AtomicU64,
-    done: AtomicU64,
-    state: Mutex<JobState>,
-}
-
-#[derive(Clone)]
-enum JobState {
-    Running,
-    Completed,
-    Failed(String),
-}
-
-impl Progress for Job {
-    fn start(&self, total: u64) {
-        self.total.store(total, Ordering::Relaxed);
-    }
-    fn advance(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-impl Job {
-    fn json(&self) -> Value {
-        let (status, error) = match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
-            JobState::Running => ("running", None),
-            JobState::Completed => ("completed", None),
-            JobState::Failed(e) => ("failed", Some(e.clone())),
-        };
-        json!({
-            "status": status,
-            "error": error,
-            "bytes_done": self.done.load(Ordering::Relaxed),
-            "bytes_total": self.total.load(Ordering::Relaxed),
-            "vm": self.vm,
-            "started_at": self.started_at,
-        })
-    }
+/// A job's progress and outcome as JSON.
+fn job_json(job: &Job) -> Value {
+    let (status, error) = match job.state() {
+        JobState::Running => ("running", None),
+        JobState::Completed => ("completed", None),
+        JobState::Failed(e) => ("failed", Some(e)),
+    };
+    json!({
+        "status": status,
+        "error": error,
+        "bytes_done": job.done(),
+        "bytes_total": job.total(),
+        "vm": job.vm,
+        "started_at": job.started_at,
+    })
 }
 
 /// Parses a JSON body, answering 400/413 as JSON when it does not fit.
@@ -103,14 +68,6 @@ pub async fn start(axum::extract::State(st): St, body: Result<Bytes, BytesReject
         other => return Err(ApiError::bad_request(format!("backup_type {other:?}: use auto, full or incremental"))),
     };
     let id = backup::new_backup_id();
-    let job = Arc::new(Job {
-        vm: req.vm_name.clone(),
-        started_at: now_rfc3339(),
-        total: AtomicU64::new(0),
-        done: AtomicU64::new(0),
-        state: Mutex::new(JobState::Running),
-    });
-    st.jobs.insert(&id, job.clone());
     let request = BackupRequest {
         vm: req.vm_name,
         disks: req.disks.into_iter().map(|d| d.source).collect(),
@@ -118,33 +75,8 @@ pub async fn start(axum::extract::State(st): St, body: Result<Bytes, BytesReject
         compression: None,
         id: Some(id.clone()),
     };
-    let repo = st.repo.clone();
-    tokio::task::spawn_blocking(move || {
-        let outcome = backup::run(&repo, &request, &*job);
-        *job.state.lock().unwrap_or_else(|p| p.into_inner()) = match outcome {
-            Ok(_) => JobState::Completed,
-            Err(e) => JobState::Failed(e.to_string()),
-        };
-    });
+    st.jobs.start(st.repo.clone(), request);
     Ok((StatusCode::ACCEPTED, Json(json!({"backup_id": id, "status": "running"}))).into_response())
-}
-
-impl Jobs {
-    fn insert(&self, id: &str, job: Arc<Job>) {
-        let mut jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if jobs.len() >= KEPT_JOBS {
-            jobs.retain(|_, j| matches!(*j.state.lock().unwrap_or_else(|p| p.into_inner()), JobState::Running));
-        }
-        jobs.insert(id.to_string(), job);
-    }
-
-    fn remove(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<Job>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
-    }
 }
 
 pub async fn detail(axum::extract::State(st): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -154,24 +86,22 @@ pub async fn detail(axum::extract::State(st): St, Path(id): Path<String>) -> Api
         (Ok(b), job) => {
             let mut v = serde_json::to_value(&b).map_err(|e| ApiError::internal(e.to_string()))?;
             let progress = match &job {
-                Some(j) => {
-                    json!({"bytes_done": j.done.load(Ordering::Relaxed), "bytes_total": j.total.load(Ordering::Relaxed)})
-                }
+                Some(j) => json!({"bytes_done": j.done(), "bytes_total": j.total()}),
                 None => json!({"bytes_done": b.bytes_read, "bytes_total": b.bytes_total}),
             };
             v["progress"] = progress;
             // The catalog row is written before the job ends: the job knows
             // first whether it failed before its commit.
             if let Some(j) = job
-                && let JobState::Failed(e) = &*j.state.lock().unwrap_or_else(|p| p.into_inner())
+                && let JobState::Failed(e) = j.state()
             {
                 v["status"] = json!("failed");
                 v["error"] = json!(e);
             }
             Ok(Json(v))
         }
-        (Err(crate::catalog::CatalogError::NotFound(_)), Some(j)) => {
-            let mut v = j.json();
+        (Err(CatalogError::NotFound(_)), Some(j)) => {
+            let mut v = job_json(&j);
             v["id"] = json!(id);
             v["progress"] = json!({"bytes_done": v["bytes_done"], "bytes_total": v["bytes_total"]});
             Ok(Json(v))
@@ -219,24 +149,13 @@ pub async fn complete(
 }
 
 pub async fn delete(axum::extract::State(st): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    if st.jobs.get(&id).is_some_and(|j| matches!(*j.state.lock().unwrap_or_else(|p| p.into_inner()), JobState::Running))
-    {
+    if st.jobs.get(&id).is_some_and(|j| j.is_running()) {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("backup {id} is still running")));
     }
-    let disks = st.repo.catalog.delete_backup(&id).await?;
+    let repo = st.repo.clone();
+    let gone = id.clone();
+    let removed = tokio::task::spawn_blocking(move || crate::engine::delete_backup(&repo, &gone)).await??;
     st.sessions.close_backup(&id);
     st.jobs.remove(&id);
-    let repo = st.repo.clone();
-    let mut removed = Vec::new();
-    for d in &disks {
-        for rel in [&d.image_path, &d.digest_path] {
-            let path = repo.path(rel);
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => removed.push(rel.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
-            }
-        }
-    }
     Ok(Json(json!({"deleted": id, "files_removed": removed})))
 }

@@ -9,8 +9,9 @@ use super::St;
 use super::chunks::ChunkPool;
 use super::error::{ApiError, ApiResult};
 use super::query::Query;
-use super::restore::{Session, Transfer, session};
+use super::restore::session;
 use crate::archive;
+use crate::restore::{Session, Transfer};
 use crate::tree::{Ino, Node, Tree};
 use crate::util::time::civil_from_days;
 use crate::volume::fs::{NodeKind, Timestamp};
@@ -164,8 +165,9 @@ pub async fn download(
                 "a symbolic link has no bytes: see its target in the listing",
             ));
         }
-        NodeKind::Other => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "not_a_file", "a device, FIFO or socket"));
+        k => {
+            let what = format!("a {} has no bytes: see its type in the listing", k.name());
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "not_a_file", what));
         }
     }
     let tag = etag(&s, &node);

@@ -3,6 +3,8 @@
 use crate::archive::ArchiveError;
 use crate::catalog::CatalogError;
 use crate::engine::EngineError;
+use crate::repo::RepoError;
+use crate::restore::RestoreError;
 use crate::tree::TreeError;
 use axum::Json;
 use axum::http::StatusCode;
@@ -57,7 +59,32 @@ impl From<EngineError> for ApiError {
             EngineError::Busy(m) => Self::new(StatusCode::CONFLICT, "busy", m),
             EngineError::NotFound(m) => Self::not_found(m),
             EngineError::Catalog(c) => c.into(),
+            EngineError::RestorePoint(r) => r.into(),
             other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::BadName(m) => Self::bad_request(m),
+            RepoError::Catalog(c) => c.into(),
+            RepoError::NoBackup(_) | RepoError::NoDisk { .. } => Self::not_found(e.to_string()),
+            RepoError::NotCompleted { .. } => Self::new(StatusCode::CONFLICT, "not_completed", e.to_string()),
+            RepoError::Image { .. } => Self::new(StatusCode::CONFLICT, "unavailable", e.to_string()),
+            RepoError::Io { .. } => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<RestoreError> for ApiError {
+    fn from(e: RestoreError) -> Self {
+        match e {
+            RestoreError::Repo(r) => r.into(),
+            RestoreError::Tree(t) => t.into(),
+            RestoreError::NoSession(_) | RestoreError::Expired(_) => Self::not_found(e.to_string()),
+            RestoreError::TooMany(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sessions", e.to_string()),
         }
     }
 }

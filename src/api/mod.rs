@@ -4,20 +4,22 @@
 //!
 //! Handlers are async; everything that reads disks or the tree runs on
 //! `spawn_blocking`, and streamed bodies are fed through bounded channels so
-//! memory stays bounded whatever is downloaded.
+//! memory stays bounded whatever is downloaded. This module holds only the
+//! handlers and the router: jobs live in `engine::jobs`, sessions in
+//! `restore`, and `daemon` assembles the server.
 
 mod backups;
 mod chunks;
-mod demo;
 mod download;
-pub mod entry;
 mod error;
 mod query;
 mod restore;
 
 pub use error::ApiError;
 
-use crate::engine::{EngineError, Repo};
+use crate::engine::Jobs;
+use crate::repo::Repo;
+use crate::restore::{SessionLimits, Sessions};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
@@ -25,43 +27,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8082";
-/// Seconds after which an unused restore session closes.
-pub const DEFAULT_IDLE_SECS: u64 = 3600;
-/// Restore sessions open at once, at most.
-pub const DEFAULT_MAX_SESSIONS: usize = 64;
 /// Largest request body accepted (the JSON of a request is small).
 pub const MAX_BODY: usize = 1 << 20;
-/// Longest interval between two sweeps of idle sessions.
-const MAX_SWEEP: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error(transparent)]
-    Mount(#[from] backchain_fuse::MountError),
-}
-
-/// What `backchain serve` was asked for.
-pub struct Config {
-    pub repo: PathBuf,
-    pub listen: String,
-    pub token_file: Option<PathBuf>,
-    pub mount: Option<PathBuf>,
-    pub demo: bool,
-    pub session_idle: Duration,
-    pub max_sessions: usize,
-}
 
 /// Server settings that tests set directly.
 #[derive(Clone)]
@@ -74,16 +44,16 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { token: None, session_idle: Duration::from_secs(DEFAULT_IDLE_SECS), max_sessions: DEFAULT_MAX_SESSIONS }
+        let limits = SessionLimits::default();
+        Self { token: None, session_idle: limits.idle, max_sessions: limits.max }
     }
 }
 
 pub(crate) struct AppState {
     repo: Arc<Repo>,
     token: Option<blake3::Hash>,
-    opts: Options,
-    sessions: restore::Sessions,
-    jobs: backups::Jobs,
+    sessions: Sessions,
+    jobs: Jobs,
 }
 
 type St = State<Arc<AppState>>;
@@ -99,19 +69,23 @@ pub async fn run(
     let state = Arc::new(AppState {
         repo,
         token: opts.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
-        sessions: restore::Sessions::default(),
-        jobs: backups::Jobs::default(),
-        opts,
+        sessions: Sessions::new(SessionLimits { idle: opts.session_idle, max: opts.max_sessions }),
+        jobs: Jobs::default(),
     });
-    let sweeper = tokio::spawn(restore::sweep_forever(state.clone(), sweep_interval(state.opts.session_idle)));
+    let sweeper = tokio::spawn(sweep_forever(state.clone()));
     let app = router(state);
     let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     sweeper.abort();
     r
 }
 
-fn sweep_interval(idle: Duration) -> Duration {
-    (idle / 4).clamp(Duration::from_millis(100), MAX_SWEEP)
+/// Expires idle restore sessions, for as long as the server runs.
+async fn sweep_forever(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.sessions.sweep_interval());
+    loop {
+        tick.tick().await;
+        state.sessions.expire();
+    }
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -175,59 +149,4 @@ async fn auth(State(state): St, req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
-}
-
-/// Reads the token file: its first line, trimmed.
-fn read_token(path: &std::path::Path) -> Result<String, ServeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config(format!("{}: {e}", path.display())))?;
-    let token = text.lines().next().unwrap_or("").trim().to_string();
-    if token.len() < 16 {
-        return Err(ServeError::Config(format!("{}: the token must be at least 16 characters", path.display())));
-    }
-    Ok(token)
-}
-
-/// `backchain serve`: opens the repository, optionally fills it with the
-/// demo, and serves until Ctrl-C.
-pub fn serve(config: Config) -> Result<(), ServeError> {
-    let token = config.token_file.as_deref().map(read_token).transpose()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let addrs: Vec<SocketAddr> = rt
-        .block_on(tokio::net::lookup_host(&config.listen))
-        .map_err(|e| ServeError::Config(format!("--listen {}: {e}", config.listen)))?
-        .collect();
-    if token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
-        return Err(ServeError::Config(format!(
-            "refusing to serve on non-loopback address {} without --token-file",
-            config.listen
-        )));
-    }
-    let repo = Arc::new(Repo::open(&config.repo, rt.handle().clone())?);
-    let demo_ids = if config.demo { demo::fill(&repo)? } else { Vec::new() };
-    let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
-    // The whole repository as a folder too, for as long as the server runs
-    // (dropping the handle unmounts).
-    let _mount = match &config.mount {
-        Some(dir) => {
-            backchain_fuse::clean_stale_mount(dir)?;
-            let tree = crate::tree::fuse::FuseTree(crate::tree::for_repo(repo.clone()));
-            let opts = backchain_fuse::MountOptions { fsname: "backchain-repo".into(), ..Default::default() };
-            let handle = backchain_fuse::mount(Arc::new(tree), dir, &opts)?;
-            eprintln!("backchain: repository mounted at {}", handle.mountpoint().display());
-            Some(handle)
-        }
-        None => None,
-    };
-    let addr = listener.local_addr()?;
-    eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
-    if config.demo {
-        eprintln!("{}", demo::examples(&format!("http://{addr}"), &demo_ids));
-    }
-    let opts = Options { token, session_idle: config.session_idle, max_sessions: config.max_sessions };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let r = rt.block_on(run(listener, repo.clone(), opts, shutdown));
-    rt.block_on(repo.catalog.close());
-    Ok(r?)
 }

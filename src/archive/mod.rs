@@ -5,6 +5,7 @@
 //! fixed buffer, folders are walked depth-first one listing at a time, and
 //! nothing is collected beyond the listings on the current path.
 
+mod pax;
 mod tar_gz;
 mod walk;
 mod zip;
@@ -14,6 +15,10 @@ pub use walk::MAX_DEPTH;
 pub use zip::write_zip;
 
 use crate::tree::TreeError;
+
+/// The entry at the archive's root that names what the archive could not
+/// hold (devices in a zip, sockets, entries whose metadata was corrupt).
+pub const NOTES_FILE: &str = "RESTORE-NOTES.txt";
 
 /// Bytes of file data moved per step.
 pub const BUFFER: usize = 1 << 20;

@@ -2,7 +2,8 @@
 
 use super::{ArchiveError, BUFFER, Result};
 use crate::tree::{Ino, Node, Tree, TreeError};
-use crate::volume::fs::{NodeKind, bad_name};
+use crate::volume::fs::{NodeKind, Xattr, bad_name};
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,12 +11,75 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// rather than recursing without bound.
 pub const MAX_DEPTH: usize = 256;
 
+/// Files with several names whose first path is remembered, so later names
+/// become hard-link entries; past this, later names are full copies.
+pub const MAX_LINKED_FILES: usize = 1 << 20;
+/// Entries named one by one in the restore notes; past this, only counted.
+const MAX_NOTED: usize = 1000;
+
 /// What an archive format does with each entry. Paths are relative to the
 /// archived folder, `/`-separated, without a leading or trailing slash.
 pub trait Sink {
     fn dir(&mut self, path: &[u8], node: &Node) -> Result<()>;
     fn file(&mut self, path: &[u8], node: &Node, data: &mut FileReader<'_>) -> Result<()>;
     fn symlink(&mut self, path: &[u8], node: &Node, target: &[u8]) -> Result<()>;
+    /// A device, FIFO or socket: false when the format cannot hold it (the
+    /// walk then names it in the restore notes).
+    fn special(&mut self, path: &[u8], node: &Node) -> Result<bool>;
+    /// A further name of a file already archived under `first`: false when
+    /// the format has no hard links (the walk then writes a full copy).
+    fn hard_link(&mut self, _path: &[u8], _node: &Node, _first: &[u8]) -> Result<bool> {
+        Ok(false)
+    }
+    /// Whether the format carries extended attributes.
+    fn wants_xattrs(&self) -> bool {
+        false
+    }
+    /// The extended attributes of the entry that comes next.
+    fn xattrs(&mut self, _xattrs: &[Xattr]) -> Result<()> {
+        Ok(())
+    }
+    /// What the archive could not hold, as text for the person restoring,
+    /// given once after the last entry when there is something to say.
+    fn notes(&mut self, text: &str) -> Result<()>;
+}
+
+/// What the walk could not put into the archive.
+#[derive(Default)]
+struct Notes {
+    lines: Vec<String>,
+    more: usize,
+}
+
+impl Notes {
+    fn add(&mut self, line: String) {
+        if self.lines.len() < MAX_NOTED { self.lines.push(line) } else { self.more += 1 }
+    }
+
+    fn text(&self) -> Option<String> {
+        if self.lines.is_empty() {
+            return None;
+        }
+        let mut t = String::from("backchain could not put these entries of the backup into this archive:\n\n");
+        for l in &self.lines {
+            t.push_str(l);
+            t.push('\n');
+        }
+        if self.more > 0 {
+            t.push_str(&format!("... and {} more\n", self.more));
+        }
+        Some(t)
+    }
+}
+
+/// The state of one walk.
+struct Walk<'a> {
+    tree: &'a Tree,
+    sink: &'a mut dyn Sink,
+    cancel: &'a AtomicBool,
+    /// First archived path of each file with several names, by inode.
+    linked: HashMap<Ino, Vec<u8>>,
+    notes: Notes,
 }
 
 pub fn lossy(path: &[u8]) -> String {
@@ -26,61 +90,92 @@ fn tree_err(path: &[u8], source: TreeError) -> ArchiveError {
     ArchiveError::Tree { path: lossy(path), source }
 }
 
-/// Walks the folder `dir` into `sink`. Devices, FIFOs and sockets are skipped.
+/// Walks the folder `dir` into `sink`: every entry with its metadata, hard
+/// links as links where the format has them, and what the format cannot hold
+/// named in the restore notes.
 pub fn walk(tree: &Tree, dir: Ino, sink: &mut dyn Sink, cancel: &AtomicBool) -> Result<()> {
     let node = tree.getattr(dir).map_err(|e| tree_err(b"", e))?;
     if node.kind != NodeKind::Directory {
         return Err(tree_err(b"", TreeError::NotADirectory));
     }
-    walk_dir(tree, dir, &mut Vec::new(), 0, sink, cancel)
+    let mut w = Walk { tree, sink, cancel, linked: HashMap::new(), notes: Notes::default() };
+    w.dir(dir, &mut Vec::new(), 0)?;
+    match w.notes.text() {
+        Some(text) => w.sink.notes(&text),
+        None => Ok(()),
+    }
 }
 
-fn walk_dir(
-    tree: &Tree,
-    dir: Ino,
-    path: &mut Vec<u8>,
-    depth: usize,
-    sink: &mut dyn Sink,
-    cancel: &AtomicBool,
-) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(ArchiveError::TooDeep { path: lossy(path) });
-    }
-    let listing = tree.read_dir(dir).map_err(|e| tree_err(path, e))?;
-    for entry in &listing.entries {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(ArchiveError::Cancelled);
+impl Walk<'_> {
+    fn dir(&mut self, dir: Ino, path: &mut Vec<u8>, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(ArchiveError::TooDeep { path: lossy(path) });
         }
+        let listing = self.tree.read_dir(dir).map_err(|e| tree_err(path, e))?;
+        if let Some(note) = &listing.note {
+            self.notes.add(format!("{}/: {note}", lossy(path)));
+        }
+        for entry in &listing.entries {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(ArchiveError::Cancelled);
+            }
+            let base = path.len();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&entry.name);
+            self.entry(entry, path, depth)?;
+            path.truncate(base);
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, entry: &Node, path: &mut Vec<u8>, depth: usize) -> Result<()> {
         // The tree already leaves such names out; an archive writer still
         // refuses them, whatever it is given, so no entry can leave its folder
         // when the archive is unpacked.
         if let Some(why) = bad_name(&entry.name) {
             return Err(ArchiveError::UnsafeName { path: lossy(path), why });
         }
-        let base = path.len();
-        if !path.is_empty() {
-            path.push(b'/');
+        if entry.kind == NodeKind::File && entry.nlink > 1 {
+            if let Some(first) = self.linked.get(&entry.ino) {
+                if self.sink.hard_link(path, entry, first)? {
+                    return Ok(());
+                }
+            } else if self.linked.len() < MAX_LINKED_FILES {
+                self.linked.insert(entry.ino, path.clone());
+            }
         }
-        path.extend_from_slice(&entry.name);
+        if self.sink.wants_xattrs() {
+            match self.tree.xattrs(entry.ino) {
+                Ok(x) => self.sink.xattrs(&x)?,
+                // A corrupt attribute block costs that file its attributes,
+                // not the archive.
+                Err(e) => self.notes.add(format!("{}: extended attributes left out: {e}", lossy(path))),
+            }
+        }
         match entry.kind {
             NodeKind::Directory => {
-                sink.dir(path, entry)?;
-                walk_dir(tree, entry.ino, path, depth + 1, sink, cancel)?;
+                self.sink.dir(path, entry)?;
+                self.dir(entry.ino, path, depth + 1)?;
             }
             NodeKind::File => {
-                let mut r = FileReader { tree, node: entry, path, at: 0, cancel };
-                sink.file(path, entry, &mut r)?;
+                let mut r = FileReader { tree: self.tree, node: entry, path, at: 0, cancel: self.cancel };
+                self.sink.file(path, entry, &mut r)?;
                 r.check_done()?;
             }
             NodeKind::Symlink => {
-                let target = tree.read_link(entry.ino).map_err(|e| tree_err(path, e))?;
-                sink.symlink(path, entry, &target)?;
+                let target = self.tree.read_link(entry.ino).map_err(|e| tree_err(path, e))?;
+                self.sink.symlink(path, entry, &target)?;
             }
-            NodeKind::Other => {}
+            kind => {
+                if !self.sink.special(path, entry)? {
+                    self.notes.add(format!("{}: a {} (this archive format cannot hold it)", lossy(path), kind.name()));
+                }
+            }
         }
-        path.truncate(base);
+        Ok(())
     }
-    Ok(())
 }
 
 /// A file's bytes as `Read`, exactly `node.size` of them: a file that ends

@@ -2,10 +2,10 @@
 //! CRCs follow each entry in a data descriptor).
 
 use super::walk::{self, FileReader, Sink, lossy};
-use super::{BUFFER, Result};
+use super::{BUFFER, NOTES_FILE, Result};
 use crate::tree::{Ino, Node, Tree};
 use crate::util::time::civil_from_days;
-use crate::volume::fs::Timestamp;
+use crate::volume::fs::{NodeKind, Timestamp};
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use zip::write::{FullFileOptions, StreamWriter};
@@ -22,6 +22,15 @@ const TEST: usize = 16 << 10;
 const WORTH_IT_PERCENT: usize = 90;
 /// Deflate level: fast, since archives are produced while the client waits.
 const LEVEL: i64 = 3;
+/// Info-ZIP "ux" extra field (Info-ZIP extrafld.txt, "Info-ZIP UNIX (new)"):
+/// version 1, then uid and gid as 4-byte little-endian numbers, which
+/// `unzip -X` restores.
+const UX_FIELD: u16 = 0x7875;
+/// File type bits of a Unix mode (inode(7)) and MS-DOS's folder attribute.
+const S_IFREG: u32 = 0o100_000;
+const S_IFDIR: u32 = 0o040_000;
+const S_IFLNK: u32 = 0o120_000;
+const DOS_DIR: u32 = 0x10;
 /// Entries at or above this size get zip64 headers (APPNOTE 4.5.3): the
 /// streaming writer must decide before the data is written.
 const ZIP64_FROM: u64 = 0xFFFF_0000;
@@ -54,9 +63,23 @@ fn dos_time(t: Timestamp) -> DateTime {
 }
 
 fn options(node: &Node) -> Result<FullFileOptions<'static, 'static>> {
-    let o = FullFileOptions::default()
+    let mut ux = vec![1u8, 4];
+    ux.extend_from_slice(&node.uid.to_le_bytes());
+    ux.push(4);
+    ux.extend_from_slice(&node.gid.to_le_bytes());
+    let mut o = FullFileOptions::default();
+    o.add_extra_field(UX_FIELD, ux, false)?;
+    // The Unix mode in the high half of the external attributes, with the
+    // setuid, setgid and sticky bits that `unix_permissions` would drop
+    // (`unzip -K` restores them); the low half has MS-DOS's folder bit.
+    let (ty, dos) = match node.kind {
+        NodeKind::Directory => (S_IFDIR, DOS_DIR),
+        NodeKind::Symlink => (S_IFLNK, 0),
+        _ => (S_IFREG, 0),
+    };
+    let o = o
         .last_modified_time(dos_time(node.mtime))
-        .unix_permissions(u32::from(node.perm) & 0o7777)
+        .external_attributes(((ty | (u32::from(node.perm) & 0o7777)) << 16) | dos)
         .large_file(node.size >= ZIP64_FROM);
     // The extended timestamp (0x5455) keeps exact Unix seconds where they fit.
     match u32::try_from(node.mtime.secs) {
@@ -108,6 +131,18 @@ impl<W: Write> Sink for ZipSink<W> {
 
     fn symlink(&mut self, path: &[u8], node: &Node, target: &[u8]) -> Result<()> {
         self.zip.add_symlink(lossy(path), lossy(target), options(node)?)?;
+        Ok(())
+    }
+
+    /// Zip has no devices, FIFOs or sockets.
+    fn special(&mut self, _path: &[u8], _node: &Node) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn notes(&mut self, text: &str) -> Result<()> {
+        let o = FullFileOptions::default().unix_permissions(0o444);
+        self.zip.start_file(NOTES_FILE, o)?;
+        self.zip.write_all(text.as_bytes())?;
         Ok(())
     }
 }

@@ -1,21 +1,37 @@
 //! The SQL catalog: VMs, backup jobs, per-disk images, change ids and chains.
 //!
-//! SQLite (`REPO/catalog.db`) is the embedded default. Queries are plain
-//! runtime SQL (no compile-time macros) so the same statements can run on
-//! PostgreSQL later; times are RFC 3339 text. See docs/catalog.md.
+//! SQLite (`REPO/catalog.db`) is the embedded default. Callers see typed
+//! rows (enums for statuses and kinds, [`UtcTime`] for times) and two
+//! facades: [`Catalog`] (async, for the HTTP handlers) and [`SyncCatalog`]
+//! (blocking, for the engine, the CLI and the trees). No `sqlx` type leaves
+//! this module, so a PostgreSQL backend can be added behind the same methods;
+//! docs/catalog.md says how.
+//!
+//! [`UtcTime`]: crate::util::time::UtcTime
 
+mod blocking;
 mod model;
 mod queries;
 
+pub use blocking::SyncCatalog;
 pub use model::*;
 
+use crate::util::time::UtcTime;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
 
-/// Embedded migrations, applied in order on open.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+/// Embedded migrations, applied in order on open (docs/catalog.md).
+pub const SCHEMA_VERSION: i64 = 2;
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (2, "statuses", include_str!("migrations/0002_statuses.sql")),
+];
+/// Connections in the pool: the server's handlers and a few blocking jobs.
+const MAX_CONNECTIONS: u32 = 4;
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -27,10 +43,14 @@ pub enum CatalogError {
     Conflict(String),
     #[error("catalog is newer than this program (schema version {0})")]
     TooNew(i64),
+    /// A stored value this program does not know (a corrupt or foreign row).
+    #[error("catalog row: {0}")]
+    Invalid(String),
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
+/// The catalog, async. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct Catalog {
     pool: SqlitePool,
@@ -46,46 +66,66 @@ impl Catalog {
             .foreign_keys(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        let c = Self { pool };
-        c.migrate().await?;
-        Ok(c)
+            .busy_timeout(BUSY_TIMEOUT);
+        // Migrations run on a connection of their own: some must turn
+        // foreign keys off, which no pooled connection may inherit.
+        let mut conn = SqliteConnection::connect_with(&opts.clone().foreign_keys(false)).await?;
+        let migrated = migrate(&mut conn).await;
+        conn.close().await?;
+        migrated?;
+        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(opts).await?;
+        Ok(Self { pool })
     }
 
-    async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("v")?;
-        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-        if current > latest {
-            return Err(CatalogError::TooNew(current));
-        }
-        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-                .bind(version)
-                .bind(name)
-                .bind(crate::util::time::now_rfc3339())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The schema version the catalog is at (the last migration applied).
+    pub async fn schema_version(&self) -> Result<i64> {
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").fetch_one(&self.pool).await?;
+        Ok(row.try_get("v")?)
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Applies the migrations the catalog lacks, in one write transaction taken
+/// up front (two processes opening a catalog at once do not both migrate).
+async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let r = apply_migrations(conn).await;
+    let end = if r.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    sqlx::raw_sql(end).execute(&mut *conn).await?;
+    r
+}
+
+async fn apply_migrations(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("v")?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(CatalogError::TooNew(current));
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        sqlx::raw_sql(sql).execute(&mut *conn).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(version)
+            .bind(name)
+            .bind(UtcTime::now().to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    // Foreign keys were off: prove the migrations kept every reference.
+    let broken = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut *conn).await?;
+    if !broken.is_empty() {
+        return Err(CatalogError::Invalid(format!("{} rows break a foreign key after migrating", broken.len())));
+    }
+    Ok(())
 }

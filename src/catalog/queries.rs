@@ -1,6 +1,7 @@
 //! The catalog's statements.
 
 use super::*;
+use crate::util::time::UtcTime;
 use sqlx::sqlite::SqliteRow;
 
 const DISK_COLUMNS: &str = "d.id, d.backup_id, d.disk_index, d.chain_id, d.parent_id, d.disk_type, d.source, \
@@ -10,14 +11,31 @@ const DISK_COLUMNS: &str = "d.id, d.backup_id, d.disk_index, d.chain_id, d.paren
 const BACKUP_COLUMNS: &str = "b.id, v.name AS vm, b.backup_type, b.status, b.started_at, b.ended_at, b.bytes_total, \
      b.bytes_read, b.bytes_written, b.error";
 
-fn disk(r: &SqliteRow) -> Result<BackupDisk, sqlx::Error> {
+/// A text column holding one of a catalog enum's words.
+fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    let s: String = r.try_get(col)?;
+    parse(&s).ok_or_else(|| CatalogError::Invalid(format!("{col} {s:?} is not a known value")))
+}
+
+/// A text column holding an RFC 3339 time.
+fn time(r: &SqliteRow, col: &str) -> Result<UtcTime> {
+    let s: String = r.try_get(col)?;
+    UtcTime::parse(&s).map_err(|e| CatalogError::Invalid(format!("{col}: {e}")))
+}
+
+fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<UtcTime>> {
+    let s: Option<String> = r.try_get(col)?;
+    s.map(|s| UtcTime::parse(&s).map_err(|e| CatalogError::Invalid(format!("{col}: {e}")))).transpose()
+}
+
+fn disk(r: &SqliteRow) -> Result<BackupDisk> {
     Ok(BackupDisk {
         id: r.try_get("id")?,
         backup_id: r.try_get("backup_id")?,
         disk_index: r.try_get("disk_index")?,
         chain_id: r.try_get("chain_id")?,
         parent_id: r.try_get("parent_id")?,
-        disk_type: r.try_get("disk_type")?,
+        disk_type: word(r, "disk_type", BackupType::parse)?,
         source: r.try_get("source")?,
         image_path: r.try_get("image_path")?,
         digest_path: r.try_get("digest_path")?,
@@ -27,18 +45,18 @@ fn disk(r: &SqliteRow) -> Result<BackupDisk, sqlx::Error> {
         stored_bytes: r.try_get("stored_bytes")?,
         changed_bytes: r.try_get("changed_bytes")?,
         content_digest: r.try_get("content_digest")?,
-        status: r.try_get("status")?,
+        status: word(r, "status", ImageStatus::parse)?,
     })
 }
 
-fn backup(r: &SqliteRow) -> Result<Backup, sqlx::Error> {
+fn backup(r: &SqliteRow) -> Result<Backup> {
     Ok(Backup {
         id: r.try_get("id")?,
         vm: r.try_get("vm")?,
-        backup_type: r.try_get("backup_type")?,
-        status: r.try_get("status")?,
-        started_at: r.try_get("started_at")?,
-        ended_at: r.try_get("ended_at")?,
+        backup_type: word(r, "backup_type", BackupType::parse)?,
+        status: word(r, "status", BackupStatus::parse)?,
+        started_at: time(r, "started_at")?,
+        ended_at: opt_time(r, "ended_at")?,
         bytes_total: r.try_get("bytes_total")?,
         bytes_read: r.try_get("bytes_read")?,
         bytes_written: r.try_get("bytes_written")?,
@@ -53,7 +71,7 @@ impl Catalog {
         if create {
             sqlx::query("INSERT INTO vms (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
                 .bind(name)
-                .bind(crate::util::time::now_rfc3339())
+                .bind(UtcTime::now().to_string())
                 .execute(&self.pool)
                 .await?;
         }
@@ -98,10 +116,10 @@ impl Catalog {
             vms.push(Vm {
                 id,
                 name: r.try_get("name")?,
-                created_at: r.try_get("created_at")?,
+                created_at: time(&r, "created_at")?,
                 disks,
                 backup_count: r.try_get("n")?,
-                last_backup: r.try_get("last")?,
+                last_backup: opt_time(&r, "last")?,
             });
         }
         Ok(vms)
@@ -114,7 +132,7 @@ impl Catalog {
              WHERE c.vm_id = ? AND c.disk_index = ? AND c.image_count > 0 ORDER BY c.id DESC LIMIT 1"
         );
         let row = sqlx::query(&sql).bind(vm_id).bind(disk_index).fetch_optional(&self.pool).await?;
-        Ok(row.as_ref().map(disk).transpose()?)
+        row.as_ref().map(disk).transpose()
     }
 
     /// Records a job as running (committed at once, so that a crash leaves a
@@ -127,7 +145,7 @@ impl Catalog {
         .bind(id)
         .bind(vm_id)
         .bind(kind.as_str())
-        .bind(crate::util::time::now_rfc3339())
+        .bind(UtcTime::now().to_string())
         .bind(bytes_total as i64)
         .bind(std::process::id() as i64)
         .execute(&self.pool)
@@ -149,7 +167,7 @@ impl Catalog {
     /// chains, and the job's final status.
     pub async fn commit_backup(&self, id: &str, vm_id: i64, disks: &[NewDisk], read: u64, written: u64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let now = crate::util::time::now_rfc3339();
+        let now = UtcTime::now().to_string();
         for d in disks {
             let chain_id: i64 = match d.chain {
                 ChainRef::Existing(c) => c,
@@ -214,7 +232,7 @@ impl Catalog {
     /// Ends a job that did not commit: `failed` with the error.
     pub async fn fail_backup(&self, id: &str, error: &str) -> Result<()> {
         sqlx::query("UPDATE backups SET status = 'failed', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
-            .bind(crate::util::time::now_rfc3339())
+            .bind(UtcTime::now().to_string())
             .bind(error)
             .bind(id)
             .execute(&self.pool)
@@ -230,7 +248,7 @@ impl Catalog {
              error = 'the backup process stopped before the backup was committed' \
              WHERE vm_id = ? AND status IN ('pending', 'running')",
         )
-        .bind(crate::util::time::now_rfc3339())
+        .bind(UtcTime::now().to_string())
         .bind(vm_id)
         .execute(&self.pool)
         .await?;
@@ -279,7 +297,7 @@ impl Catalog {
     }
 
     /// The chains of a VM's disks, each with its images, oldest first.
-    pub async fn chains(&self, vm: &str) -> Result<Vec<Chain>> {
+    pub async fn chains(&self, vm: &str) -> Result<Vec<DiskChain>> {
         let rows = sqlx::query(
             "SELECT c.id, v.name AS vm, c.disk_index, c.virtual_size, c.created_at, c.image_count, c.total_bytes \
              FROM chains c JOIN vms v ON v.id = c.vm_id WHERE v.name = ? AND c.image_count > 0 \
@@ -293,12 +311,12 @@ impl Catalog {
             let id: i64 = r.try_get("id")?;
             let sql = format!("SELECT {DISK_COLUMNS} FROM backup_disks d WHERE d.chain_id = ? ORDER BY d.id");
             let images = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
-            chains.push(Chain {
+            chains.push(DiskChain {
                 id,
                 vm: r.try_get("vm")?,
                 disk_index: r.try_get("disk_index")?,
                 virtual_size: r.try_get("virtual_size")?,
-                created_at: r.try_get("created_at")?,
+                created_at: time(&r, "created_at")?,
                 image_count: r.try_get("image_count")?,
                 total_bytes: r.try_get("total_bytes")?,
                 images: images.iter().map(disk).collect::<Result<_, _>>()?,
@@ -326,7 +344,7 @@ impl Catalog {
     /// rows so the caller can remove the files after the commit.
     pub async fn delete_backup(&self, id: &str) -> Result<Vec<BackupDisk>> {
         let b = self.backup(id).await?;
-        if b.status == "running" || b.status == "pending" {
+        if b.status.is_active() {
             return Err(CatalogError::Conflict(format!("backup {id} is still running")));
         }
         let mut tx = self.pool.begin().await?;

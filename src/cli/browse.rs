@@ -2,10 +2,10 @@
 
 use super::CliError;
 use super::target::{self, Target};
-use backchain::api::entry::Entry;
 use backchain::archive;
-use backchain::engine::Repo;
 use backchain::qcow2::OpenOptions;
+use backchain::repo::Repo;
+use backchain::restore::entry::Entry;
 use backchain::tree::{self, Node, Tree};
 use backchain::util::time::rfc3339;
 use backchain::volume::fs::NodeKind;
@@ -28,11 +28,7 @@ pub fn with_tree(
 ) -> Result<(), CliError> {
     match target::parse(target) {
         Target::Image(p) => f(&tree::for_image(&p, &OpenOptions::default())?),
-        Target::Backup { id, disk } => super::with_repo(dir, |repo: &Repo| {
-            // Checks the backup the way export does, for the same messages.
-            target::backup_images(repo, &id, disk)?;
-            f(&tree::for_backup(repo, &id, disk)?)
-        }),
+        Target::Backup { id, disk } => super::with_repo(dir, |repo: &Repo| f(&target::backup_tree(repo, &id, disk)?)),
     }
 }
 
@@ -46,14 +42,24 @@ fn mode_string(n: &Node) -> String {
         NodeKind::Directory => 'd',
         NodeKind::Symlink => 'l',
         NodeKind::File => '-',
+        NodeKind::CharDevice(_) => 'c',
+        NodeKind::BlockDevice(_) => 'b',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
         NodeKind::Other => '?',
     };
     let mut s = String::from(t);
-    for shift in [6, 3, 0] {
+    // Like ls: setuid, setgid and sticky show in the execute columns.
+    for (shift, special, mark) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let b = (n.perm >> shift) & 7;
         s.push(if b & 4 != 0 { 'r' } else { '-' });
         s.push(if b & 2 != 0 { 'w' } else { '-' });
-        s.push(if b & 1 != 0 { 'x' } else { '-' });
+        s.push(match (b & 1 != 0, n.perm & special != 0) {
+            (true, true) => mark,
+            (false, true) => mark.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }
@@ -85,8 +91,12 @@ pub fn ls(tree: &Tree, path: Option<&OsStr>, json: bool) -> Result<(), CliError>
     for n in &entries {
         let t = n.mtime;
         let when = rfc3339(t.secs, 0);
-        let mut line =
-            format!("{} {:>4} {:>4} {:>12} {} {}", mode_string(n), n.uid, n.gid, n.size, when, n.name_lossy());
+        // Like ls: a device shows its numbers where files show their size.
+        let size = match n.kind.rdev() {
+            Some(r) => format!("{}, {}", r.major, r.minor),
+            None => n.size.to_string(),
+        };
+        let mut line = format!("{} {:>4} {:>4} {size:>12} {when} {}", mode_string(n), n.uid, n.gid, n.name_lossy());
         if let Some(t) = target(n)? {
             line.push_str(" -> ");
             line.push_str(&String::from_utf8_lossy(&t));
@@ -121,7 +131,7 @@ fn must_be_file(node: &Node, tree: &Tree, path: &OsStr) -> Result<(), CliError> 
             "{p}: is a symbolic link to {} (links are not followed)",
             String::from_utf8_lossy(&tree.read_link(node.ino)?)
         ))),
-        NodeKind::Other => Err(CliError::msg(format!("{p}: is a device, FIFO or socket"))),
+        k => Err(CliError::msg(format!("{p}: is a {} and has no bytes", k.name()))),
     }
 }
 

@@ -2,13 +2,16 @@
 //! as one line (with its causes) and exits non-zero.
 
 mod browse;
+mod calendar;
 mod image;
 mod mount;
 mod nbd;
 mod repo;
 mod target;
 
-use backchain::engine::{Repo, Requested};
+use backchain::daemon;
+use backchain::engine::Requested;
+use backchain::repo::Repo;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -135,10 +138,12 @@ enum Command {
         #[arg(long)]
         writable: bool,
     },
+    /// The normalized form and next elapses of a calendar event.
+    Calendar(calendar::CalendarArgs),
     /// Serve the HTTP API over the repository.
     Serve {
         /// Address to listen on; anything but loopback requires --token-file.
-        #[arg(long, default_value = backchain::api::DEFAULT_LISTEN)]
+        #[arg(long, default_value = daemon::DEFAULT_LISTEN)]
         listen: String,
         /// A file holding the bearer token that every request must present.
         #[arg(long)]
@@ -150,10 +155,10 @@ enum Command {
         #[arg(long)]
         demo: bool,
         /// Seconds after which an unused restore session closes.
-        #[arg(long, default_value_t = backchain::api::DEFAULT_IDLE_SECS)]
+        #[arg(long, default_value_t = daemon::DEFAULT_IDLE_SECS)]
         session_idle: u64,
         /// Restore sessions open at once, at most.
-        #[arg(long, default_value_t = backchain::api::DEFAULT_MAX_SESSIONS)]
+        #[arg(long, default_value_t = daemon::DEFAULT_MAX_SESSIONS)]
         max_sessions: usize,
     },
 }
@@ -184,7 +189,7 @@ fn with_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliErro
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let repo = Repo::open(&repo_dir(dir), rt.handle().clone())?;
     let r = f(&repo);
-    rt.block_on(repo.catalog.close());
+    repo.close();
     r
 }
 
@@ -226,6 +231,7 @@ pub fn main() -> ExitCode {
             mount::mount(repo_dir(dir), mount::MountArgs { target, mountpoint, foreground, allow_other, direct_io })
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
+        Command::Calendar(args) => calendar::run(args),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
         Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
@@ -234,7 +240,7 @@ pub fn main() -> ExitCode {
         Command::Get { target, path, output } => browse::with_tree(dir, &target, |t| browse::get(t, &path, &output)),
         Command::NbdExport { target, listen, writable } => nbd::nbd_export(dir, &target, &listen, writable),
         Command::Serve { listen, token_file, mount, demo, session_idle, max_sessions } => {
-            let config = backchain::api::Config {
+            let config = daemon::Config {
                 repo: repo_dir(dir),
                 listen,
                 token_file,
@@ -243,7 +249,7 @@ pub fn main() -> ExitCode {
                 session_idle: std::time::Duration::from_secs(session_idle),
                 max_sessions,
             };
-            backchain::api::serve(config).map_err(CliError::from)
+            daemon::serve(config).map_err(CliError::from)
         }
     };
     match result {

@@ -3,8 +3,8 @@
 
 use super::CliError;
 use super::target::{self, Target};
-use backchain::engine::Repo;
 use backchain::qcow2::OpenOptions;
+use backchain::repo::Repo;
 use backchain::tree::{self, Tree, fuse::FuseTree};
 use backchain_fuse as bf;
 use std::path::{Path, PathBuf};
@@ -42,12 +42,12 @@ pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
     let (tree, fsname) = match a.target.as_deref().map(target::parse) {
         None => {
             let repo = Arc::new(Repo::open(&repo_dir, rt.handle().clone())?);
-            (tree::for_repo(repo), "backchain-repo".to_string())
+            (backchain::restore::repository_tree(repo), "backchain-repo".to_string())
         }
         Some(Target::Image(p)) => (tree::for_image(&p, &OpenOptions::default())?, p.display().to_string()),
         Some(Target::Backup { id, disk }) => {
             let repo = Repo::open(&repo_dir, rt.handle().clone())?;
-            let t: Tree = tree::for_backup(&repo, &id, disk)?;
+            let t: Tree = target::backup_tree(&repo, &id, disk)?;
             (t, id)
         }
     };

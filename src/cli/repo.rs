@@ -1,8 +1,9 @@
 //! Subcommands over the repository: backup, list, chain, verify.
 
 use super::CliError;
-use backchain::engine::{self, BackupRequest, Progress, Repo, Requested};
+use backchain::engine::{self, BackupRequest, Progress, Requested};
 use backchain::qcow2::Compression;
+use backchain::repo::Repo;
 use std::io::IsTerminal;
 
 /// A terminal progress bar (bytes, rate, ETA); nothing when stdout is not a
@@ -77,7 +78,7 @@ pub fn backup(
 }
 
 pub fn list(repo: &Repo, vm: Option<&str>, json: bool) -> Result<(), CliError> {
-    let backups = repo.block_on(repo.catalog.list_backups(vm))?;
+    let backups = repo.db().list_backups(vm)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&backups)?);
         return Ok(());
@@ -103,8 +104,8 @@ pub fn list(repo: &Repo, vm: Option<&str>, json: bool) -> Result<(), CliError> {
 }
 
 pub fn chain(repo: &Repo, vm: &str, json: bool) -> Result<(), CliError> {
-    let chains = repo.block_on(repo.catalog.chains(vm))?;
-    if chains.is_empty() && repo.block_on(repo.catalog.vm_id(vm, false))?.is_none() {
+    let chains = repo.db().chains(vm)?;
+    if chains.is_empty() && repo.db().vm_id(vm, false)?.is_none() {
         return Err(CliError::msg(format!("no VM named {vm}")));
     }
     if json {

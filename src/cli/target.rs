@@ -2,7 +2,9 @@
 //! path of an image file (QCOW2 or raw), which needs no repository.
 
 use super::CliError;
-use backchain::engine::Repo;
+use backchain::repo::{Repo, RepoError, RestorePoint};
+use backchain::restore;
+use backchain::tree::Tree;
 use std::path::{Path, PathBuf};
 
 pub enum Target {
@@ -22,22 +24,24 @@ pub fn parse(s: &str) -> Target {
     Target::Backup { id: s.to_string(), disk: None }
 }
 
-/// The image paths of a backup's disks (one disk when `disk` is given).
-/// The disks of a backup: (disk index, image path, disk size).
+/// The disks of a backup: (disk index, image path, disk size); one disk
+/// when `disk` is given.
 pub fn backup_images(repo: &Repo, id: &str, disk: Option<usize>) -> Result<Vec<(usize, PathBuf, u64)>, CliError> {
-    let b = repo
-        .block_on(repo.catalog.backup(id))
-        .map_err(|_| CliError::msg(format!("{id}: no such backup or image file")))?;
-    if b.status != "completed" {
-        return Err(CliError::msg(format!("backup {id} is {}, not completed", b.status)));
-    }
-    let all: Vec<(usize, PathBuf, u64)> =
-        b.disks.iter().map(|d| (d.disk_index as usize, repo.path(&d.image_path), d.virtual_size as u64)).collect();
-    match disk {
-        None => Ok(all),
-        Some(n) => match all.into_iter().find(|(i, _, _)| *i == n) {
-            Some(x) => Ok(vec![x]),
-            None => Err(CliError::msg(format!("backup {id} has no disk {n} ({} disks)", b.disks.len()))),
-        },
-    }
+    let point = restore_point(repo, id, disk)?;
+    Ok(point.disks.iter().map(|d| (d.disk_index as usize, point.image_path(d), RestorePoint::disk_size(d))).collect())
+}
+
+/// Backup `id` as a restore point, with the CLI's words for a TARGET that
+/// names nothing.
+fn restore_point(repo: &Repo, id: &str, disk: Option<usize>) -> Result<RestorePoint, CliError> {
+    repo.restore_point(id, disk).map_err(|e| match e {
+        RepoError::NoBackup(_) => CliError::msg(format!("{id}: no such backup or image file")),
+        other => other.into(),
+    })
+}
+
+/// The tree of backup `id` (all disks, or disk `disk` alone).
+pub fn backup_tree(repo: &Repo, id: &str, disk: Option<usize>) -> Result<Tree, CliError> {
+    let point = restore_point(repo, id, disk)?;
+    Ok(restore::point_tree(&point, disk.is_some())?)
 }

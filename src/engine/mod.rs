@@ -2,12 +2,24 @@
 //! chains, atomic commit, crash recovery and verification.
 
 pub mod backup;
+mod delete;
 pub mod digests;
-pub mod repo;
+pub mod jobs;
+pub mod prune;
+pub mod retention;
+pub mod pipeline;
+pub mod sink;
 pub mod verify;
 
+pub use delete::delete_backup;
+pub use jobs::{Job, JobState, Jobs};
+
+/// The repository moved to `crate::repo`; this path stays for code written
+/// against `engine::repo` (the backup pipeline).
+pub(crate) use crate::repo;
+pub use crate::repo::Repo;
+use crate::repo::RepoError;
 pub use backup::{BackupRequest, BackupResult, Requested};
-pub use repo::Repo;
 
 use std::path::Path;
 
@@ -39,6 +51,21 @@ pub enum EngineError {
     Digest(#[from] digests::DigestError),
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
+    /// A restore point that cannot be used (missing, not completed, …).
+    #[error(transparent)]
+    RestorePoint(RepoError),
+}
+
+impl From<RepoError> for EngineError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::BadName(m) => EngineError::BadRequest(m),
+            RepoError::Io { path, source } => EngineError::Io { path, source },
+            RepoError::Catalog(c) => EngineError::Catalog(c),
+            RepoError::NoBackup(_) => EngineError::NotFound(e.to_string()),
+            other => EngineError::RestorePoint(other),
+        }
+    }
 }
 
 impl EngineError {

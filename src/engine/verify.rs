@@ -4,9 +4,9 @@
 
 use super::digests::{self, MapReader};
 use super::{EngineError, Repo};
-use crate::block::ReadAt;
-use crate::catalog::{Backup, BackupDisk};
+use crate::catalog::BackupDisk;
 use crate::qcow2::{self, Chain, OpenOptions};
+use crate::repo::{RepoError, RestorePoint};
 use serde::Serialize;
 use std::path::Path;
 
@@ -21,27 +21,28 @@ pub struct DiskReport {
 
 /// Verifies one backup (or every completed backup when `id` is `None`).
 pub fn run(repo: &Repo, id: Option<&str>) -> Result<Vec<DiskReport>, EngineError> {
-    let backups: Vec<Backup> = match id {
-        Some(id) => {
-            vec![repo.block_on(repo.catalog.backup(id)).map_err(|_| EngineError::NotFound(format!("no backup {id}")))?]
-        }
+    let points: Vec<RestorePoint> = match id {
+        Some(id) => match repo.restore_point(id, None) {
+            Ok(p) => vec![p],
+            Err(RepoError::NotCompleted { id, status }) => {
+                return Ok(vec![DiskReport {
+                    backup_id: id,
+                    disk_index: -1,
+                    image_path: String::new(),
+                    ok: false,
+                    problems: vec![format!("backup status is {status}")],
+                }]);
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => {
-            repo.block_on(repo.catalog.list_backups(None))?.into_iter().filter(|b| b.status == "completed").collect()
+            repo.db().list_backups(None)?.into_iter().filter_map(|b| RestorePoint::new(repo, b, None).ok()).collect()
         }
     };
     let mut reports = Vec::new();
-    for b in &backups {
-        if b.status != "completed" {
-            reports.push(DiskReport {
-                backup_id: b.id.clone(),
-                disk_index: -1,
-                image_path: String::new(),
-                ok: false,
-                problems: vec![format!("backup status is {}", b.status)],
-            });
-            continue;
-        }
-        for d in &b.disks {
+    for p in &points {
+        let b = &p.backup;
+        for d in &p.disks {
             let mut problems = Vec::new();
             if let Err(p) = verify_disk(repo, d) {
                 problems.push(p);
@@ -63,7 +64,8 @@ fn expected_chain(repo: &Repo, d: &BackupDisk) -> Result<Vec<String>, String> {
     let mut paths = vec![d.image_path.clone()];
     let mut parent = d.parent_id;
     let images = repo
-        .block_on(repo.catalog.chains(&vm_of(&d.image_path)))
+        .db()
+        .chains(&vm_of(&d.image_path))
         .map_err(|e| e.to_string())?
         .into_iter()
         .flat_map(|c| c.images)
@@ -111,30 +113,10 @@ fn verify_disk(repo: &Repo, d: &BackupDisk) -> Result<(), String> {
     // Content: every cluster's digest against the map, and the map against
     // the catalog.
     let mut map = MapReader::open(&repo.path(&d.digest_path)).map_err(|e| e.to_string())?;
-    let cs = map.cluster_size as u64;
-    if cs != d.cluster_size as u64 || map.virtual_size != size {
+    if map.cluster_size as u64 != d.cluster_size as u64 || map.virtual_size != size {
         return Err("digest map geometry differs from the image".into());
     }
-    let mut buf = vec![0u8; 4 << 20];
-    let mut off = 0u64;
-    let mut content = blake3::Hasher::new();
-    while off < size {
-        let n = (size - off).min(buf.len() as u64) as usize;
-        chain.read_exact_at(off, &mut buf[..n]).map_err(|e| format!("reading at {off}: {e}"))?;
-        for (i, c) in buf[..n].chunks(cs as usize).enumerate() {
-            let want = map.next_digest().map_err(|e| e.to_string())?;
-            let got = digests::digest(c);
-            content.update(&got);
-            if got != want {
-                return Err(format!(
-                    "content of guest cluster at offset {} differs from its digest",
-                    off + i as u64 * cs
-                ));
-            }
-        }
-        off += n as u64;
-    }
-    let content = content.finalize().to_hex().to_string();
+    let content = digests::check(&chain, size, &mut map).map_err(|e| e.to_string())?;
     if content != d.content_digest {
         return Err("content digest differs from the catalog".into());
     }

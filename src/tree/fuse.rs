@@ -28,7 +28,11 @@ fn kind(k: NodeKind) -> Kind {
     match k {
         NodeKind::Directory => Kind::Directory,
         NodeKind::Symlink => Kind::Symlink,
-        // Devices, sockets and FIFOs are shown as empty files: never read.
+        NodeKind::CharDevice(_) => Kind::CharDevice,
+        NodeKind::BlockDevice(_) => Kind::BlockDevice,
+        NodeKind::Fifo => Kind::NamedPipe,
+        NodeKind::Socket => Kind::Socket,
+        // A type POSIX has not: an empty file, never read.
         NodeKind::File | NodeKind::Other => Kind::File,
     }
 }
@@ -51,6 +55,7 @@ impl FuseTree {
     fn attr(&self, n: &super::Node) -> Attr {
         let mut a = Attr::new(n.ino, kind(n.kind), n.size, n.perm);
         a.nlink = n.nlink.max(1);
+        a.rdev = n.kind.rdev().map_or(0, |r| r.to_new());
         a.uid = n.uid;
         a.gid = n.gid;
         a.mtime = time(n.mtime);

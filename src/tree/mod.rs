@@ -12,12 +12,11 @@
 
 mod build;
 pub mod fuse;
+mod lvm;
 mod names;
-mod repo;
 
-pub use build::{add_disk, for_backup, for_image};
+pub use build::{add_backup_disks, add_disk, for_image};
 pub use names::{partition_folder, partition_label, volume_folder};
-pub use repo::for_repo;
 
 use crate::block::{Extent, Lru, ReadAt, read_at_most};
 use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp, Xattr, bad_name};
@@ -368,7 +367,12 @@ impl Tree {
     /// The attributes of a node (its name is left empty).
     pub fn getattr(&self, ino: Ino) -> Result<Node> {
         if let Some((fs, _, node)) = self.fs_of(ino) {
-            return Ok(Node::from_attr(Vec::new(), ino, &fs.stat(node)?));
+            let mut n = Node::from_attr(Vec::new(), ino, &fs.stat(node)?);
+            // A filesystem's root carries what it says about itself (a dirty log).
+            if node == fs.root() {
+                n.note = fs.note();
+            }
+            return Ok(n);
         }
         self.with_vnode(ino, |v| {
             let (kind, size, perm) = match &v.kind {

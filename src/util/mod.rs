@@ -1,6 +1,26 @@
 //! Small shared helpers.
 
+pub mod flock;
 pub mod time;
+
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Locks a mutex, going on after a panic in another holder: every lock in
+/// this program guards data that stays consistent between statements (maps,
+/// counters, caches), so a poisoned lock holds nothing half-written.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// [`lock`] for a read lock.
+pub fn read<T: ?Sized>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// [`lock`] for a write lock.
+pub fn write<T: ?Sized>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
 
 /// "1.5 GB", "100 MB", "512 B": decimal units, as partition managers show.
 pub fn human_size(bytes: u64) -> String {

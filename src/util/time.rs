@@ -1,5 +1,12 @@
 //! UTC timestamps as RFC 3339 text, without a calendar dependency.
+//!
+//! [`UtcTime`] is the one time value of the catalog and the front ends: it
+//! prints, parses and serializes as the RFC 3339 text the catalog has always
+//! stored (`2026-12-07T14:40:23.832Z`), so JSON output and stored rows keep
+//! their exact form.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Days since 1970-01-01 to a (year, month, day) civil date (proleptic
@@ -17,29 +24,120 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// The inverse of [`civil_from_days`]: days since 1970-01-01 of a civil date.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
 pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
-    if nanos == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z", nanos / 1_000_000)
-    }
+    UtcTime { secs, nanos }.to_string()
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    rfc3339(d.as_secs() as i64, d.subsec_millis() * 1_000_000)
+    UtcTime::now().to_string()
 }
 
 /// Now as a compact, sortable id stamp: `YYYYMMDDTHHMMSSZ`.
 pub fn now_compact() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    rfc3339(d.as_secs() as i64, 0).replace(['-', ':'], "")
+    UtcTime { secs: UtcTime::now().secs, nanos: 0 }.to_string().replace(['-', ':'], "")
+}
+
+/// A point in time, UTC: seconds since the epoch and nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UtcTime {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+/// Text that is not an RFC 3339 UTC time of the form the catalog writes.
+#[derive(Debug, thiserror::Error)]
+#[error("not an RFC 3339 UTC time: {0:?}")]
+pub struct BadTime(pub String);
+
+impl UtcTime {
+    /// Now, to the millisecond (the precision the catalog stores).
+    pub fn now() -> Self {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        UtcTime { secs: d.as_secs() as i64, nanos: d.subsec_millis() * 1_000_000 }
+    }
+
+    /// Parses `YYYY-MM-DDTHH:MM:SS[.f…]Z` (also with a space for `T` or
+    /// `+00:00` for `Z`).
+    pub fn parse(s: &str) -> Result<Self, BadTime> {
+        let bad = || BadTime(s.to_string());
+        let b = s.as_bytes();
+        let num = |a: usize, z: usize| -> Result<i64, BadTime> {
+            let t = s.get(a..z).ok_or_else(bad)?;
+            if !t.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            t.parse().map_err(|_| bad())
+        };
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+            return Err(bad());
+        }
+        if b[13] != b':' || b[16] != b':' {
+            return Err(bad());
+        }
+        let (y, mo, d, h, mi, se) = (num(0, 4)?, num(5, 7)?, num(8, 10)?, num(11, 13)?, num(14, 16)?, num(17, 19)?);
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+            return Err(bad());
+        }
+        let mut rest = &s[19..];
+        let mut nanos = 0u32;
+        if let Some(frac) = rest.strip_prefix('.') {
+            let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(bad());
+            }
+            for (i, c) in frac.bytes().take(digits.min(9)).enumerate() {
+                nanos += u32::from(c - b'0') * 10u32.pow(8 - i as u32);
+            }
+            rest = &frac[digits..];
+        }
+        if !matches!(rest, "Z" | "z" | "+00:00") {
+            return Err(bad());
+        }
+        let days = days_from_civil(y, mo, d);
+        Ok(UtcTime { secs: days * 86_400 + h * 3600 + mi * 60 + se, nanos })
+    }
+}
+
+impl fmt::Display for UtcTime {
+    /// Milliseconds are shown when there are any, as the catalog stores them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days = self.secs.div_euclid(86_400);
+        let rem = self.secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
+        let text = if self.nanos == 0 {
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+        } else {
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z", self.nanos / 1_000_000)
+        };
+        f.pad(&text)
+    }
+}
+
+impl FromStr for UtcTime {
+    type Err = BadTime;
+    fn from_str(s: &str) -> Result<Self, BadTime> {
+        Self::parse(s)
+    }
+}
+
+impl serde::Serialize for UtcTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[cfg(test)]
@@ -52,5 +150,18 @@ mod tests {
         assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000, 5_000_000), "2026-11-18T11:06:40.005Z");
         assert_eq!(rfc3339(-1, 0), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn catalog_text_round_trips() {
+        for (secs, nanos) in [(0i64, 0u32), (951_782_400, 0), (1_795_000_000, 5_000_000), (-1, 0)] {
+            let t = UtcTime { secs, nanos };
+            assert_eq!(UtcTime::parse(&t.to_string()).unwrap(), t, "{t}");
+        }
+        assert_eq!(UtcTime::parse("2026-12-07 14:40:23.8329+00:00").unwrap().nanos, 832_900_000);
+        for bad in ["", "2026-12-07", "2026-13-07T14:40:23Z", "2026-12-07T14:40:23", "2026-12-07T14:40:23.Z"] {
+            assert!(UtcTime::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format!("{:<22}|", UtcTime::default()), "1970-01-01T00:00:00Z  |");
     }
 }

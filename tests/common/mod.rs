@@ -161,3 +161,38 @@ pub fn sha_fs(fs: &dyn backchain::volume::fs::Filesystem, node: u64, size: u64) 
     assert_eq!(off, size);
     h.finalize().into()
 }
+
+/// Special modes and owners in a source tree: a setuid `script.sh`, a
+/// `private/` folder (0700, 1234:5678) holding `secret` (0600, owners past
+/// 16 bits: 70000:80000).
+pub fn special_modes_and_owners(root: &Path) {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let exe = root.join("script.sh");
+    write(&exe, b"#!/bin/sh\necho hi\n");
+    mode(&exe, 0o4755);
+    let private = root.join("private");
+    write(&private.join("secret"), b"secret\n");
+    mode(&private, 0o700);
+    mode(&private.join("secret"), 0o600);
+    chown(&private, Some(1234), Some(5678)).unwrap();
+    chown(private.join("secret"), Some(70000), Some(80000)).unwrap();
+}
+
+/// A small corrupt-image smoke test: `rounds` copies of `base`, each with 1
+/// to 16 random bytes below `meta_end` changed (every tenth also cut short),
+/// handed to a filesystem's fuzz entry point, which must not panic or hang.
+pub fn mutate_and_walk(base: &[u8], meta_end: u64, rounds: usize, seed: u64, walk: fn(&[u8])) {
+    let mut rng = Rng::new(seed);
+    for round in 0..rounds {
+        let mut data = base.to_vec();
+        for _ in 0..1 + rng.below(16) {
+            let at = rng.below(meta_end) as usize;
+            data[at] = rng.next() as u8;
+        }
+        if round % 10 == 0 {
+            data.truncate(rng.below(base.len() as u64) as usize);
+        }
+        walk(&data);
+    }
+}

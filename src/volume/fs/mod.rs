@@ -1,4 +1,5 @@
-//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32.
+//! Filesystems detected by their magic: NTFS, ext2/3/4, FAT12/16/32, XFS,
+//! btrfs.
 //!
 //! Every filesystem is served through the [`Filesystem`] trait: thread-safe,
 //! read-only, addressed by stable node ids. Parsers whose handles are not
@@ -11,9 +12,11 @@ use std::sync::Arc;
 
 use crate::block::{Extent, ReadAt};
 
+pub mod btrfs;
 pub mod ext4;
 pub mod fat;
 pub mod fuzz;
+pub mod xfs;
 
 /// A node (file, folder, symlink) of one filesystem. Stable for the life of
 /// the filesystem handle and deterministic across runs where the format has
@@ -30,6 +33,8 @@ pub enum FsKind {
     Fat12,
     Fat16,
     Fat32,
+    Xfs,
+    Btrfs,
 }
 
 impl FsKind {
@@ -42,18 +47,103 @@ impl FsKind {
             FsKind::Fat12 => "FAT12",
             FsKind::Fat16 => "FAT16",
             FsKind::Fat32 => "FAT32",
+            FsKind::Xfs => "XFS",
+            FsKind::Btrfs => "btrfs",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {
     File,
     Directory,
     Symlink,
-    /// Devices, sockets, FIFOs: listed, never read.
+    /// Special files: listed with their type (and device number), never
+    /// read. Front ends serve them `nodev`, so this is safe.
+    CharDevice(Rdev),
+    BlockDevice(Rdev),
+    Fifo,
+    Socket,
+    /// A type the format has that POSIX has not (NTFS reparse points that
+    /// are neither links nor files): listed, never read.
     Other,
+}
+
+impl NodeKind {
+    /// The name front ends use for the type (the listing JSON's `type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Directory => "directory",
+            NodeKind::Symlink => "symlink",
+            NodeKind::CharDevice(_) => "chardevice",
+            NodeKind::BlockDevice(_) => "blockdevice",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+            NodeKind::Other => "other",
+        }
+    }
+
+    /// The kind a Unix `st_mode` (its `S_IFMT` bits, inode(7)) names, as
+    /// ext4, XFS and btrfs store it; `rdev` is used for devices only.
+    pub fn from_mode(mode: u32, rdev: Rdev) -> NodeKind {
+        match mode & 0o170_000 {
+            0o100_000 => NodeKind::File,
+            0o040_000 => NodeKind::Directory,
+            0o120_000 => NodeKind::Symlink,
+            0o020_000 => NodeKind::CharDevice(rdev),
+            0o060_000 => NodeKind::BlockDevice(rdev),
+            0o010_000 => NodeKind::Fifo,
+            0o140_000 => NodeKind::Socket,
+            _ => NodeKind::Other,
+        }
+    }
+
+    /// The device number of a device node.
+    pub fn rdev(self) -> Option<Rdev> {
+        match self {
+            NodeKind::CharDevice(r) | NodeKind::BlockDevice(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether the node is a device, FIFO or socket (or unknown type): a
+    /// node that has a type but no content to read.
+    pub fn is_special(self) -> bool {
+        !matches!(self, NodeKind::File | NodeKind::Directory | NodeKind::Symlink)
+    }
+}
+
+/// A device number as major and minor, the way Linux splits `dev_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rdev {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Rdev {
+    /// From the kernel's 32-bit "new" encoding (ext4's second i_block word,
+    /// FUSE's `rdev`): minor low byte, 12 major bits, then the minor's rest.
+    pub fn from_new(dev: u32) -> Self {
+        Rdev { major: (dev & 0xfff00) >> 8, minor: (dev & 0xff) | ((dev >> 12) & 0xfff00) }
+    }
+
+    /// From the 16-bit "old" encoding (major high byte, minor low byte).
+    pub fn from_old(dev: u16) -> Self {
+        Rdev { major: u32::from(dev >> 8), minor: u32::from(dev & 0xff) }
+    }
+
+    /// The kernel's 32-bit "new" encoding; majors above 4095 and minors
+    /// above 2^20 - 1 do not fit and are truncated, as the kernel does.
+    pub fn to_new(self) -> u32 {
+        (self.minor & 0xff) | ((self.major & 0xfff) << 8) | ((self.minor & !0xff) << 12)
+    }
+}
+
+/// Locks a filesystem's cache. A panic while holding a cache lock leaves
+/// only a cache behind, so a poisoned lock is used as it is.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Seconds and nanoseconds since the Unix epoch (may be negative).
@@ -166,6 +256,11 @@ pub trait Filesystem: Send + Sync {
     fn xattrs(&self, _node: NodeId) -> Result<Vec<Xattr>, FsError> {
         Ok(Vec::new())
     }
+    /// Something the listing of the filesystem's root should say about the
+    /// whole filesystem (a dirty log, corrupt group headers). Default: none.
+    fn note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One extended attribute: its full name (`user.comment`) and value.
@@ -187,7 +282,7 @@ pub const MAX_XATTR_LIST: usize = 64 << 10;
 /// `Ok(None)`: no known filesystem. `Err`: recognised but unreadable (the
 /// error says why, for the listing).
 pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsError> {
-    let openers: &[Opener] = &[ntfs::open, ext4::open, fat::open];
+    let openers: &[Opener] = &[ntfs::open, ext4::open, xfs::open, fat::open, btrfs::open];
     for opener in openers {
         if let Some(fs) = opener(&volume)? {
             return Ok(Some(fs));

@@ -4,21 +4,25 @@
 /// The reflected form of polynomial 0x04C11DB7.
 const POLY: u32 = 0xEDB8_8320;
 
-const TABLE: [u32; 256] = {
+const TABLE: [u32; 256] = reflected_table(POLY);
+
+/// The byte-at-a-time table of a reflected CRC-32 with polynomial `poly`
+/// (also used for CRC-32C by XFS).
+pub const fn reflected_table(poly: u32) -> [u32; 256] {
     let mut t = [0u32; 256];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
+            c = if c & 1 != 0 { (c >> 1) ^ poly } else { c >> 1 };
             k += 1;
         }
         t[i] = c;
         i += 1;
     }
     t
-};
+}
 
 /// Incremental CRC-32: `update` over the parts, then `finish`.
 #[derive(Debug, Clone, Copy)]
@@ -29,15 +33,22 @@ impl Crc32 {
         Crc32(0xFFFF_FFFF)
     }
     pub fn update(&mut self, data: &[u8]) {
-        let mut c = self.0;
-        for &b in data {
-            c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-        }
-        self.0 = c;
+        self.0 = crc32_update(self.0, data);
     }
     pub fn finish(self) -> u32 {
         self.0 ^ 0xFFFF_FFFF
     }
+}
+
+/// The CRC-32 register after `data`, starting from `state`, with no
+/// inversion before or after: LVM2 seeds this form with its own value and
+/// stores the register as is (LVM2 `lib/misc/crc.c`).
+pub fn crc32_update(state: u32, data: &[u8]) -> u32 {
+    let mut c = state;
+    for &b in data {
+        c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+    }
+    c
 }
 
 /// CRC-32 of one buffer.

@@ -1,12 +1,7 @@
 //! ext2/3/4 inodes (ext4 documentation section 4.6 Index Nodes).
 
-use crate::volume::fs::{NodeKind, Timestamp};
+use crate::volume::fs::{NodeKind, Rdev, Timestamp};
 
-// i_mode file types (section 4.6, "i_mode").
-const S_IFMT: u16 = 0xF000;
-const S_IFREG: u16 = 0x8000;
-const S_IFDIR: u16 = 0x4000;
-const S_IFLNK: u16 = 0xA000;
 // i_flags (section 4.6, "i_flags").
 pub const FLAG_EXTENTS: u32 = 0x8_0000;
 pub const FLAG_INLINE_DATA: u32 = 0x1000_0000;
@@ -81,12 +76,15 @@ impl Inode {
     }
 
     pub fn kind(&self) -> NodeKind {
-        match self.mode & S_IFMT {
-            S_IFREG => NodeKind::File,
-            S_IFDIR => NodeKind::Directory,
-            S_IFLNK => NodeKind::Symlink,
-            _ => NodeKind::Other,
-        }
+        NodeKind::from_mode(u32::from(self.mode), self.rdev())
+    }
+
+    /// A device node's number: the kernel writes the 16-bit old encoding in
+    /// the first i_block word when it fits, else zero there and the 32-bit
+    /// new encoding in the second (fs/ext4/inode.c, ext4_inode_set_dev).
+    fn rdev(&self) -> Rdev {
+        let first = u32_at(&self.blocks, 0);
+        if first != 0 { Rdev::from_old(first as u16) } else { Rdev::from_new(u32_at(&self.blocks, 4)) }
     }
 
     pub fn perm(&self) -> u16 {

@@ -22,11 +22,11 @@ mod view;
 mod xattr;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::block::{Extent, Lru, ReadAt};
 use crate::volume::fs::{
-    Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, MAX_XATTR_VALUE, NodeId, NodeKind, Xattr,
+    Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, MAX_XATTR_VALUE, NodeId, NodeKind, Xattr, lock,
 };
 
 use blockmap::{BlockMap, Ctx};
@@ -68,11 +68,6 @@ pub fn open(volume: &Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsE
 /// (see `fs::fuzz`).
 pub fn fuzz_open_walk(data: &[u8]) {
     super::fuzz::open_walk(data, open);
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a cache lock leaves only a cache behind.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Ext4Fs {

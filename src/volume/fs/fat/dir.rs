@@ -2,6 +2,7 @@
 //! section 6 "Directory Structure" and section 7 "Long File Name
 //! Implementation").
 
+use crate::util::time::days_from_civil;
 use crate::volume::fs::Timestamp;
 
 pub const ENTRY_LEN: usize = 32;
@@ -115,17 +116,6 @@ impl ShortEntry {
 /// The checksum of an 8.3 name that its long-name entries carry (section 7.2).
 pub fn short_name_checksum(name: &[u8; 11]) -> u8 {
     name.iter().fold(0u8, |sum, &c| sum.rotate_right(1).wrapping_add(c))
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A FAT date and time (section 6.1): local time of an unknown zone, read

@@ -51,6 +51,7 @@ pub const AT_FILE_NAME: u32 = 0x30;
 pub const AT_DATA: u32 = 0x80;
 pub const AT_INDEX_ROOT: u32 = 0x90;
 pub const AT_INDEX_ALLOCATION: u32 = 0xa0;
+pub const AT_SECURITY_DESCRIPTOR: u32 = 0x50;
 pub const AT_REPARSE_POINT: u32 = 0xc0;
 
 /// $STANDARD_INFORMATION value: times (NT 100 ns units since 1601) and
@@ -61,10 +62,13 @@ pub const SI_MFT_CHANGE: usize = 0x10;
 pub const SI_ACCESS: usize = 0x18;
 pub const SI_FILE_ATTRIBUTES: usize = 0x20;
 pub const SI_MIN_LEN: usize = 0x24;
+/// NTFS 3.0 and later: the file's id in $Secure (a 72-byte value).
+pub const SI_SECURITY_ID: usize = 0x34;
 
 /// File attribute bits ([MS-FSCC] 2.6).
 pub const FILE_ATTRIBUTE_READONLY: u32 = 0x0001;
 pub const FILE_ATTRIBUTE_SYSTEM: u32 = 0x0004;
+pub const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x0010;
 pub const FILE_ATTRIBUTE_ENCRYPTED: u32 = 0x4000;
 
 /// $FILE_NAME value (also the key of $I30 index entries).
@@ -102,6 +106,7 @@ pub const FRN_MASK: u64 = 0x0000_ffff_ffff_ffff;
 /// Well-known file record numbers.
 pub const FRN_MFT: u64 = 0;
 pub const FRN_ROOT: u64 = 5;
+pub const FRN_SECURE: u64 = 9;
 /// Records below this are filesystem metadata ($MFT, $Bitmap, $Extend, ...).
 pub const FRN_FIRST_USER: u64 = 16;
 

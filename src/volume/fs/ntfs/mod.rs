@@ -10,7 +10,8 @@
 //! What the tree shows (see docs/filesystems.md): node ids are MFT record
 //! numbers (so hard links share an id); DOS 8.3 aliases and the metadata
 //! files ($MFT, $Bitmap, $Extend, ...) are not listed; alternate data
-//! streams are not exposed; symlinks and junctions (and ntfs-3g's Interix
+//! streams, the security descriptor, DOS attributes and creation time are
+//! extended attributes under ntfs-3g's names (`xattr`); symlinks and junctions (and ntfs-3g's Interix
 //! symlinks) are symlinks; other reparse points, EFS-encrypted files and
 //! anything else not decodable give a per-file error instead of bytes.
 #![forbid(unsafe_code)]
@@ -21,6 +22,8 @@ mod layout;
 pub mod lznt1;
 mod record;
 mod reparse;
+mod secure;
+mod xattr;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -31,7 +34,7 @@ use self::index::Index;
 use self::layout::*;
 use self::record::{Body, NonResident, RawAttr, RecordHeader, apply_fixups, parse_record};
 use self::reparse::Reparse;
-use super::{Attr, DirEntry, FsError, FsKind, FsStats, NodeId, NodeKind, Timestamp};
+use super::{Attr, DirEntry, FsError, FsKind, FsStats, NodeId, NodeKind, Timestamp, Xattr};
 use crate::block::{Extent, Lru, ReadAt, read_at_most};
 
 /// Boot sector OEM id at byte 3 ("NTFS" and four spaces).
@@ -82,7 +85,8 @@ enum Content {
     Dir(Index),
     File(Data),
     Link(Vec<u8>),
-    Special,
+    /// A device, FIFO or socket as ntfs-3g writes them (Interix).
+    Special(NodeKind),
     Broken(Broken),
 }
 
@@ -108,6 +112,8 @@ pub struct NtfsFs {
     dirs: Mutex<Lru<NodeId, Arc<Listing>>>,
     units: UnitCache,
     free: OnceLock<Option<u64>>,
+    /// $Secure:$SDS's map, built on the first security descriptor asked.
+    secure: OnceLock<Result<secure::Index, String>>,
 }
 
 /// `Read + Seek` over the volume, for the `ntfs` crate.
@@ -215,6 +221,7 @@ impl NtfsFs {
             dirs: Mutex::new(Lru::new(DIR_CACHE_ENTRIES)),
             units: Mutex::new(Lru::new(UNIT_CACHE_ENTRIES)),
             free: OnceLock::new(),
+            secure: OnceLock::new(),
         };
         // The whole $MFT, including extents held in extension records.
         let (_, attrs) = fs.load_attrs(FRN_MFT)?;
@@ -340,7 +347,7 @@ impl NtfsFs {
         let (kind, size, perm) = match &content {
             Content::Dir(_) => (NodeKind::Directory, 0, 0o755),
             Content::Link(t) => (NodeKind::Symlink, t.len() as u64, 0o777),
-            Content::Special => (NodeKind::Other, 0, 0o644),
+            Content::Special(kind) => (*kind, 0, 0o644),
             Content::File(d) => (NodeKind::File, d.size(), 0o644),
             Content::Broken(_) if is_dir => (NodeKind::Directory, 0, 0o755),
             Content::Broken(_) => (NodeKind::File, 0, 0o644),
@@ -420,14 +427,23 @@ impl NtfsFs {
                 Data::Clusters(Stream::from_extents(extents, self.cluster, frn, compression == 1)?)
             }
         };
-        if file_attributes & FILE_ATTRIBUTE_SYSTEM != 0 && (8..=MAX_LINK_TARGET_DATA).contains(&data.size()) {
-            let mut head = vec![0u8; data.size() as usize];
-            data.read(&*self.vol, &self.units, frn, 0, &mut head)?;
-            if let Some(t) = reparse::interix_target(&head) {
-                return Ok(Content::Link(t));
-            }
-            if head.starts_with(INTX_CHAR_MAGIC) || head.starts_with(INTX_BLOCK_MAGIC) {
-                return Ok(Content::Special);
+        if file_attributes & FILE_ATTRIBUTE_SYSTEM != 0 {
+            // ntfs-3g's Interix special files: a FIFO is an empty SYSTEM
+            // file, a socket a one-byte one (ntfs-3g's own rule).
+            match data.size() {
+                0 => return Ok(Content::Special(NodeKind::Fifo)),
+                1 => return Ok(Content::Special(NodeKind::Socket)),
+                size if (8..=MAX_LINK_TARGET_DATA).contains(&size) => {
+                    let mut head = vec![0u8; size as usize];
+                    data.read(&*self.vol, &self.units, frn, 0, &mut head)?;
+                    if let Some(t) = reparse::interix_target(&head) {
+                        return Ok(Content::Link(t));
+                    }
+                    if let Some(kind) = reparse::interix_device(&head) {
+                        return Ok(Content::Special(kind));
+                    }
+                }
+                _ => {}
             }
         }
         Ok(Content::File(data))
@@ -556,8 +572,12 @@ impl super::Filesystem for NtfsFs {
             Content::Broken(_) if n.attr.kind == NodeKind::Directory => Err(FsError::IsADirectory),
             Content::Broken(b) => Err(b.to_err()),
             Content::Link(_) => Err(FsError::Unsupported("reading a symbolic link as a file".into())),
-            Content::Special => Err(FsError::Unsupported("reading a device file".into())),
+            Content::Special(_) => Err(FsError::Unsupported("reading a device, FIFO or socket".into())),
         }
+    }
+
+    fn xattrs(&self, node: NodeId) -> Result<Vec<Xattr>, FsError> {
+        self.read_xattrs(node)
     }
 
     fn read_link(&self, node: NodeId) -> Result<Vec<u8>, FsError> {

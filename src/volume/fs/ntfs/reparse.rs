@@ -11,6 +11,7 @@
 use super::layout::*;
 use super::record::Le;
 use crate::volume::fs::FsError;
+use crate::volume::fs::{NodeKind, Rdev};
 
 /// Largest symlink target accepted (bytes of UTF-16).
 pub const MAX_LINK_TARGET: usize = 64 * 1024;
@@ -78,6 +79,19 @@ pub fn utf16_to_string(bytes: &[u8]) -> String {
 pub fn interix_target(data: &[u8]) -> Option<Vec<u8>> {
     let rest = data.strip_prefix(&INTX_SYMLINK_MAGIC[..])?;
     Some(utf16_to_string(rest).into_bytes())
+}
+
+/// The device of an Interix device file (ntfs-3g's `mknod`): the magic,
+/// then the major and minor numbers as little-endian u64s.
+pub fn interix_device(data: &[u8]) -> Option<NodeKind> {
+    let (rest, block) = match data.strip_prefix(&INTX_CHAR_MAGIC[..]) {
+        Some(r) => (r, false),
+        None => (data.strip_prefix(&INTX_BLOCK_MAGIC[..])?, true),
+    };
+    let num = |at: usize| rest.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    // Linux device numbers are 32-bit major and minor.
+    let rdev = Rdev { major: u32::try_from(num(0)?).ok()?, minor: u32::try_from(num(8)?).ok()? };
+    Some(if block { NodeKind::BlockDevice(rdev) } else { NodeKind::CharDevice(rdev) })
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! read from the catalog whenever they are listed, so backups committed after
 //! a mount appear in it; a backup's disks are opened on first use.
 
-use super::build::{add_backup, parse_time};
-use super::{Child, DirSource, Ino, ROOT, Result, Tree, TreeError};
-use crate::engine::Repo;
+use super::{add_point, folder_time};
+use crate::catalog::BackupStatus;
+use crate::repo::Repo;
+use crate::tree::{Child, DirSource, Ino, ROOT, Result, Tree, TreeError};
 use crate::volume::fs::Timestamp;
 use std::sync::{Arc, OnceLock};
 
@@ -23,12 +24,12 @@ fn catalog_err(e: impl std::fmt::Display) -> TreeError {
 
 impl DirSource for RootSource {
     fn children(&self, tree: &Tree, dir: Ino) -> Result<Vec<Child>> {
-        let vms = self.0.block_on(self.0.catalog.vms()).map_err(catalog_err)?;
+        let vms = self.0.db().vms().map_err(catalog_err)?;
         Ok(vms
             .into_iter()
             .filter(|v| v.backup_count > 0)
             .map(|v| {
-                let time = v.last_backup.as_deref().map(parse_time).unwrap_or_default();
+                let time = v.last_backup.map(folder_time).unwrap_or_default();
                 let src = Arc::new(VmSource(self.0.clone(), v.name.clone()));
                 Child { ino: tree.lazy_child_dir(dir, &v.name, time, src), name: v.name.into_bytes() }
             })
@@ -41,11 +42,11 @@ impl DirSource for RootSource {
 
 impl DirSource for VmSource {
     fn children(&self, tree: &Tree, dir: Ino) -> Result<Vec<Child>> {
-        let backups = self.0.block_on(self.0.catalog.list_backups(Some(&self.1))).map_err(catalog_err)?;
+        let backups = self.0.db().list_backups(Some(&self.1)).map_err(catalog_err)?;
         let mut out = Vec::new();
         let mut newest: Option<(String, Timestamp)> = None;
-        for b in backups.into_iter().filter(|b| b.status == "completed") {
-            let time = parse_time(&b.started_at);
+        for b in backups.into_iter().filter(|b| b.status == BackupStatus::Completed) {
+            let time = folder_time(b.started_at);
             if newest.is_none() {
                 newest = Some((b.id.clone(), time));
             }
@@ -73,7 +74,8 @@ impl DirSource for BackupSource {
         // Build the backup's folders under a holder that no path can name
         // (its name has a NUL), then serve the holder's children.
         let holder = tree.add_dir_detached(dir, "\0disks");
-        add_backup(&self.repo, tree, holder, &self.id, None)?;
+        let point = self.repo.restore_point(&self.id, None).map_err(super::unavailable)?;
+        add_point(tree, holder, &point, false)?;
         let kids = tree.static_children(holder);
         Ok(self.built.get_or_init(|| kids).clone())
     }
@@ -83,7 +85,7 @@ impl DirSource for BackupSource {
 }
 
 /// The tree of the whole repository.
-pub fn for_repo(repo: Arc<Repo>) -> Tree {
+pub fn repository_tree(repo: Arc<Repo>) -> Tree {
     let tree = Tree::new(Timestamp::default());
     tree.set_root_source(Arc::new(RootSource(repo)));
     debug_assert_eq!(ROOT, 1);

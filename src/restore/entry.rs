@@ -1,4 +1,5 @@
-//! Folder entries as JSON, shared by the HTTP listing and `backchain ls --json`.
+//! Folder entries as JSON, shared by the HTTP listing and `backchain ls --json`,
+//! and the path encoding both use.
 
 use crate::tree::Node;
 use crate::util::time::rfc3339;
@@ -19,7 +20,8 @@ pub struct Entry {
     /// The exact path bytes, percent-encoded: usable as `path=` as it is,
     /// and the only reliable handle for names that are not UTF-8.
     pub path_encoded: String,
-    /// file | directory | symlink | other
+    /// file | directory | symlink | chardevice | blockdevice | fifo | socket |
+    /// other
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub size: u64,
@@ -33,15 +35,19 @@ pub struct Entry {
     pub target: Option<String>,
     /// Why a folder cannot be browsed (a partition backchain cannot read).
     pub note: Option<String>,
+    /// A device node's numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Device {
+    pub major: u32,
+    pub minor: u32,
 }
 
 pub fn kind_name(k: NodeKind) -> &'static str {
-    match k {
-        NodeKind::File => "file",
-        NodeKind::Directory => "directory",
-        NodeKind::Symlink => "symlink",
-        NodeKind::Other => "other",
-    }
+    k.name()
 }
 
 /// Percent-encodes raw path bytes (all non-unreserved bytes, including
@@ -88,6 +94,7 @@ impl Entry {
             gid: node.gid,
             target: target.map(|t| String::from_utf8_lossy(&t).into_owned()),
             note: node.note.clone(),
+            device: node.kind.rdev().map(|r| Device { major: r.major, minor: r.minor }),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! fixtures/demo/make.sh) in full, then its next-day version incrementally.
 
 use super::ServeError;
-use crate::engine::{BackupRequest, NoProgress, Repo, Requested, backup};
+use crate::engine::{BackupRequest, NoProgress, Requested, backup};
+use crate::repo::Repo;
 use std::fs::File;
 use std::io::BufWriter;
 
@@ -16,7 +17,7 @@ pub const DEMO_VM: &str = "demo";
 /// Fills an empty repository with the two demo backups; a repository that
 /// already holds VMs is left as it is. Returns the backup ids made.
 pub fn fill(repo: &Repo) -> Result<Vec<String>, ServeError> {
-    if !repo.block_on(repo.catalog.vms()).map_err(crate::engine::EngineError::from)?.is_empty() {
+    if !repo.db().vms().map_err(crate::engine::EngineError::from)?.is_empty() {
         return Ok(Vec::new());
     }
     let dir = repo.root().join("demo-source");
