@@ -5,9 +5,9 @@ pub mod backup;
 mod delete;
 pub mod digests;
 pub mod jobs;
+pub mod pipeline;
 pub mod prune;
 pub mod retention;
-pub mod pipeline;
 pub mod sink;
 pub mod verify;
 

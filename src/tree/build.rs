@@ -118,7 +118,11 @@ pub fn add_backup_disks(
     for (index, reader) in disks {
         let at = if flat { parent } else { tree.add_dir(parent, &format!("disk-{index}"), time, None) };
         add_disk(tree, at, reader.clone(), time)?;
-        lvm_disks.push(super::lvm::DiskAt { index: u32::try_from(index).unwrap_or(u32::MAX), disk: reader, folder: at });
+        lvm_disks.push(super::lvm::DiskAt {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            disk: reader,
+            folder: at,
+        });
     }
     super::lvm::add_volumes(tree, &lvm_disks, parent, time)?;
     Ok(())

@@ -21,7 +21,6 @@ pub struct Inode {
     pub otime: Timestamp,
 }
 
-
 fn timestamp(b: &[u8], off: usize) -> Timestamp {
     // A nanosecond count past one second is clamped rather than refused:
     // it changes no byte of any file.

@@ -253,7 +253,19 @@ impl BtrfsFs {
 /// What the kernel shows for a subvolume link that does not resolve.
 fn placeholder() -> Inode {
     let t = Timestamp::default();
-    Inode { size: 0, nlink: 1, uid: 0, gid: 0, mode: 0o040755, rdev: 0, flags: 0, atime: t, ctime: t, mtime: t, otime: t }
+    Inode {
+        size: 0,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        mode: 0o040755,
+        rdev: 0,
+        flags: 0,
+        atime: t,
+        ctime: t,
+        mtime: t,
+        otime: t,
+    }
 }
 
 impl Filesystem for BtrfsFs {
