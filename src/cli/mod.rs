@@ -13,6 +13,7 @@ mod browse;
 mod calendar;
 mod image;
 mod mount;
+mod nbd;
 mod repo;
 mod target;
 
@@ -161,6 +162,16 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// Serve one disk (or each disk of a backup) read-only over NBD until Ctrl-C.
+    NbdExport {
+        /// BACKUP_ID, BACKUP_ID:N, or an image path (QCOW2 or raw).
+        target: String,
+        /// HOST:PORT (loopback) or unix:PATH.
+        #[arg(long, default_value = backchain::nbd::server::DEFAULT_LISTEN)]
+        listen: String,
+        #[arg(long)]
+        writable: bool,
+    },
     /// The normalized form and next elapses of a calendar event.
     Calendar(calendar::CalendarArgs),
     /// Serve the HTTP API over the repository.
@@ -293,6 +304,7 @@ pub fn main() -> ExitCode {
         Command::Get { target, path, output } => {
             browse::with_tree(dir, &target, |t, inputs| browse::get(t, inputs, &path, &output))
         }
+        Command::NbdExport { target, listen, writable } => nbd::nbd_export(dir, &target, &listen, writable),
         Command::Serve { listen, token_file, source_dirs, mount, demo, session_idle, max_sessions } => {
             let config = daemon::Config {
                 repo: repo_dir(dir),

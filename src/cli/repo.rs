@@ -113,7 +113,7 @@ pub fn prune(repo: &Repo, req: &backchain::engine::prune::PruneRequest, json: bo
     use backchain::engine::retention::Reason;
     let report = backchain::engine::prune::prune_vm(repo, req, &backchain::util::time::local_offset)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     for b in &report.backups {
@@ -123,10 +123,10 @@ pub fn prune(repo: &Repo, req: &backchain::engine::prune::PruneRequest, json: bo
             Reason::Unfinished => "failed or interrupted: never a restore point".into(),
             Reason::NotSelected => "no rule keeps it".into(),
         };
-        println!("{:<24} {:<25} {:<11} {:<5} {why}", b.id, b.started_at, b.status, b.action);
+        outln!("{:<24} {:<25} {:<11} {:<5} {why}", b.id, b.started_at, b.status, b.action);
     }
     let verb = if report.dry_run { "would drop" } else { "dropped" };
-    println!(
+    outln!(
         "{} kept, {verb} {}; {} reclaimed",
         report.kept,
         report.dropped,
