@@ -6,6 +6,8 @@ mod delete;
 pub mod digests;
 pub mod jobs;
 pub mod pipeline;
+pub mod prune;
+pub mod retention;
 pub mod sink;
 pub mod verify;
 

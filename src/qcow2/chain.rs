@@ -148,6 +148,9 @@ enum Origin {
 /// (layer index, host offset) of a compressed cluster.
 type DecompressedKey = (usize, u64);
 
+/// Opens retried when a backing file vanished during the open (a merge).
+const OPEN_RETRIES: u32 = 3;
+
 pub struct Chain {
     layers: Vec<Layer>,
     size: u64,
@@ -167,6 +170,29 @@ fn zero_fill_read(file: &dyn ReadAt, host: u64, buf: &mut [u8]) -> io::Result<()
 impl Chain {
     /// Opens the QCOW2 image at `path` and its backing chain.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
+        // A merge (qcow2::merge) may change a chain while we open it: point
+        // an image at a new backing file and remove the old one between our
+        // reading the header and opening the backing file, or grow an image
+        // and link new tables into its L1 between our taking its size and
+        // reading the L1. Opening again sees the new state.
+        let mut tries = 0;
+        loop {
+            match Self::open_once(path, opts) {
+                Err(Error::BackingNotFound { .. }) | Ok(None) if tries < OPEN_RETRIES => tries += 1,
+                Err(Error::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound && tries < OPEN_RETRIES => {
+                    tries += 1
+                }
+                Ok(None) => {
+                    return Err(Error::Unsupported(format!("{} kept changing while it was opened", path.display())));
+                }
+                Ok(Some(c)) => return Ok(c),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The chain, or `None` when an image grew while it was being opened.
+    fn open_once(path: &Path, opts: &OpenOptions) -> Result<Option<Self>> {
         let root = match &opts.confine_to {
             Some(r) => Some(r.canonicalize().map_err(|source| Error::Open { path: r.clone(), source })?),
             None => None,
@@ -206,6 +232,9 @@ impl Chain {
                         )),
                         e => e,
                     })?;
+                    if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() != image.file().size()) {
+                        return Ok(None);
+                    }
                     if let Some(name) = &image.header.backing_file {
                         let (bnamed, bpath) = resolve_backing(&named, name, root.as_deref())?;
                         let bformat = match image.header.backing_format.as_deref() {
@@ -226,7 +255,7 @@ impl Chain {
             };
             layers.push(Layer { path: Some(path), data });
         }
-        Self::from_layers(layers)
+        Self::from_layers(layers).map(Some)
     }
 
     /// A chain of one QCOW2 image held by any reader (fuzzing, tests). An

@@ -11,6 +11,7 @@ mod header;
 mod image;
 mod info;
 mod l2;
+pub mod merge;
 mod writer;
 
 pub use chain::{Chain, Format, Layer, OpenOptions};

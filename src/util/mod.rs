@@ -1,5 +1,6 @@
 //! Small shared helpers.
 
+pub mod flock;
 pub mod time;
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
