@@ -13,6 +13,7 @@ pub mod export;
 pub mod qcow2;
 pub mod repo;
 pub mod restore;
+pub mod schedule;
 pub mod source;
 pub mod tree;
 pub mod util;

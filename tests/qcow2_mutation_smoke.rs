@@ -6,7 +6,7 @@
 //! One test function only: the allocation counter below is process-wide.
 
 mod common;
-use backchain::block::{MemImage, ReadAt};
+use backchain::block::{Alloc, MemImage, ReadAt};
 use backchain::qcow2::{self, Chain};
 use common::*;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -81,7 +81,8 @@ fn exercise(data: Vec<u8>) -> bool {
     let (mut off, mut steps) = (0u64, 0);
     while off < size && reads < MAX_READS && steps < MAX_STEPS {
         steps += 1;
-        let Ok((zero, n)) = chain.zero_run(off, 64 * cs) else { break };
+        let Ok(run) = chain.status(off, 64 * cs) else { break };
+        let (zero, n) = (run.alloc != Alloc::Data, run.len);
         if n == 0 {
             break;
         }

@@ -393,7 +393,7 @@ fn damaged_metadata_never_panics() {
                     let n = (small.len() as u64).min(size - at) as usize;
                     let _ = chain.read_exact_at(at, &mut small[..n]);
                 }
-                let _ = chain.zero_run(0, size);
+                let _ = chain.status(0, size);
             });
             assert!(r.is_ok(), "{name}: damage {i} ({}) panicked", what.join(", "));
         }

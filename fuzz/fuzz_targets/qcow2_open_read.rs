@@ -2,7 +2,7 @@
 //! fine; a panic, a hang or an unbounded allocation is a bug.
 #![no_main]
 
-use backchain::block::{MemImage, ReadAt};
+use backchain::block::{Alloc, MemImage, ReadAt};
 use backchain::qcow2::{self, Chain};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
@@ -52,9 +52,10 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while off < size && reads < MAX_READS && steps < MAX_STEPS {
         steps += 1;
-        let Ok((zero, n)) = chain.zero_run(off, 64 * cs) else {
+        let Ok(run) = chain.status(off, 64 * cs) else {
             break;
         };
+        let (zero, n) = (run.alloc != Alloc::Data, run.len);
         if n == 0 {
             break;
         }

@@ -1,5 +1,5 @@
 use super::extent::LazyMap;
-use super::{Extent, ReadAt, check_range};
+use super::{Alloc, Extent, ReadAt, Run, check_range, whole_run};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -70,27 +70,46 @@ impl ReadAt for RawFile {
         }
         self.map.locate(&self.file, offset, len.min(end - offset))
     }
+    /// Holes of a sparse file are `Unallocated` (SEEK_DATA / SEEK_HOLE, as
+    /// `qemu-img map` finds them); everything else, and every file whose
+    /// filesystem cannot tell, is data.
+    fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
+        let run = whole_run(offset, len, self.size, Alloc::Data)?;
+        Ok(seek_run(&self.file, run.offset, run.end()).unwrap_or(run))
+    }
+}
+
+/// The run of data or hole at `off`, up to `end`, by SEEK_DATA / SEEK_HOLE
+/// (`off < end`); `None` when the filesystem or device cannot tell.
+fn seek_run(file: &File, off: u64, end: u64) -> Option<Run> {
+    use rustix::fs::{SeekFrom, seek};
+    let run = |stop: u64, alloc| Some(Run { offset: off, len: stop.clamp(off + 1, end) - off, alloc });
+    match seek(file, SeekFrom::Data(off)) {
+        // Data at `off`: it lasts until the next hole (the end of the file
+        // counts as one).
+        Ok(d) if d <= off => run(seek(file, SeekFrom::Hole(off)).ok()?, Alloc::Data),
+        Ok(d) => run(d, Alloc::Unallocated),
+        // No data at or after `off`.
+        Err(e) if e == rustix::io::Errno::NXIO => run(end, Alloc::Unallocated),
+        Err(_) => None,
+    }
 }
 
 /// `[start, end)` of every data run of `file`, or `None` when there are
 /// more than `MAX_DATA_RUNS` or the filesystem cannot tell (then all reads
 /// go through `pread`). A filesystem without hole support reports one run.
 fn data_runs(file: &File, size: u64) -> Option<Vec<(u64, u64)>> {
-    use rustix::fs::{SeekFrom, seek};
     let mut runs = Vec::new();
     let mut pos = 0;
     while pos < size {
-        let start = match seek(file, SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            Err(e) if e == rustix::io::Errno::NXIO => break,
-            Err(_) => return None,
-        };
-        let end = seek(file, SeekFrom::Hole(start)).ok()?.min(size);
-        if end <= start || runs.len() == MAX_DATA_RUNS {
-            return None;
+        let run = seek_run(file, pos, size)?;
+        if run.alloc == Alloc::Data {
+            if runs.len() == MAX_DATA_RUNS {
+                return None;
+            }
+            runs.push((run.offset, run.end()));
         }
-        runs.push((start, end));
-        pos = end;
+        pos = run.end();
     }
     Some(runs)
 }

@@ -5,6 +5,7 @@
 //! `read_exact_at`, which takes `&self` so that many threads can read at once.
 
 mod cache;
+pub mod chunks;
 mod extent;
 mod file;
 mod mem;

@@ -2,6 +2,7 @@
 //! as one line (with its causes) and exits non-zero.
 
 mod browse;
+mod calendar;
 mod image;
 mod mount;
 mod repo;
@@ -152,6 +153,8 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// The normalized form and next elapses of a calendar event.
+    Calendar(calendar::CalendarArgs),
     /// Serve the HTTP API over the repository.
     Serve {
         /// Address to listen on; anything but loopback requires --token-file.
@@ -243,6 +246,7 @@ pub fn main() -> ExitCode {
             mount::mount(repo_dir(dir), mount::MountArgs { target, mountpoint, foreground, allow_other, direct_io })
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
+        Command::Calendar(args) => calendar::run(args),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
         Command::Prune {

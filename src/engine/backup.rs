@@ -1,22 +1,17 @@
 //! One backup job: every disk of a VM into its own image, full or
 //! incremental, committed atomically (see docs/repository.md).
 
-use super::digests::{self, Digest, MapReader, MapWriter, ZERO};
-use super::repo::{PARTIAL, Repo, check_vm_name, sync_dir};
+use super::digests::MapReader;
+use super::pipeline;
+use super::repo::{Repo, check_vm_name, sync_dir};
+use super::sink::{ImageSink, SinkOut};
 use super::{EngineError, Progress};
-use crate::block::{Extent, LazyMap};
 use crate::catalog::{BackupDisk, BackupType, ChainRef, NewDisk};
-use crate::qcow2::{ClusterSize, Compression, Format, Writer, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
+use crate::qcow2::{ClusterSize, Compression, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
 use crate::source::{self, Source};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Bytes read from a source per step (a multiple of every cluster size).
-const CHUNK: usize = 4 << 20;
-/// Threads reading and digesting a source (two cores are the norm here).
-const READERS: usize = 2;
 /// How often a running job's progress is written to the catalog.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -69,7 +64,7 @@ pub struct BackupResult {
 }
 
 struct Plan {
-    source: Source,
+    source: Box<dyn Source>,
     parent: Option<BackupDisk>,
     chain: ChainRef,
 }
@@ -131,9 +126,11 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
     progress.start(total);
 
     let started = Instant::now();
-    let mut job = Job { repo, id: &id, progress, done: 0, last_report: Instant::now(), files: Vec::new() };
+    let mut job =
+        Job { repo, id: &id, progress, done: 0, last_report: Instant::now(), files: Vec::new(), notes: Vec::new() };
     match job.write_all(req, &plans) {
         Ok((disks, new_disks)) => {
+            notes.append(&mut job.notes);
             let read = total;
             let written: u64 = disks.iter().map(|d| d.stored_bytes).sum();
             if let Err(e) = repo.block_on(repo.catalog.commit_backup(&id, vm_id, &new_disks, read, written)) {
@@ -171,6 +168,8 @@ struct Job<'a> {
     last_report: Instant,
     /// Every file this job created (partial or final), for cleanup on failure.
     files: Vec<PathBuf>,
+    /// What the pipeline found worth telling the user.
+    notes: Vec<String>,
 }
 
 impl Job<'_> {
@@ -199,7 +198,7 @@ impl Job<'_> {
     ) -> Result<(Vec<DiskResult>, Vec<NewDisk>), EngineError> {
         let mut results = Vec::new();
         let mut rows = Vec::new();
-        let mut renames = Vec::new();
+        let mut staged = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
             let rel_dir = format!("vms/{}/disk-{i}", req.vm);
             let dir = self.repo.path(&rel_dir);
@@ -208,16 +207,12 @@ impl Job<'_> {
             let map_rel = format!("{rel_dir}/{}.digests", self.id);
             let image = self.repo.path(&image_rel);
             let map = self.repo.path(&map_rel);
-            let (image_tmp, map_tmp) = (partial(&image), partial(&map));
-            self.files.extend([image_tmp.clone(), map_tmp.clone()]);
-            let out = self.write_disk(plan, &image_tmp, &map_tmp, req.compression)?;
-            renames.push((image_tmp, image));
-            renames.push((map_tmp, map));
+            let out = self.write_disk(plan, &image, &map, req.compression)?;
             let change_id = out.content_digest.clone();
             results.push(DiskResult {
                 disk_index: i,
                 disk_type: if plan.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
-                source: plan.source.spec.clone(),
+                source: plan.source.spec().to_string(),
                 image_path: image_rel.clone(),
                 parent_backup: plan.parent.as_ref().map(|p| p.backup_id.clone()),
                 virtual_size: plan.source.size(),
@@ -230,7 +225,7 @@ impl Job<'_> {
                 chain: plan.chain.clone(),
                 parent_id: plan.parent.as_ref().map(|p| p.id),
                 disk_type: if plan.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
-                source: plan.source.spec.clone(),
+                source: plan.source.spec().to_string(),
                 image_path: image_rel,
                 digest_path: map_rel,
                 change_id: Some(change_id),
@@ -240,41 +235,37 @@ impl Job<'_> {
                 changed_bytes: out.changed_bytes as i64,
                 content_digest: out.content_digest,
             });
+            staged.push(out.staged);
         }
         // Every image is complete and durable: move them into place, make the
         // renames durable, and only then let the caller commit the catalog.
-        for (from, to) in renames {
-            std::fs::rename(&from, &to).map_err(|e| EngineError::io(&from, e))?;
-            self.files.push(to.clone());
-            if let Some(d) = to.parent() {
-                sync_dir(d)?;
-            }
+        for files in &staged {
+            files.commit(|to| self.files.push(to.to_path_buf()))?;
         }
         Ok((results, rows))
     }
 
-    fn write_disk(
-        &mut self,
+    /// Opens the image sink for one disk: a new image beside its parent,
+    /// with the parent's digest map as its base.
+    fn open_sink(
+        &self,
         plan: &Plan,
         image: &Path,
         map: &Path,
         compression: Option<Compression>,
-    ) -> Result<DiskOut, EngineError> {
+    ) -> Result<ImageSink, EngineError> {
         // OK to unwrap: DEFAULT_CLUSTER_BITS is a valid cluster size.
         let cluster = ClusterSize::from_bits(DEFAULT_CLUSTER_BITS).unwrap();
-        let cs = cluster.usize();
-        let size = plan.source.size();
-        let mut parent_map = match &plan.parent {
+        let base = match &plan.parent {
             Some(p) => {
                 let m = MapReader::open(&self.repo.path(&p.digest_path))?;
-                if m.cluster_size as usize != cs || m.virtual_size != size {
+                if u64::from(m.cluster_size) != cluster.bytes() || m.virtual_size != plan.source.size() {
                     return Err(EngineError::Repository(format!(
                         "digest map of backup {} does not match disk {} (cluster {} / size {})",
                         p.backup_id, p.disk_index, m.cluster_size, m.virtual_size
                     )));
                 }
-                let parent_image = self.repo.path(&p.image_path);
-                if !parent_image.is_file() {
+                if !self.repo.path(&p.image_path).is_file() {
                     return Err(EngineError::Repository(format!(
                         "parent image {} of disk {} is missing",
                         p.image_path, p.disk_index
@@ -288,252 +279,22 @@ impl Job<'_> {
         let backing = plan.parent.as_ref().map(|p| {
             Path::new(&p.image_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
         });
-        let mut w = Writer::create(image, size, WriterOptions { cluster, compression, backing })?;
-        let mut digests_out = MapWriter::create(map, cluster.bytes() as u32, size)?;
-        let reader = &plan.source.reader;
-        let mut changed = 0u64;
-        let holes = match plan.source.format {
-            Format::Raw => std::fs::File::open(&plan.source.spec).ok(),
-            Format::Qcow2 => None,
-        };
-        let holes = &holes;
-        // An incremental reads a mappable source (a raw file, a QCOW2 image's
-        // data clusters) through its memory map: the digests that find the
-        // few changed clusters are computed on the page cache itself, without
-        // copying every byte into a buffer first (that copy took more time
-        // than the hashing). Full backups store every cluster and read as
-        // before.
-        let incremental = parent_map.is_some();
-        // A raw file is mapped whole, holes included: their clusters are
-        // known from SEEK_HOLE and never touched through the map.
-        let source_map = LazyMap::default();
-        let locate = |off: u64, n: u64| match holes {
-            Some(f) => source_map.locate(f, off, n),
-            None => reader.locate(off, n),
-        };
-        let locate = &locate;
-        std::thread::scope(|s| -> Result<(), EngineError> {
-            // READERS threads each read and digest every READERS-th chunk, so
-            // reading and hashing overlap on all cores; this thread takes
-            // the chunks in order (one channel per reader keeps the order
-            // without an unbounded reorder buffer) and writes.
-            // A raw file's holes are neither read nor scanned (SEEK_DATA /
-            // SEEK_HOLE, as qemu-img does); elsewhere everything is data.
-            let mut rxs = Vec::new();
-            let mut backs = Vec::new();
-            for r in 0..READERS {
-                let (tx, rx) = mpsc::sync_channel::<Chunk>(2);
-                let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
-                rxs.push(rx);
-                backs.push(back_tx);
-                s.spawn(move || {
-                    let mut off = r as u64 * CHUNK as u64;
-                    while off < size {
-                        let n = (size - off).min(CHUNK as u64) as usize;
-                        let mapped = if incremental { locate(off, n as u64) } else { None };
-                        let item = match mapped.filter(|e| e.len() == n as u64 && e.is_backed()) {
-                            Some(e) => {
-                                let in_hole = hole_clusters(holes.as_ref(), off, n, cs);
-                                Ok((off, digest_chunk(e.bytes(), cs, &in_hole), ChunkData::Mapped(e)))
-                            }
-                            None => {
-                                let mut buf = back_rx.try_recv().unwrap_or_default();
-                                // Debug builds poison fresh buffers, so that a
-                                // byte `read_chunk` leaves unfilled never passes
-                                // for a zero in tests (recycled buffers hold
-                                // stale bytes anyway).
-                                buf.resize(n, if cfg!(debug_assertions) { 0xA5 } else { 0 });
-                                read_chunk(&**reader, holes.as_ref(), off, &mut buf, cs)
-                                    .map(|in_hole| (off, digest_chunk(&buf, cs, &in_hole), ChunkData::Owned(buf)))
-                            }
-                        };
-                        let failed = item.is_err();
-                        if tx.send(item).is_err() || failed {
-                            return;
-                        }
-                        off += (READERS * CHUNK) as u64;
-                    }
-                });
-            }
-            let chunks = size.div_ceil(CHUNK as u64) as usize;
-            let rx = (0..chunks).map(|k| rxs[k % READERS].recv().unwrap_or_else(|_| Err(reader_gone())));
-            let mut scratch: Vec<u8> = Vec::new();
-            for item in rx {
-                let (off, ds, data) = item.map_err(|e| EngineError::Read(plan.source.spec.clone(), e))?;
-                let first = off / cs as u64;
-                let bytes = data.bytes();
-                let mapped = matches!(data, ChunkData::Mapped(_));
-                // Consecutive whole clusters to store go to the writer as one
-                // run: new data clusters are then written straight from the
-                // chunk (no copy into the writer's gather buffer); the writer
-                // still turns all-zero ones into zero clusters. A stored
-                // cluster of a mapped chunk is first copied out (into
-                // `scratch`, which then holds the pending run) and hashed
-                // again: its stored bytes and digest agree even if the source
-                // changes under the map.
-                let mut run: Option<usize> = None;
-                for (i, (c, d)) in bytes.chunks(cs).zip(&ds).enumerate() {
-                    let store = match &mut parent_map {
-                        Some(pm) => pm.next_digest()? != *d,
-                        None => *d != ZERO,
-                    };
-                    let digest = if store && mapped && *d != ZERO {
-                        scratch.extend_from_slice(c);
-                        digests::digest(&scratch[scratch.len() - c.len()..])
-                    } else {
-                        *d
-                    };
-                    digests_out.push(&digest)?;
-                    // ZERO: all zeros, or in a hole (whose bytes in an owned
-                    // buffer are stale: `read_chunk` does not fill them);
-                    // either way a zero cluster, never data.
-                    if store {
-                        changed += c.len() as u64;
-                        if c.len() == cs && digest != ZERO {
-                            run.get_or_insert(i);
-                            continue;
-                        }
-                    }
-                    if let Some(start) = run.take() {
-                        let src = if mapped { &scratch[..(i - start) * cs] } else { &bytes[start * cs..i * cs] };
-                        w.write_clusters(first + start as u64, src)?;
-                    }
-                    if store {
-                        // A zero cluster, or a short last cluster (never part of a run).
-                        let index = first + i as u64;
-                        if digest == ZERO {
-                            w.write_zero_cluster(index)?
-                        } else if mapped {
-                            w.write_cluster(index, &scratch[scratch.len() - c.len()..])?
-                        } else {
-                            w.write_cluster(index, c)?
-                        }
-                    }
-                    scratch.clear();
-                }
-                if let Some(start) = run {
-                    let src = if mapped { &scratch[..] } else { &bytes[start * cs..] };
-                    w.write_clusters(first + start as u64, src)?;
-                }
-                scratch.clear();
-                self.advance(bytes.len() as u64);
-                if let ChunkData::Owned(buf) = data {
-                    let _ = backs[(off / CHUNK as u64) as usize % READERS].send(buf);
-                }
-            }
-            Ok(())
-        })?;
-        let stats = w.finish()?;
-        let content_digest = digests_out.finish()?;
-        Ok(DiskOut { stored_bytes: stats.file_size, changed_bytes: changed, content_digest })
+        ImageSink::create(image, map, plan.source.size(), WriterOptions { cluster, compression, backing }, base)
     }
-}
 
-/// A chunk as a reader thread hands it over: offset, digests, bytes.
-type Chunk = Result<(u64, Vec<Digest>, ChunkData), std::io::Error>;
-
-/// A chunk's bytes: read into a buffer (which goes back to its reader), or
-/// lent from the source's memory map.
-enum ChunkData {
-    Owned(Vec<u8>),
-    Mapped(Extent),
-}
-
-impl ChunkData {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            ChunkData::Owned(b) => b,
-            ChunkData::Mapped(e) => e.bytes(),
-        }
+    /// One disk through the pipeline into its sink; the sink's files stay
+    /// under their partial names until the whole backup commits.
+    fn write_disk(
+        &mut self,
+        plan: &Plan,
+        image: &Path,
+        map: &Path,
+        compression: Option<Compression>,
+    ) -> Result<SinkOut, EngineError> {
+        let mut sink = self.open_sink(plan, image, map, compression)?;
+        self.files.extend(sink.files().map(Path::to_path_buf));
+        let outcome = pipeline::run(&*plan.source, &mut sink, plan.parent.is_some(), &mut |n| self.advance(n))?;
+        self.notes.extend(outcome.notes);
+        sink.finish()
     }
-}
-
-fn reader_gone() -> std::io::Error {
-    std::io::Error::other("a reader thread stopped")
-}
-
-/// The data and hole runs of the `n` bytes at `off`: `(hole, start, len)`
-/// relative to `off`. Only a raw file has holes (SEEK_DATA / SEEK_HOLE);
-/// elsewhere all is data.
-fn runs(holes: Option<&std::fs::File>, off: u64, n: usize) -> Vec<(bool, usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos < n {
-        let (hole, len) = match holes {
-            Some(f) => crate::export::file_run(f, off + pos as u64, off + n as u64),
-            None => (false, (n - pos) as u64),
-        };
-        let len = (len as usize).clamp(1, n - pos);
-        out.push((hole, pos, len));
-        pos += len;
-    }
-    out
-}
-
-/// The clusters of a hole run that it covers whole (hole edges are
-/// cluster aligned, 64 KiB, except at the end of the disk).
-fn whole_clusters(pos: usize, len: usize, cs: usize) -> std::ops::Range<usize> {
-    pos.div_ceil(cs)..(pos + len) / cs
-}
-
-/// Per cluster of the `n` bytes at `off`, whether it lies wholly in a hole,
-/// found without reading.
-fn hole_clusters(holes: Option<&std::fs::File>, off: u64, n: usize, cs: usize) -> Vec<bool> {
-    let mut in_hole = vec![false; n.div_ceil(cs)];
-    for (hole, pos, len) in runs(holes, off, n) {
-        let r = whole_clusters(pos, len, cs);
-        if hole && r.start < r.end {
-            in_hole[r].fill(true);
-        }
-    }
-    in_hole
-}
-
-/// Reads the chunk at `off` into `buf`; holes of a raw file are not read.
-/// Returns, per cluster, whether it lies wholly in a hole.
-fn read_chunk(
-    reader: &dyn crate::block::ReadAt,
-    holes: Option<&std::fs::File>,
-    off: u64,
-    buf: &mut [u8],
-    cs: usize,
-) -> std::io::Result<Vec<bool>> {
-    let n = buf.len();
-    let mut in_hole = vec![false; n.div_ceil(cs)];
-    for (hole, pos, len) in runs(holes, off, n) {
-        if hole {
-            // Whole clusters in the hole are marked and left unfilled (their
-            // digest is ZERO and they are stored, if at all, as zero
-            // clusters); only the bytes of partly covered clusters, which
-            // are digested, are zeroed.
-            let r = whole_clusters(pos, len, cs);
-            if r.start < r.end {
-                buf[pos..r.start * cs].fill(0);
-                buf[r.end * cs..pos + len].fill(0);
-                in_hole[r].fill(true);
-            } else {
-                buf[pos..pos + len].fill(0);
-            }
-        } else {
-            reader.read_exact_at(off + pos as u64, &mut buf[pos..pos + len])?;
-        }
-    }
-    Ok(in_hole)
-}
-
-/// The digests of a chunk's clusters (ZERO for clusters inside a hole).
-fn digest_chunk(buf: &[u8], cs: usize, in_hole: &[bool]) -> Vec<Digest> {
-    buf.chunks(cs).zip(in_hole).map(|(c, &hole)| if hole { ZERO } else { digests::digest(c) }).collect()
-}
-
-struct DiskOut {
-    stored_bytes: u64,
-    changed_bytes: u64,
-    content_digest: String,
-}
-
-fn partial(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(PARTIAL);
-    PathBuf::from(s)
 }

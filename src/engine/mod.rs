@@ -5,8 +5,10 @@ pub mod backup;
 mod delete;
 pub mod digests;
 pub mod jobs;
+pub mod pipeline;
 pub mod prune;
 pub mod retention;
+pub mod sink;
 pub mod verify;
 
 pub use delete::delete_backup;

@@ -4,7 +4,6 @@
 
 use super::digests::{self, MapReader};
 use super::{EngineError, Repo};
-use crate::block::ReadAt;
 use crate::catalog::BackupDisk;
 use crate::qcow2::{self, Chain, OpenOptions};
 use crate::repo::{RepoError, RestorePoint};
@@ -114,30 +113,10 @@ fn verify_disk(repo: &Repo, d: &BackupDisk) -> Result<(), String> {
     // Content: every cluster's digest against the map, and the map against
     // the catalog.
     let mut map = MapReader::open(&repo.path(&d.digest_path)).map_err(|e| e.to_string())?;
-    let cs = map.cluster_size as u64;
-    if cs != d.cluster_size as u64 || map.virtual_size != size {
+    if map.cluster_size as u64 != d.cluster_size as u64 || map.virtual_size != size {
         return Err("digest map geometry differs from the image".into());
     }
-    let mut buf = vec![0u8; 4 << 20];
-    let mut off = 0u64;
-    let mut content = blake3::Hasher::new();
-    while off < size {
-        let n = (size - off).min(buf.len() as u64) as usize;
-        chain.read_exact_at(off, &mut buf[..n]).map_err(|e| format!("reading at {off}: {e}"))?;
-        for (i, c) in buf[..n].chunks(cs as usize).enumerate() {
-            let want = map.next_digest().map_err(|e| e.to_string())?;
-            let got = digests::digest(c);
-            content.update(&got);
-            if got != want {
-                return Err(format!(
-                    "content of guest cluster at offset {} differs from its digest",
-                    off + i as u64 * cs
-                ));
-            }
-        }
-        off += n as u64;
-    }
-    let content = content.finalize().to_hex().to_string();
+    let content = digests::check(&chain, size, &mut map).map_err(|e| e.to_string())?;
     if content != d.content_digest {
         return Err("content digest differs from the catalog".into());
     }

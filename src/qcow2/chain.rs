@@ -10,7 +10,7 @@ use super::error::{Error, Result};
 use super::header::ClusterSize;
 use super::image::Image;
 use super::l2::Mapping;
-use crate::block::{Extent, Lru, ReadAt, check_range};
+use crate::block::{Alloc, Extent, Lru, ReadAt, Run, check_range, whole_run};
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -114,7 +114,11 @@ impl Layer {
 /// What one cluster of the top image's grid resolves to through the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resolved {
+    /// A zero cluster in the first layer that maps it.
     Zero,
+    /// No layer maps it (or the layer that would ends before it): zeros,
+    /// stored nowhere.
+    Unallocated,
     /// `host` is where this guest cluster's first byte is in layer `layer`.
     Data {
         layer: u32,
@@ -131,7 +135,7 @@ enum Resolved {
 }
 
 /// Where the bytes of one run come from, as the layer walk finds them.
-enum Source {
+enum Origin {
     Zero,
     Data { layer: usize, host: u64 },
     Compressed { layer: usize, host: u64, len: u64, skip: u64 },
@@ -212,7 +216,7 @@ impl Chain {
             let file: Arc<dyn ReadAt> = Arc::new(super::open_file(&path)?);
             let format = match format {
                 Some(f) => f,
-                None => probe(&*file)?,
+                None => super::probe(&*file)?,
             };
             let data = match format {
                 Format::Raw => LayerData::Raw(file),
@@ -317,7 +321,7 @@ impl Chain {
         for (i, layer) in self.layers.iter().enumerate() {
             let lsize = layer.virtual_size();
             if off >= lsize {
-                return Ok(Resolved::Zero);
+                return Ok(Resolved::Unallocated);
             }
             if off + want > lsize {
                 return Ok(Resolved::Mixed);
@@ -339,33 +343,33 @@ impl Chain {
                 },
             });
         }
-        Ok(Resolved::Zero)
+        Ok(Resolved::Unallocated)
     }
 
     /// Walks the layers for the bytes at `off`; returns the source and how
     /// many bytes (at most `max`) it covers.
-    fn walk(&self, off: u64, max: u64) -> Result<(Source, u64)> {
+    fn walk(&self, off: u64, max: u64) -> Result<(Origin, u64)> {
         let mut n = max;
         for (i, layer) in self.layers.iter().enumerate() {
             let lsize = layer.virtual_size();
             if off >= lsize {
-                return Ok((Source::Zero, n));
+                return Ok((Origin::Zero, n));
             }
             n = n.min(lsize - off);
             let (m, len) = layer.map(off)?;
             n = n.min(len);
             return Ok(match m {
                 Mapping::Unallocated => continue,
-                Mapping::Zero => (Source::Zero, n),
-                Mapping::Data(host) => (Source::Data { layer: i, host }, n),
+                Mapping::Zero => (Origin::Zero, n),
+                Mapping::Data(host) => (Origin::Data { layer: i, host }, n),
                 Mapping::Compressed { host, len } => {
                     // OK to unwrap: only QCOW2 layers map to compressed data.
                     let mask = layer.image().unwrap().header.cluster.mask();
-                    (Source::Compressed { layer: i, host, len, skip: off & mask }, n)
+                    (Origin::Compressed { layer: i, host, len, skip: off & mask }, n)
                 }
             });
         }
-        Ok((Source::Zero, n))
+        Ok((Origin::Zero, n))
     }
 
     fn read_walk(&self, off: u64, buf: &mut [u8]) -> Result<()> {
@@ -376,11 +380,11 @@ impl Chain {
             let n = n as usize;
             let out = &mut buf[pos..pos + n];
             match src {
-                Source::Zero => out.fill(0),
-                Source::Data { layer, host } => {
+                Origin::Zero => out.fill(0),
+                Origin::Data { layer, host } => {
                     zero_fill_read(&**self.layers[layer].file(), host, out).map_err(Error::io(host))?
                 }
-                Source::Compressed { layer, host, len, skip } => {
+                Origin::Compressed { layer, host, len, skip } => {
                     let c = self.decompressed(layer, host, len)?;
                     let skip = skip as usize;
                     out.copy_from_slice(&c[skip..skip + n]);
@@ -418,19 +422,8 @@ impl Chain {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         let cb = self.cluster.bits();
         let cs = self.cluster.bytes();
-        let mut cached: Option<(u64, Arc<[Resolved]>)> = None;
-        let mut lookup = |c: u64| -> Result<Resolved> {
-            let region = c / REGION_CLUSTERS;
-            let r = match &cached {
-                Some((i, r)) if *i == region => r.clone(),
-                _ => {
-                    let r = self.region(region)?;
-                    cached = Some((region, r.clone()));
-                    r
-                }
-            };
-            Ok(r[(c % REGION_CLUSTERS) as usize])
-        };
+        let mut regions = Lookup { chain: self, cached: None };
+        let mut lookup = |c: u64| regions.get(c);
         let mut pos = 0usize;
         while pos < buf.len() {
             let g = off + pos as u64;
@@ -439,7 +432,7 @@ impl Chain {
             let left = (buf.len() - pos) as u64;
             let n = (cs - in_c).min(left) as usize;
             match lookup(c)? {
-                Resolved::Zero => {
+                Resolved::Zero | Resolved::Unallocated => {
                     buf[pos..pos + n].fill(0);
                     pos += n;
                 }
@@ -497,45 +490,93 @@ impl Chain {
         self.layers.get(layer as usize)?.file().locate(host.checked_add(in_c)?, total)
     }
 
-    /// Whether the bytes from `off` are known to be zero (true) or may hold
-    /// data (false), and for how many bytes (at most `max`) that holds.
-    /// Copy tools use this to skip holes without reading them.
-    pub fn zero_run(&self, off: u64, max: u64) -> io::Result<(bool, u64)> {
-        let cb = self.cluster.bits();
-        let cs = self.cluster.bytes();
-        let end = off.saturating_add(max).min(self.size);
-        if off >= end {
-            return Ok((true, 0));
-        }
+    /// See [`ReadAt::status`]: the run of one allocation state from `off`.
+    /// A cluster no layer maps is `Unallocated`, a zero cluster `Zero`,
+    /// data and compressed clusters `Data`. Whole L1 ranges that no layer
+    /// maps are skipped at once, so an empty petabyte is not walked
+    /// cluster by cluster.
+    fn status_run(&self, off: u64, len: u64) -> Result<Run> {
+        let run = whole_run(off, len, self.size, Alloc::Data).map_err(Error::io(off))?;
+        let (end, cb, cs) = (run.end(), self.cluster.bits(), self.cluster.bytes());
+        let region_bytes = REGION_CLUSTERS * cs;
+        let mut regions = Lookup { chain: self, cached: None };
         let mut pos = off;
         let mut kind = None;
-        let region_bytes = REGION_CLUSTERS * cs;
         while pos < end {
-            // At the start and at each region edge, skip whole L1 ranges that
-            // no layer maps, so an empty petabyte is not walked cluster by
-            // cluster.
             if (pos == off || pos.is_multiple_of(region_bytes))
-                && kind != Some(false)
+                && kind != Some(Alloc::Data)
                 && let Some(until) = self.unmapped_until(pos)
             {
                 let until = (until & !(cs - 1)).min(end);
                 if until > pos {
-                    kind = Some(true);
+                    if kind.is_some_and(|k| k != Alloc::Unallocated) {
+                        break;
+                    }
+                    kind = Some(Alloc::Unallocated);
                     pos = until;
                     continue;
                 }
             }
             let c = pos >> cb;
-            let r = self.region(c / REGION_CLUSTERS)?[(c % REGION_CLUSTERS) as usize];
-            let is_zero = r == Resolved::Zero;
+            let to_cluster_end = ((c + 1) << cb).min(end) - pos;
+            let (alloc, n) = match regions.get(c)? {
+                Resolved::Zero => (Alloc::Zero, to_cluster_end),
+                Resolved::Unallocated => (Alloc::Unallocated, to_cluster_end),
+                Resolved::Data { .. } | Resolved::Compressed { .. } => (Alloc::Data, to_cluster_end),
+                Resolved::Mixed => self.walk_status(pos, to_cluster_end)?,
+            };
             match kind {
-                None => kind = Some(is_zero),
-                Some(k) if k != is_zero => break,
+                None => kind = Some(alloc),
+                Some(k) if k != alloc => break,
                 _ => {}
             }
-            pos = ((c + 1) * cs).min(end);
+            pos += n;
         }
-        Ok((kind.unwrap_or(true), pos - off))
+        Ok(Run { offset: off, len: pos - off, alloc: kind.unwrap_or(Alloc::Unallocated) })
+    }
+
+    /// The allocation state at `off` by walking the layers (subclusters, a
+    /// backing file of another cluster size or ending mid-cluster), and for
+    /// how many bytes (1 to `max`) it holds.
+    fn walk_status(&self, off: u64, max: u64) -> Result<(Alloc, u64)> {
+        let mut n = max;
+        for layer in &self.layers {
+            let lsize = layer.virtual_size();
+            if off >= lsize {
+                break;
+            }
+            n = n.min(lsize - off);
+            let (m, len) = layer.map(off)?;
+            n = n.min(len);
+            match m {
+                Mapping::Unallocated => continue,
+                Mapping::Zero => return Ok((Alloc::Zero, n)),
+                Mapping::Data(_) | Mapping::Compressed { .. } => return Ok((Alloc::Data, n)),
+            }
+        }
+        Ok((Alloc::Unallocated, n))
+    }
+}
+
+/// Resolved clusters by index, with the last region used at hand (one
+/// lock of the region cache per region, not per cluster).
+struct Lookup<'a> {
+    chain: &'a Chain,
+    cached: Option<(u64, Arc<[Resolved]>)>,
+}
+
+impl Lookup<'_> {
+    fn get(&mut self, c: u64) -> Result<Resolved> {
+        let region = c / REGION_CLUSTERS;
+        let r = match &self.cached {
+            Some((i, r)) if *i == region => r.clone(),
+            _ => {
+                let r = self.chain.region(region)?;
+                self.cached = Some((region, r.clone()));
+                r
+            }
+        };
+        Ok(r[(c % REGION_CLUSTERS) as usize])
     }
 }
 
@@ -574,19 +615,9 @@ impl ReadAt for Chain {
     fn locate(&self, offset: u64, len: u64) -> Option<Extent> {
         self.locate_run(offset, len)
     }
-}
-
-/// QCOW2 when the magic says so, raw otherwise (a backing file whose parent
-/// names no format).
-fn probe(file: &dyn ReadAt) -> Result<Format> {
-    let mut m = [0u8; 4];
-    if file.size() >= 4 {
-        file.read_exact_at(0, &mut m).map_err(Error::io(0))?;
-        if u32::from_be_bytes(m) == MAGIC {
-            return Ok(Format::Qcow2);
-        }
+    fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
+        self.status_run(offset, len).map_err(io::Error::from)
     }
-    Ok(Format::Raw)
 }
 
 /// Resolves a backing file name the way QEMU does for plain file names

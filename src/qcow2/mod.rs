@@ -35,10 +35,15 @@ pub fn open_disk(path: &Path, opts: &OpenOptions) -> Result<Arc<dyn ReadAt>> {
 
 /// The format of the image at `path`, by its magic.
 pub fn detect(path: &Path) -> Result<Format> {
-    let f = open_file(path)?;
+    probe(&open_file(path)?)
+}
+
+/// QCOW2 when the magic says so, raw otherwise (also a backing file whose
+/// parent names no format).
+fn probe(file: &dyn ReadAt) -> Result<Format> {
     let mut m = [0u8; 4];
-    if f.size() >= 4 {
-        f.read_exact_at(0, &mut m).map_err(Error::io(0))?;
+    if file.size() >= 4 {
+        file.read_exact_at(0, &mut m).map_err(Error::io(0))?;
         if u32::from_be_bytes(m) == consts::MAGIC {
             return Ok(Format::Qcow2);
         }

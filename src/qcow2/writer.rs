@@ -417,6 +417,23 @@ impl Writer {
         Ok(())
     }
 
+    /// Everything written so far is in the file and on disk (a push
+    /// target's FLUSH).
+    pub fn flush(&mut self) -> Result<()> {
+        self.settle()?;
+        self.file.sync_data().map_err(Error::io(0))
+    }
+
+    /// The content of guest cluster `cluster` as the image reads it (over
+    /// its backing reader); `buf` is the cluster, or less for the last one.
+    pub fn read_cluster(&mut self, cluster: u64, buf: &mut [u8]) -> Result<()> {
+        let want = self.check_cluster(cluster)?;
+        if buf.len() as u64 > want {
+            return Err(Error::Unsupported(format!("read of {} bytes from cluster {cluster}", buf.len())));
+        }
+        self.read_own(cluster, buf)
+    }
+
     /// The current content of a guest cluster as this image would read it.
     fn read_own(&mut self, cluster: u64, buf: &mut [u8]) -> Result<()> {
         let e = self.entry(cluster);

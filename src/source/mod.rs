@@ -1,11 +1,62 @@
 //! Where backups read from: a raw image or block device, or a QCOW2 image
-//! (read through backchain's own reader, with its backing chain).
+//! (read through backchain's own reader, with its backing chain); later
+//! NBD exports.
+//!
+//! A [`Source`] is what the backup pipeline needs and nothing more: a name,
+//! a reader and what it knows of its own changes since the parent backup.
+//! The pipeline never reopens a source by its name, so a source need not
+//! be a file at all.
 
 use crate::block::{RawFile, ReadAt};
 use crate::qcow2::{self, Chain, Format, OpenOptions};
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The largest disk backchain backs up: 64 TiB, the largest virtual disk
+/// of the common hypervisors (VHDX's limit; VMware's is 62 TB). Bounds the
+/// work and memory any one source can demand (the image writer's tables,
+/// a walk of its allocation map), whatever its header claims.
+pub const MAX_DISK_SIZE: u64 = 64 << 40;
+
+/// What a source knows about the extents that changed since the parent
+/// backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// No tracking: anything may have changed (plain files and devices).
+    /// The pipeline compares digests with the parent's map.
+    All,
+    /// Only these byte ranges may have changed (a dirty bitmap); the
+    /// pipeline reads them alone and keeps the rest from the parent.
+    Extents(Vec<Range<u64>>),
+    /// Tracking exists but cannot be used this time, and why (a bitmap
+    /// that is missing or inconsistent): read as for `All`, with a note.
+    Unavailable(String),
+}
+
+/// A disk to back up.
+pub trait Source: Send + Sync {
+    /// The source as the user named it.
+    fn spec(&self) -> &str;
+
+    /// Its bytes.
+    fn reader(&self) -> &Arc<dyn ReadAt>;
+
+    /// The virtual size in bytes.
+    fn size(&self) -> u64 {
+        self.reader().size()
+    }
+
+    /// The extents that may have changed since the parent backup.
+    fn changes(&self) -> Changes;
+}
+
+impl std::fmt::Debug for dyn Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("spec", &self.spec()).field("size", &self.size()).finish()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -29,32 +80,35 @@ pub enum SourceError {
     },
     #[error("disk source {0}: only local image files and block devices are supported as sources")]
     Unsupported(String),
+    #[error("disk source {path}: virtual size {size} bytes is above the limit of {MAX_DISK_SIZE} bytes (64 TiB)")]
+    TooLarge { path: PathBuf, size: u64 },
 }
 
-/// An open disk source.
-pub struct Source {
+/// A local raw image, block device or QCOW2 chain.
+pub struct FileSource {
     /// As the user named it.
-    pub spec: String,
-    pub reader: Arc<dyn ReadAt>,
+    spec: String,
+    reader: Arc<dyn ReadAt>,
     pub format: Format,
 }
 
-impl Source {
-    pub fn size(&self) -> u64 {
-        self.reader.size()
+impl Source for FileSource {
+    fn spec(&self) -> &str {
+        &self.spec
     }
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("spec", &self.spec).field("size", &self.size()).finish()
+    fn reader(&self) -> &Arc<dyn ReadAt> {
+        &self.reader
+    }
+    /// A file keeps no record of its changes.
+    fn changes(&self) -> Changes {
+        Changes::All
     }
 }
 
 /// Opens a source by its spec: a path to a raw image, a block device or a
 /// QCOW2 image. Every check that can fail happens here, before a backup
 /// writes anything.
-pub fn open(spec: &str) -> Result<Source, SourceError> {
+pub fn open(spec: &str) -> Result<Box<dyn Source>, SourceError> {
     if spec.contains("://") {
         return Err(SourceError::Unsupported(spec.to_string()));
     }
@@ -81,9 +135,12 @@ pub fn open(spec: &str) -> Result<Source, SourceError> {
     if reader.size() == 0 {
         return Err(SourceError::Empty(path.into()));
     }
+    if reader.size() > MAX_DISK_SIZE {
+        return Err(SourceError::TooLarge { path: path.into(), size: reader.size() });
+    }
     // Prove the source is readable now rather than halfway through a job.
     let mut probe = [0u8; 512];
     let n = probe.len().min(reader.size() as usize);
     reader.read_exact_at(0, &mut probe[..n]).map_err(|source| SourceError::Io { path: path.into(), source })?;
-    Ok(Source { spec: spec.to_string(), reader, format })
+    Ok(Box::new(FileSource { spec: spec.to_string(), reader, format }))
 }

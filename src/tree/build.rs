@@ -66,11 +66,8 @@ fn add_partition(
         Ok(None) => {
             let hint = table::detect_fs_magic(&*window);
             let why = match hint {
-                FsHint::Unknown => match p.type_name {
-                    Some(t) => format!("This partition ({t}) holds no filesystem that backchain can read."),
-                    None => "This partition holds no filesystem that backchain can read.".to_string(),
-                },
-                h => format!("This partition holds {}, which backchain cannot browse.", h.name()),
+                FsHint::Lvm => super::lvm::pv_note(window.clone()),
+                h => table::unbrowsable_note("This partition", p.type_name, h),
             };
             let label = names::partition_label(p, None);
             let dir = tree.add_dir(parent, &folder(label.as_deref()), time, Some(why.clone()));
@@ -100,13 +97,16 @@ pub fn for_image(path: &Path, opts: &OpenOptions) -> Result<Tree> {
     let disk = qcow2::open_disk(path, opts).map_err(|e| TreeError::Unavailable(format!("{}: {e}", path.display())))?;
     let time = mtime_of(path);
     let tree = Tree::new(time);
-    add_disk(&tree, ROOT, disk, time)?;
+    add_disk(&tree, ROOT, disk.clone(), time)?;
+    super::lvm::add_volumes(&tree, &[super::lvm::DiskAt { index: 0, disk, folder: ROOT }], ROOT, time)?;
     Ok(tree)
 }
 
 /// Adds the disks of one backup under `parent`: a `disk-N/` folder each,
-/// or, with `flat`, the partitions of the only disk directly. `disks` are
-/// (disk index, the disk's bytes), in disk order.
+/// or, with `flat`, the partitions of the only disk directly; then the LVM
+/// logical volumes their physical volumes hold (beside the partitions of
+/// the disk holding them, or at `parent` when they span disks). `disks`
+/// are (disk index, the disk's bytes), in disk order.
 pub fn add_backup_disks(
     tree: &Tree,
     parent: Ino,
@@ -114,9 +114,16 @@ pub fn add_backup_disks(
     time: Timestamp,
     flat: bool,
 ) -> Result<()> {
+    let mut lvm_disks = Vec::with_capacity(disks.len());
     for (index, reader) in disks {
         let at = if flat { parent } else { tree.add_dir(parent, &format!("disk-{index}"), time, None) };
-        add_disk(tree, at, reader, time)?;
+        add_disk(tree, at, reader.clone(), time)?;
+        lvm_disks.push(super::lvm::DiskAt {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            disk: reader,
+            folder: at,
+        });
     }
+    super::lvm::add_volumes(tree, &lvm_disks, parent, time)?;
     Ok(())
 }

@@ -12,6 +12,7 @@
 
 mod build;
 pub mod fuse;
+mod lvm;
 mod names;
 
 pub use build::{add_backup_disks, add_disk, for_image};

@@ -68,3 +68,13 @@ pub fn partition_folder(number: u32, label: Option<&str>, size: u64) -> String {
 pub fn volume_folder(size: u64) -> String {
     format!("Volume ({})", human_size(size))
 }
+
+/// The folder of an LVM logical volume: `LV VG-LV (SIZE)`, or with the disk
+/// that tells two same-named VGs of one backup apart: `LV VG-LV [disk-N] (SIZE)`.
+pub fn lv_folder(vg: &str, lv: &str, disk: Option<u32>, size: u64) -> String {
+    let (vg, lv) = (clean(vg), clean(lv));
+    match disk {
+        Some(n) => format!("LV {vg}-{lv} [disk-{n}] ({})", human_size(size)),
+        None => format!("LV {vg}-{lv} ({})", human_size(size)),
+    }
+}

@@ -1,4 +1,5 @@
-//! Volumes: partition tables (`table`) and filesystems (`fs`).
+//! Volumes: partition tables (`table`), LVM2 volume groups (`lvm`) and filesystems (`fs`).
 
 pub mod fs;
+pub mod lvm;
 pub mod table;

@@ -33,15 +33,22 @@ impl Crc32 {
         Crc32(0xFFFF_FFFF)
     }
     pub fn update(&mut self, data: &[u8]) {
-        let mut c = self.0;
-        for &b in data {
-            c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-        }
-        self.0 = c;
+        self.0 = crc32_update(self.0, data);
     }
     pub fn finish(self) -> u32 {
         self.0 ^ 0xFFFF_FFFF
     }
+}
+
+/// The CRC-32 register after `data`, starting from `state`, with no
+/// inversion before or after: LVM2 seeds this form with its own value and
+/// stores the register as is (LVM2 `lib/misc/crc.c`).
+pub fn crc32_update(state: u32, data: &[u8]) -> u32 {
+    let mut c = state;
+    for &b in data {
+        c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+    }
+    c
 }
 
 /// CRC-32 of one buffer.

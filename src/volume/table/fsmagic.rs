@@ -32,6 +32,16 @@ const LVM_TYPE: &[u8; 8] = b"LVM2 001";
 /// Linux swap: the signature occupies the last 10 bytes of the first page.
 const SWAP_MAGICS: [&[u8; 10]; 2] = [b"SWAPSPACE2", b"SWAP-SPACE"];
 const SWAP_PAGE_SIZES: [usize; 1] = [4096];
+/// ReFS boot sector: file system name at byte 3 ("ReFS" and four NULs).
+const REFS_OEM: &[u8; 8] = b"ReFS\0\0\0\0";
+/// ZFS vdev label 0 (ZFS on-disk specification, 1.2-1.3): its uberblock
+/// array fills the second 128 KiB of the label, one uberblock per 1 KiB
+/// slot (or more, for larger sectors), each starting with ub_magic in the
+/// pool's byte order.
+const ZFS_UBERBLOCKS_AT: u64 = 128 << 10;
+const ZFS_UBERBLOCKS_LEN: usize = 128 << 10;
+const ZFS_UBERBLOCK_SLOT: usize = 1 << 10;
+const ZFS_UB_MAGIC: u64 = 0x00ba_b10c;
 /// btrfs superblock at 64 KiB, magic at superblock offset 0x40.
 const BTRFS_MAGIC_AT: u64 = 0x1_0040;
 const BTRFS_MAGIC: &[u8; 8] = b"_BHRfS_M";
@@ -50,6 +60,8 @@ pub enum FsHint {
     Luks,
     Xfs,
     Btrfs,
+    Refs,
+    Zfs,
     Unknown,
 }
 
@@ -67,7 +79,27 @@ impl FsHint {
             FsHint::Luks => "LUKS encrypted volume",
             FsHint::Xfs => "XFS",
             FsHint::Btrfs => "Btrfs",
+            FsHint::Refs => "ReFS",
+            FsHint::Zfs => "a ZFS pool member",
             FsHint::Unknown => "unknown",
+        }
+    }
+
+    /// Why a volume of this kind is not browsed, when there is more to say
+    /// than its name.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            FsHint::Bitlocker => {
+                Some("it is encrypted with BitLocker, and backchain does not decrypt volumes (unlock a restored copy)")
+            }
+            FsHint::Luks => {
+                Some("it is encrypted with LUKS, and backchain does not decrypt volumes (unlock a restored copy)")
+            }
+            FsHint::Zfs => Some("ZFS pools are not supported"),
+            FsHint::Refs => Some("ReFS (Windows Resilient File System) is not supported"),
+            FsHint::Exfat => Some("exFAT is not supported yet"),
+            FsHint::Swap => Some("swap space holds no files"),
+            _ => None,
         }
     }
 }
@@ -83,9 +115,24 @@ pub fn detect_fs_magic(window: &dyn ReadAt) -> FsHint {
         let mut m = [0u8; 8];
         if window.read_exact_at(BTRFS_MAGIC_AT, &mut m).is_ok() && &m == BTRFS_MAGIC {
             hint = FsHint::Btrfs;
+        } else if is_zfs(window) {
+            hint = FsHint::Zfs;
         }
     }
     hint
+}
+
+/// An uberblock magic, in either byte order, in a slot of label 0's array.
+fn is_zfs(window: &dyn ReadAt) -> bool {
+    let mut ubs = vec![0u8; ZFS_UBERBLOCKS_LEN];
+    if window.read_exact_at(ZFS_UBERBLOCKS_AT, &mut ubs).is_err() {
+        return false;
+    }
+    ubs.chunks(ZFS_UBERBLOCK_SLOT).any(|slot| {
+        let mut m = [0u8; 8];
+        m.copy_from_slice(&slot[..8]);
+        u64::from_le_bytes(m) == ZFS_UB_MAGIC || u64::from_be_bytes(m) == ZFS_UB_MAGIC
+    })
 }
 
 /// Detection over the first bytes of a volume (up to [`HEAD_LEN`]).
@@ -95,6 +142,8 @@ pub(super) fn detect_head(head: &[u8]) -> FsHint {
         FsHint::Ntfs
     } else if at(3, BITLOCKER_OEM) {
         FsHint::Bitlocker
+    } else if at(3, REFS_OEM) {
+        FsHint::Refs
     } else if at(3, EXFAT_OEM) {
         FsHint::Exfat
     } else if is_fat_boot_sector(head) {
@@ -187,6 +236,14 @@ mod tests {
             v[3..11].copy_from_slice(magic);
             assert_eq!(detect_fs_magic(&MemImage(v)), hint);
         }
+        let mut v = vec![0u8; 512];
+        v[3..11].copy_from_slice(REFS_OEM);
+        assert_eq!(detect_fs_magic(&MemImage(v)), FsHint::Refs);
+        // A big-endian uberblock in the third slot of label 0.
+        let mut v = vec![0u8; 512 << 10];
+        let at = ZFS_UBERBLOCKS_AT as usize + 2 * ZFS_UBERBLOCK_SLOT;
+        v[at..at + 8].copy_from_slice(&ZFS_UB_MAGIC.to_be_bytes());
+        assert_eq!(detect_fs_magic(&MemImage(v)), FsHint::Zfs);
         assert_eq!(detect_fs_magic(&MemImage(b"XFSB".to_vec())), FsHint::Xfs);
         assert_eq!(detect_fs_magic(&MemImage(b"LUKS\xBA\xBE\0\x02".to_vec())), FsHint::Luks);
         assert_eq!(detect_fs_magic(&MemImage(Vec::new())), FsHint::Unknown);

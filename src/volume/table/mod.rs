@@ -28,12 +28,12 @@ use std::sync::Arc;
 
 use crate::block::{ReadAt, Slice, read_at_most};
 
-pub use crc32::{crc32, reflected_table};
+pub use crc32::{crc32, crc32_update, reflected_table};
 pub use fsmagic::{FsHint, detect_fs_magic};
 pub use gpt::{MAX_ENTRIES as GPT_MAX_ENTRIES, SECTOR_SIZES as GPT_SECTOR_SIZES};
 pub use guid::Guid;
 pub use mbr::MAX_LOGICAL as MBR_MAX_LOGICAL;
-pub use types::{gpt_type_name, mbr_type_name};
+pub use types::{gpt_type_name, mbr_type_name, type_reason};
 
 /// The number of the single partition of a disk without a table.
 pub const WHOLE_DISK: u32 = 0;
@@ -186,6 +186,21 @@ pub fn read_table(disk: &Arc<dyn ReadAt>) -> Result<Table, TableError> {
     Ok(whole_disk(disk.size()))
 }
 
+/// The note of a volume ("This partition", "This logical volume") that
+/// holds nothing backchain browses: what it holds and why, from its
+/// signature, else from its partition type.
+pub fn unbrowsable_note(what: &str, type_name: Option<&str>, hint: FsHint) -> String {
+    let because = |r: Option<&str>| r.map(|r| format!(": {r}")).unwrap_or_default();
+    match (hint, type_name) {
+        (FsHint::Unknown, Some(t)) => match type_reason(t) {
+            Some(r) => format!("{what} ({t}) cannot be browsed: {r}."),
+            None => format!("{what} ({t}) holds no filesystem that backchain can read."),
+        },
+        (FsHint::Unknown, None) => format!("{what} holds no filesystem that backchain can read."),
+        (h, _) => format!("{what} holds {}, which backchain cannot browse{}.", h.name(), because(h.reason())),
+    }
+}
+
 fn whole_disk(size: u64) -> Table {
     let partitions = if size == 0 {
         Vec::new()
@@ -236,6 +251,32 @@ mod tests {
         assert_eq!(table(vec![0u8; 4096]).unwrap().scheme, Scheme::None);
         assert!(table(Vec::new()).unwrap().partitions.is_empty());
         assert_eq!(table(vec![1u8; 100]).unwrap().partitions.len(), 1);
+    }
+
+    #[test]
+    fn unbrowsable_volumes_say_why() {
+        let p = "This partition";
+        let ldm = unbrowsable_note(p, mbr_type_name(0x42), FsHint::Unknown);
+        assert_eq!(
+            ldm,
+            "This partition (Windows dynamic disk) cannot be browsed: it is part of a Windows dynamic disk (LDM), \
+             whose volumes are not supported."
+        );
+        for (hint, words) in [
+            (FsHint::Bitlocker, "BitLocker"),
+            (FsHint::Luks, "LUKS"),
+            (FsHint::Zfs, "ZFS pools are not supported"),
+            (FsHint::Refs, "ReFS"),
+        ] {
+            let n = unbrowsable_note(p, Some("Microsoft basic data"), hint);
+            assert!(n.contains(words) && n.contains("does not") || n.contains("not supported"), "{n}");
+        }
+        let zfs_type = gpt_type_name(&Guid::parse("6A898CC3-1DD2-11B2-99A6-080020736631").unwrap());
+        assert!(unbrowsable_note(p, zfs_type, FsHint::Unknown).contains("ZFS pools are not supported"));
+        assert_eq!(
+            unbrowsable_note(p, Some("Linux filesystem"), FsHint::Unknown),
+            "This partition (Linux filesystem) holds no filesystem that backchain can read."
+        );
     }
 
     #[test]

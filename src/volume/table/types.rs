@@ -74,6 +74,22 @@ const MBR_TYPES: &[(u8, &str)] = &[
     (0xFD, "Linux RAID"),
 ];
 
+/// Why a partition of a type (by its name above) is not browsed when no
+/// filesystem is found in it: the types whose contents need a volume
+/// manager backchain does not have.
+pub fn type_reason(type_name: &str) -> Option<&'static str> {
+    match type_name {
+        "Windows dynamic disk" | "Windows LDM metadata" | "Windows LDM data" => {
+            Some("it is part of a Windows dynamic disk (LDM), whose volumes are not supported")
+        }
+        "Windows Storage Spaces" => Some("Windows Storage Spaces are not supported"),
+        "ZFS" | "FreeBSD ZFS" => Some("ZFS pools are not supported"),
+        "Linux RAID" => Some("Linux software RAID (md) is not supported"),
+        "Linux LUKS" => Some("it is encrypted with LUKS, and backchain does not decrypt volumes"),
+        _ => None,
+    }
+}
+
 pub fn gpt_type_name(g: &Guid) -> Option<&'static str> {
     let text = g.to_string();
     GPT_TYPES.iter().find(|(t, _)| t.eq_ignore_ascii_case(&text)).map(|&(_, n)| n)
@@ -99,5 +115,9 @@ mod tests {
         assert_eq!(mbr_type_name(0x83), Some("Linux"));
         assert_eq!(mbr_type_name(0x00), None);
         assert_eq!(gpt_type_name(&Guid::default()), None);
+        // Every type with a reason is a type name of one of the tables.
+        let names: Vec<&str> = GPT_TYPES.iter().map(|t| t.1).chain(MBR_TYPES.iter().map(|t| t.1)).collect();
+        let with_reason: Vec<&&str> = names.iter().filter(|n| type_reason(n).is_some()).collect();
+        assert_eq!(with_reason.len(), 9, "{with_reason:?}");
     }
 }
