@@ -109,7 +109,10 @@ pub fn to_raw(disk: &Disk, out: &Path) -> Result<u64, Error> {
         Ok(())
     };
     disk.walk(ZERO_BLOCK as u64, RAW_WORKERS, work, |_| Ok(()))?;
-    file.set_len(disk.size()).map_err(werr)?;
+    // A block device (restoring onto a disk) has its size already.
+    if file.metadata().map_err(werr)?.is_file() {
+        file.set_len(disk.size()).map_err(werr)?;
+    }
     file.sync_all().map_err(werr)?;
     Ok(written.into_inner())
 }

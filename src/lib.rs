@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod daemon;
 pub mod engine;
 pub mod export;
+pub mod nbd;
 pub mod qcow2;
 pub mod repo;
 pub mod restore;

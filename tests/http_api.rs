@@ -6,7 +6,8 @@ mod common;
 #[path = "common/fixtures.rs"]
 mod fixtures;
 use backchain::api::{self, Options};
-use backchain::engine::{BackupRequest, Repo, Requested, backup};
+use backchain::engine::{BackupRequest, Requested, backup};
+use backchain::repo::Repo;
 use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -60,8 +61,12 @@ struct Server {
 }
 
 /// A repository holding one full backup of a two-partition disk, served.
-fn server(opts: Options) -> Server {
+fn server(mut opts: Options) -> Server {
     let dir = tempdir();
+    // Confinement has its own test; the others name sources anywhere.
+    if opts.source_dirs.is_empty() {
+        opts.source_dirs = vec![PathBuf::from("/")];
+    }
     let (disk_path, disk) = make_disk(dir.path(), "disk.img", 7);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let repo = Arc::new(Repo::open(&dir.path().join("repo"), rt.handle().clone()).unwrap());
@@ -485,14 +490,13 @@ fn backups_over_http_and_delete_rules() {
     assert!(!image.exists());
     assert_eq!(s.call("GET", &format!("/backups/{full}"), None).status, 404);
 
-    // Refusals: a bad body, a bad name, a missing source (fails in the job).
+    // Refusals: a bad body, a bad name, a missing source (found when the
+    // source is resolved for the --source-dir check).
     assert_eq!(s.call("POST", "/backups", Some(json!({"vm_name": "x"}))).status, 400);
     assert_eq!(s.call("POST", "/backups", Some(json!({"vm_name": "../x", "disks": [{"source": src}]}))).status, 400);
     let r = s.call("POST", "/backups", Some(json!({"vm_name": "vm3", "disks": [{"source": "/nonexistent/disk"}]})));
-    let id = r.json()["backup_id"].as_str().unwrap().to_string();
-    let v = wait_backup(&s, &id);
-    assert_eq!(v["status"], "failed");
-    assert!(v["error"].as_str().unwrap().contains("nonexistent"), "{v}");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("nonexistent"), "{}", r.json());
     let big = vec![b' '; api::MAX_BODY + 10];
     let r = request(s.addr, "POST", "/api/v1/backups", &[], &big);
     assert_eq!(r.status, 413);
@@ -521,9 +525,6 @@ impl Drop for Child {
 fn serve_demo_and_listen_rules() {
     let t = tempdir();
     let repo = t.path().join("repo");
-    // No token on a non-loopback address: refused before anything starts.
-    let err = run_fail(backchain().arg("--repo").arg(&repo).args(["serve", "--listen", "0.0.0.0:0"]));
-    assert!(err.contains("--token-file"), "{err}");
     let short = t.path().join("short-token");
     std::fs::write(&short, "abc\n").unwrap();
     let err = run_fail(backchain().arg("--repo").arg(&repo).args(["serve", "--token-file"]).arg(&short));
@@ -545,13 +546,25 @@ fn serve_demo_and_listen_rules() {
     let line = lines.by_ref().map(|l| l.unwrap()).find(|l| l.contains("http://")).expect("a start-up line");
     let at = line.find("http://").unwrap_or_else(|| panic!("{line}"));
     let addr: SocketAddr = line[at + 7..].split('/').next().unwrap().parse().unwrap();
-    let backups = request(addr, "GET", "/api/v1/backups?vm_name=demo", &[], b"").json();
+    // The token was made on first start, readable by its owner only, and
+    // every request but /health needs it, on loopback too.
+    let token_file = repo.join("api.token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    assert_eq!(request(addr, "GET", "/api/v1/health", &[], b"").status, 200);
+    for (m, p) in [("GET", "/api/v1/backups"), ("GET", "/api/v1/vms"), ("DELETE", "/api/v1/backups/x")] {
+        assert_eq!(request(addr, m, p, &[], b"").status, 401, "{m} {p} without the token");
+    }
+    let auth = format!("Bearer {token}");
+    let h = [("Authorization", auth.as_str())];
+    let backups = request(addr, "GET", "/api/v1/backups?vm_name=demo", &h, b"").json();
     let list = backups["backups"].as_array().unwrap();
     let kinds: Vec<&str> = list.iter().map(|b| b["backup_type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["incremental", "full"]);
     let id = list[0]["id"].as_str().unwrap();
     let body = json!({"backup_id": id, "disk_index": 0}).to_string();
-    let r = request(addr, "POST", "/api/v1/restore/mount", &[], body.as_bytes());
+    let r = request(addr, "POST", "/api/v1/restore/mount", &h, body.as_bytes());
     assert_eq!(r.status, 201);
     let names: Vec<String> =
         r.json()["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
@@ -727,4 +740,77 @@ fn names_that_are_not_utf8_stay_reachable() {
     assert_eq!(sha(&r.body), sha(&content));
     // The lossy name is another name: it is not found.
     assert_eq!(get(&format!("download?path={}", q(file["path"].as_str().unwrap()))).status, 404);
+}
+
+/// Disk sources named over HTTP are confined to --source-dir roots
+/// (`/etc/shadow` through a backup was a local privilege escalation), and
+/// download tickets open one download, once, without the token.
+#[test]
+fn sources_are_confined_and_download_tickets_are_single_use() {
+    let root = tempdir();
+    let s = server(Options {
+        token: Some("a-long-enough-test-token".into()),
+        source_dirs: vec![root.path().to_path_buf()],
+        ..Default::default()
+    });
+    let inside = root.path().join("disk.img");
+    std::fs::copy(&s.disk_path, &inside).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", root.path().join("shadow")).unwrap();
+    let outside = [
+        "/etc/shadow".to_string(),
+        root.path().join("shadow").display().to_string(),
+        root.path().join("../../etc/shadow").display().to_string(),
+    ];
+    for src in outside {
+        let r = s.call("POST", "/backups", Some(json!({"vm_name": "x", "disks": [{"source": src}]})));
+        assert_eq!(r.status, 403, "{src}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.error_code(), "source_not_allowed");
+    }
+    let r =
+        s.call("POST", "/backups", Some(json!({"vm_name": "x", "disks": [{"source": inside.display().to_string()}]})));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+
+    let m = s.mount(Some(0));
+    let p1 = s.part_dir(&m, 1);
+    let file = format!("{p1}/partition.img");
+    let r = s.call("POST", &format!("/restore/{m}/tickets"), Some(json!({"path": file})));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let url = r.json()["url"].as_str().unwrap().to_string();
+    let got = request(s.addr, "GET", &url, &[], b"");
+    assert_eq!(got.status, 200);
+    assert_eq!(sha(&got.body), sha(part(&s.disk, P1)));
+    assert_eq!(request(s.addr, "GET", &url, &[], b"").status, 403, "a ticket is single-use");
+    // A ticket opens only its own path.
+    let r = s.call("POST", &format!("/restore/{m}/tickets"), Some(json!({"path": file})));
+    let url = r.json()["url"].as_str().unwrap().to_string();
+    let other = url.replace("partition.img", "README.txt");
+    assert_eq!(request(s.addr, "GET", &other, &[], b"").status, 403);
+    // Without a ticket or the token: 401.
+    let plain = url.split("&ticket=").next().unwrap();
+    assert_eq!(request(s.addr, "GET", plain, &[], b"").status, 401);
+}
+
+/// Slowloris: clients that never finish their headers are cut off after
+/// the header timeout and never hold more than the connection cap, so
+/// /health still answers (issue 12 item 3).
+#[test]
+fn clients_that_never_finish_their_headers_do_not_starve_the_server() {
+    let s = server(Options { header_timeout: Duration::from_secs(1), max_connections: 16, ..Default::default() });
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").unwrap();
+        stalled.push(c);
+    }
+    let start = Instant::now();
+    let r = request(s.addr, "GET", "/api/v1/health", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(start.elapsed() < Duration::from_secs(30), "/health took {:?}", start.elapsed());
+    // The stalled clients were disconnected, none answered.
+    for mut c in stalled.into_iter().take(16) {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap_or(0);
+        assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"), "{:?}", &buf[..n]);
+    }
 }

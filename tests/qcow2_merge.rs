@@ -11,7 +11,7 @@ use backchain::engine::retention::{self, Candidate, KeepOptions, Outcome};
 use backchain::qcow2::merge::{self, Merge, MergeError, Stats};
 use backchain::qcow2::{Chain, Compression, OpenOptions, Writer, WriterOptions};
 use backchain::util::flock::PointLock;
-use common::{Rng, compressible, qemu_io, random, run, tempdir, tool};
+use common::{Rng, compressible, qcow2_images as images, qemu_io, random, run, tempdir, tool};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,16 +93,6 @@ fn disk_usage(dir: &Path) -> u64 {
     images(dir).iter().map(|p| std::fs::metadata(p).unwrap().blocks() * 512).sum()
 }
 
-fn images(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "qcow2"))
-        .collect();
-    v.sort();
-    v
-}
-
 /// Every kept point shows its raw bytes (qemu-img compare and our reader),
 /// every image is clean (qemu-img check: no errors, no leaks), and nothing
 /// but the kept images is left in the folder.
@@ -181,6 +171,7 @@ fn a_retention_plan_applied_to_a_chain() {
             .map(|p| Candidate {
                 id: p.name.clone(),
                 time: day(p.name[1..3].parse().unwrap()),
+                subsec_nanos: 0,
                 outcome: Outcome::Completed,
             })
             .collect();

@@ -262,7 +262,7 @@ fn each_restore_point_shows_its_own_files() {
     let inc_id = String::from_utf8(inc.stdout).unwrap().trim().to_string();
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let r = backchain::engine::Repo::open(&repo, rt.handle().clone()).unwrap();
+    let r = backchain::repo::Repo::open(&repo, rt.handle().clone()).unwrap();
     let old = backchain::restore::backup_tree(&r, &full_id, None).unwrap();
     let new = backchain::restore::backup_tree(&r, &inc_id, None).unwrap();
     let src = fixtures::fixtures().join("src");

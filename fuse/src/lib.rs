@@ -22,4 +22,4 @@ pub use mount::{
     FUSE_DEVICE, MountError, MountHandle, clean_stale_mount, is_mounted, mount, mount_foreground, unmount,
 };
 pub use options::{DIRECT_IO_MIN_SIZE, DirectIo, MountOptions, SUBTYPE};
-pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, Statfs, TreeError, Xattr};
+pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, NodeError, ReadOnlyTree, Statfs, Xattr};

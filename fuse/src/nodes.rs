@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo};
 
-use crate::tree::{Attr, KEEP_CACHE_MIN_TTL, Kind, ReadOnlyTree, TreeError};
+use crate::tree::{Attr, KEEP_CACHE_MIN_TTL, Kind, NodeError, ReadOnlyTree};
 
 /// FUSE's inode number for the root folder.
 pub(crate) const FUSE_ROOT_ID: u64 = 1;
@@ -27,17 +27,17 @@ impl Inodes {
         if ino.0 == FUSE_ROOT_ID { self.root } else { ino.0 }
     }
 
-    pub(crate) fn to_kernel(self, ino: u64) -> Result<u64, TreeError> {
+    pub(crate) fn to_kernel(self, ino: u64) -> Result<u64, NodeError> {
         if ino == self.root {
             Ok(FUSE_ROOT_ID)
         } else if ino == 0 || ino == FUSE_ROOT_ID {
-            Err(TreeError::Corrupt(format!("the tree gave a non-root node the reserved inode number {ino}")))
+            Err(NodeError::Corrupt(format!("the tree gave a non-root node the reserved inode number {ino}")))
         } else {
             Ok(ino)
         }
     }
 
-    pub(crate) fn file_attr(self, attr: &Attr) -> Result<FileAttr, TreeError> {
+    pub(crate) fn file_attr(self, attr: &Attr) -> Result<FileAttr, NodeError> {
         Ok(FileAttr {
             ino: INodeNo(self.to_kernel(attr.ino)?),
             size: attr.size,
@@ -70,8 +70,8 @@ pub(crate) fn file_type(kind: Kind) -> FileType {
     }
 }
 
-pub(crate) fn errno(e: &TreeError) -> Errno {
-    if matches!(e, TreeError::Corrupt(_) | TreeError::Io(_)) {
+pub(crate) fn errno(e: &NodeError) -> Errno {
+    if matches!(e, NodeError::Corrupt(_) | NodeError::Io(_)) {
         log::warn!("backchain-fuse: {e}");
     }
     Errno::from_i32(e.errno())
@@ -94,7 +94,7 @@ pub(crate) fn list_dir(
     dir: u64,
     offset: u64,
     add: &mut dyn FnMut(u64, u64, FileType, &OsStr) -> bool,
-) -> Result<(), TreeError> {
+) -> Result<(), NodeError> {
     let dir_kernel = inodes.to_kernel(dir)?;
     if offset == 0 && add(dir_kernel, 1, FileType::Directory, OsStr::new(".")) {
         return Ok(());

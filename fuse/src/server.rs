@@ -24,7 +24,7 @@ use fuser::{
 use crate::nodes::{Inodes, entry_attr, errno, list_dir, open_flags};
 use crate::options::DirectIo;
 use crate::pool::Pool;
-use crate::tree::{Kind, ReadOnlyTree, TreeError};
+use crate::tree::{Kind, NodeError, ReadOnlyTree};
 use crate::xattr::{reply_sized, visible};
 
 /// Readahead we ask the kernel for; it may grant less.
@@ -202,7 +202,7 @@ impl Filesystem for Server {
                 let buf = &mut buf[..len];
                 match tree.read(inodes.to_tree(ino), offset, buf) {
                     Ok(n) if n <= len => reply.data(&buf[..n]),
-                    Ok(n) => reply.error(errno(&TreeError::Corrupt(format!("read returned {n} bytes for {len}")))),
+                    Ok(n) => reply.error(errno(&NodeError::Corrupt(format!("read returned {n} bytes for {len}")))),
                     Err(e) => reply.error(errno(&e)),
                 }
             })
@@ -482,13 +482,13 @@ mod tests {
         fn root(&self) -> u64 {
             7
         }
-        fn lookup(&self, _: u64, _: &OsStr) -> Result<Attr, TreeError> {
-            Err(TreeError::NotFound)
+        fn lookup(&self, _: u64, _: &OsStr) -> Result<Attr, NodeError> {
+            Err(NodeError::NotFound)
         }
-        fn getattr(&self, ino: u64) -> Result<Attr, TreeError> {
+        fn getattr(&self, ino: u64) -> Result<Attr, NodeError> {
             Ok(Attr::new(ino, Kind::Directory, 0, 0o755))
         }
-        fn readdir(&self, _: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), TreeError> {
+        fn readdir(&self, _: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), NodeError> {
             for i in offset..self.0 {
                 let name = i.to_string();
                 if !add(DirEntry { ino: 10 + i, kind: Kind::File, name: OsStr::new(&name) }) {
@@ -497,11 +497,11 @@ mod tests {
             }
             Ok(())
         }
-        fn read(&self, _: u64, _: u64, _: &mut [u8]) -> Result<usize, TreeError> {
-            Err(TreeError::IsADirectory)
+        fn read(&self, _: u64, _: u64, _: &mut [u8]) -> Result<usize, NodeError> {
+            Err(NodeError::IsADirectory)
         }
-        fn readlink(&self, _: u64) -> Result<Vec<u8>, TreeError> {
-            Err(TreeError::NotASymlink)
+        fn readlink(&self, _: u64) -> Result<Vec<u8>, NodeError> {
+            Err(NodeError::NotASymlink)
         }
     }
 
@@ -555,16 +555,16 @@ mod tests {
     #[test]
     fn errors_map_to_their_own_errno() {
         let cases = [
-            (TreeError::NotFound, libc::ENOENT),
-            (TreeError::NotADirectory, libc::ENOTDIR),
-            (TreeError::IsADirectory, libc::EISDIR),
-            (TreeError::NotASymlink, libc::EINVAL),
-            (TreeError::InvalidArgument("x".into()), libc::EINVAL),
-            (TreeError::PermissionDenied, libc::EACCES),
-            (TreeError::NameTooLong, libc::ENAMETOOLONG),
-            (TreeError::Unsupported("x".into()), libc::EOPNOTSUPP),
-            (TreeError::Corrupt("x".into()), libc::EIO),
-            (TreeError::Io(std::io::Error::other("x")), libc::EIO),
+            (NodeError::NotFound, libc::ENOENT),
+            (NodeError::NotADirectory, libc::ENOTDIR),
+            (NodeError::IsADirectory, libc::EISDIR),
+            (NodeError::NotASymlink, libc::EINVAL),
+            (NodeError::InvalidArgument("x".into()), libc::EINVAL),
+            (NodeError::PermissionDenied, libc::EACCES),
+            (NodeError::NameTooLong, libc::ENAMETOOLONG),
+            (NodeError::Unsupported("x".into()), libc::EOPNOTSUPP),
+            (NodeError::Corrupt("x".into()), libc::EIO),
+            (NodeError::Io(std::io::Error::other("x")), libc::EIO),
         ];
         for (e, want) in cases {
             assert_eq!(e.errno(), want, "{e}");

@@ -1,6 +1,6 @@
 //! The read-only tree this crate serves: a small trait, the attributes it
 //! returns and the errors it may fail with. Implementations know nothing about
-//! FUSE; errno values appear only in [`TreeError::errno`].
+//! FUSE; errno values appear only in [`NodeError::errno`].
 
 use std::ffi::OsStr;
 use std::io;
@@ -112,9 +112,9 @@ impl Default for Statfs {
 }
 
 /// Why a tree operation failed. Each variant maps to one errno at the FUSE
-/// edge ([`TreeError::errno`]); nothing is turned into a blanket EIO.
+/// edge ([`NodeError::errno`]); nothing is turned into a blanket EIO.
 #[derive(Debug, thiserror::Error)]
-pub enum TreeError {
+pub enum NodeError {
     #[error("no such file or folder")]
     NotFound,
     #[error("not a folder")]
@@ -139,19 +139,19 @@ pub enum TreeError {
     Io(#[from] io::Error),
 }
 
-impl TreeError {
+impl NodeError {
     /// The errno the kernel (and so the program calling into the mount) sees.
     pub fn errno(&self) -> i32 {
         match self {
-            TreeError::NotFound => libc::ENOENT,
-            TreeError::NotADirectory => libc::ENOTDIR,
-            TreeError::IsADirectory => libc::EISDIR,
+            NodeError::NotFound => libc::ENOENT,
+            NodeError::NotADirectory => libc::ENOTDIR,
+            NodeError::IsADirectory => libc::EISDIR,
             // readlink(2) on a non-symlink fails with EINVAL.
-            TreeError::NotASymlink | TreeError::InvalidArgument(_) => libc::EINVAL,
-            TreeError::PermissionDenied => libc::EACCES,
-            TreeError::NameTooLong => libc::ENAMETOOLONG,
-            TreeError::Unsupported(_) => libc::EOPNOTSUPP,
-            TreeError::Corrupt(_) | TreeError::Io(_) => libc::EIO,
+            NodeError::NotASymlink | NodeError::InvalidArgument(_) => libc::EINVAL,
+            NodeError::PermissionDenied => libc::EACCES,
+            NodeError::NameTooLong => libc::ENAMETOOLONG,
+            NodeError::Unsupported(_) => libc::EOPNOTSUPP,
+            NodeError::Corrupt(_) | NodeError::Io(_) => libc::EIO,
         }
     }
 }
@@ -168,10 +168,10 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     fn root(&self) -> u64;
 
     /// The entry `name` of folder `parent`.
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, TreeError>;
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, NodeError>;
 
     /// The attributes of `ino`.
-    fn getattr(&self, ino: u64) -> Result<Attr, TreeError>;
+    fn getattr(&self, ino: u64) -> Result<Attr, NodeError>;
 
     /// Lists folder `ino` from entry number `offset` on (0 = the first
     /// entry; `.` and `..` are not counted), in an order that never changes
@@ -180,12 +180,12 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     /// must be cheap: large folders are listed in many calls. The server
     /// sends each entry's attributes along (one [`getattr`](Self::getattr)
     /// per entry), so `getattr` should be cheap too.
-    fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), TreeError>;
+    fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), NodeError>;
 
     /// Fills `buf` with the bytes of file `ino` from `offset`; returns how
     /// many were written, fewer than `buf.len()` only at the end of the file
     /// (0 at or past it). The server never asks past the size it saw at open.
-    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, TreeError>;
+    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, NodeError>;
 
     /// Zero-copy reads: when the `len` bytes of file `ino` from `offset`
     /// sit in memory the tree can lend (a memory-mapped image), calls
@@ -197,7 +197,7 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     fn read_borrowed(&self, _ino: u64, _offset: u64, _len: usize, _reply: &mut dyn FnMut(&[u8])) {}
 
     /// The target of symlink `ino`.
-    fn readlink(&self, ino: u64) -> Result<Vec<u8>, TreeError>;
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>, NodeError>;
 
     /// Totals for `df`.
     fn statfs(&self) -> Statfs {
@@ -207,7 +207,7 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     /// The extended attributes of `ino` (full names such as `user.comment`,
     /// with their values). The server answers `listxattr`/`getxattr` from
     /// them, hiding `trusted.*` from callers other than root. Default: none.
-    fn xattrs(&self, _ino: u64) -> Result<Vec<Xattr>, TreeError> {
+    fn xattrs(&self, _ino: u64) -> Result<Vec<Xattr>, NodeError> {
         Ok(Vec::new())
     }
 }

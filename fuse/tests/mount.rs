@@ -518,29 +518,29 @@ impl ReadOnlyTree for Growing {
     fn root(&self) -> u64 {
         GROWING_ROOT
     }
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<backchain_fuse::Attr, backchain_fuse::TreeError> {
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<backchain_fuse::Attr, backchain_fuse::NodeError> {
         let n = self.count.load(Ordering::SeqCst);
         let i = name.to_str().and_then(|s| s.strip_prefix("backup-")).and_then(|s| s.parse::<u64>().ok());
         match i {
             Some(i) if parent == GROWING_ROOT && i < n => Ok(self.entry(i)),
-            _ => Err(backchain_fuse::TreeError::NotFound),
+            _ => Err(backchain_fuse::NodeError::NotFound),
         }
     }
-    fn getattr(&self, ino: u64) -> Result<backchain_fuse::Attr, backchain_fuse::TreeError> {
+    fn getattr(&self, ino: u64) -> Result<backchain_fuse::Attr, backchain_fuse::NodeError> {
         if ino == GROWING_ROOT {
             let mut a = backchain_fuse::Attr::new(ino, Kind::Directory, 0, 0o755);
             a.mtime = time(1_700_000_000 + self.count.load(Ordering::SeqCst), 0);
             a.ttl = Duration::ZERO;
             return Ok(a);
         }
-        Ok(self.entry(ino.checked_sub(10).ok_or(backchain_fuse::TreeError::NotFound)?))
+        Ok(self.entry(ino.checked_sub(10).ok_or(backchain_fuse::NodeError::NotFound)?))
     }
     fn readdir(
         &self,
         _ino: u64,
         offset: u64,
         add: &mut dyn FnMut(backchain_fuse::DirEntry<'_>) -> bool,
-    ) -> Result<(), backchain_fuse::TreeError> {
+    ) -> Result<(), backchain_fuse::NodeError> {
         for i in offset..self.count.load(Ordering::SeqCst) {
             let name = format!("backup-{i}");
             if !add(backchain_fuse::DirEntry { ino: 10 + i, kind: Kind::File, name: OsStr::new(&name) }) {
@@ -549,11 +549,11 @@ impl ReadOnlyTree for Growing {
         }
         Ok(())
     }
-    fn read(&self, _: u64, _: u64, _: &mut [u8]) -> Result<usize, backchain_fuse::TreeError> {
+    fn read(&self, _: u64, _: u64, _: &mut [u8]) -> Result<usize, backchain_fuse::NodeError> {
         Ok(0)
     }
-    fn readlink(&self, _: u64) -> Result<Vec<u8>, backchain_fuse::TreeError> {
-        Err(backchain_fuse::TreeError::NotASymlink)
+    fn readlink(&self, _: u64) -> Result<Vec<u8>, backchain_fuse::NodeError> {
+        Err(backchain_fuse::NodeError::NotASymlink)
     }
 }
 

@@ -7,6 +7,7 @@ use crate::catalog::CatalogError;
 use crate::engine::backup::{self, BackupRequest, Requested};
 use crate::engine::{Job, JobState};
 use crate::repo::check_vm_name;
+use crate::source::confine::Refused;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -67,6 +68,12 @@ pub async fn start(axum::extract::State(st): St, body: Result<Bytes, BytesReject
         "incremental" => Requested::Incremental,
         other => return Err(ApiError::bad_request(format!("backup_type {other:?}: use auto, full or incremental"))),
     };
+    for d in &req.disks {
+        st.confine.check(&d.source).map_err(|e| match e {
+            Refused::Unreadable(..) => ApiError::bad_request(e.to_string()),
+            _ => ApiError::new(StatusCode::FORBIDDEN, "source_not_allowed", e.to_string()),
+        })?;
+    }
     let id = backup::new_backup_id();
     let request = BackupRequest {
         vm: req.vm_name,

@@ -8,8 +8,9 @@
 //! next one from there. The pool never holds more than `keep` idle buffers;
 //! the bounded channel between producer and socket bounds the busy ones.
 
+use crate::util::lock;
 use axum::body::Bytes;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 pub struct ChunkPool {
     free: Mutex<Vec<Vec<u8>>>,
@@ -26,7 +27,7 @@ impl ChunkPool {
     /// A buffer of exactly `size` initialised bytes (zeroed only when it is
     /// new; a recycled one holds an earlier chunk's bytes).
     pub fn take(&self) -> Vec<u8> {
-        let recycled = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let recycled = lock(&self.free).pop();
         recycled.unwrap_or_else(|| vec![0; self.size])
     }
 
@@ -54,7 +55,7 @@ impl Drop for Chunk {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
         if buf.len() == self.pool.size {
-            let mut free = self.pool.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut free = lock(&self.pool.free);
             if free.len() < self.pool.keep {
                 free.push(buf);
             }

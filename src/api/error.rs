@@ -6,6 +6,7 @@ use crate::engine::EngineError;
 use crate::repo::RepoError;
 use crate::restore::RestoreError;
 use crate::tree::TreeError;
+use crate::volume::fs::FsError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -92,10 +93,12 @@ impl From<RestoreError> for ApiError {
 impl From<TreeError> for ApiError {
     fn from(e: TreeError) -> Self {
         match e {
-            TreeError::NotFound => Self::not_found("no such file or folder"),
-            TreeError::NotADirectory => Self::new(StatusCode::BAD_REQUEST, "not_a_directory", "not a folder"),
-            TreeError::IsADirectory => Self::new(StatusCode::BAD_REQUEST, "is_a_directory", "is a folder"),
-            TreeError::NotASymlink => Self::bad_request("not a symbolic link"),
+            TreeError::Fs(FsError::NotFound) => Self::not_found("no such file or folder"),
+            TreeError::Fs(FsError::NotADirectory) => {
+                Self::new(StatusCode::BAD_REQUEST, "not_a_directory", "not a folder")
+            }
+            TreeError::Fs(FsError::IsADirectory) => Self::new(StatusCode::BAD_REQUEST, "is_a_directory", "is a folder"),
+            TreeError::Fs(FsError::NotASymlink) => Self::bad_request("not a symbolic link"),
             TreeError::InvalidPath(m) => Self::new(StatusCode::BAD_REQUEST, "invalid_path", m),
             TreeError::Unavailable(m) => Self::new(StatusCode::CONFLICT, "unavailable", m),
             other => Self::internal(other.to_string()),

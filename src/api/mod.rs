@@ -10,10 +10,12 @@
 
 mod backups;
 mod chunks;
+mod conn;
 mod download;
 mod error;
 mod query;
 mod restore;
+mod tickets;
 
 pub use error::ApiError;
 
@@ -33,19 +35,34 @@ use std::time::Duration;
 /// Largest request body accepted (the JSON of a request is small).
 pub const MAX_BODY: usize = 1 << 20;
 
+pub use conn::{HEADER_TIMEOUT, MAX_CONNECTIONS};
+
 /// Server settings that tests set directly.
 #[derive(Clone)]
 pub struct Options {
-    /// The bearer token every request but `/health` must present.
+    /// The bearer token every request but `/health` must present. `serve`
+    /// always sets one (`daemon::token`); `None` is for tests of other
+    /// things only.
     pub token: Option<String>,
     pub session_idle: Duration,
     pub max_sessions: usize,
+    /// Roots under which requests may name local disk sources.
+    pub source_dirs: Vec<std::path::PathBuf>,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         let limits = SessionLimits::default();
-        Self { token: None, session_idle: limits.idle, max_sessions: limits.max }
+        Self {
+            token: None,
+            session_idle: limits.idle,
+            max_sessions: limits.max,
+            source_dirs: Vec::new(),
+            header_timeout: HEADER_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
     }
 }
 
@@ -54,6 +71,8 @@ pub(crate) struct AppState {
     token: Option<blake3::Hash>,
     sessions: Sessions,
     jobs: Jobs,
+    confine: crate::source::confine::Confinement,
+    tickets: crate::restore::tickets::Tickets,
 }
 
 type St = State<Arc<AppState>>;
@@ -71,10 +90,12 @@ pub async fn run(
         token: opts.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
         sessions: Sessions::new(SessionLimits { idle: opts.session_idle, max: opts.max_sessions }),
         jobs: Jobs::default(),
+        confine: crate::source::confine::Confinement::new(&opts.source_dirs),
+        tickets: Default::default(),
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
     let app = router(state);
-    let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let r = conn::serve(listener, app, opts.header_timeout, opts.max_connections, shutdown).await;
     sweeper.abort();
     r
 }
@@ -101,6 +122,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/restore/{mount}/files", get(restore::files))
         .route("/restore/{mount}/download", get(download::download))
         .route("/restore/{mount}/download-directory", get(download::download_directory))
+        .route("/restore/{mount}/tickets", post(tickets::ticket))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(index))
@@ -135,6 +157,12 @@ async fn method_not_allowed() -> ApiError {
 /// the given token are compared (blake3's `Hash` equality is constant-time),
 /// so neither content nor length leaks through timing.
 async fn auth(State(state): St, req: Request, next: Next) -> Response {
+    match tickets::ticket_grant(&state, &req) {
+        // A download ticket stands for the token, once, for its own URL.
+        Some(Ok(())) => return next.run(req).await,
+        Some(Err(e)) => return e.into_response(),
+        None => {}
+    }
     if let Some(want) = state.token {
         let given = req
             .headers()

@@ -96,7 +96,7 @@ fn tree_err(path: &[u8], source: TreeError) -> ArchiveError {
 pub fn walk(tree: &Tree, dir: Ino, sink: &mut dyn Sink, cancel: &AtomicBool) -> Result<()> {
     let node = tree.getattr(dir).map_err(|e| tree_err(b"", e))?;
     if node.kind != NodeKind::Directory {
-        return Err(tree_err(b"", TreeError::NotADirectory));
+        return Err(tree_err(b"", TreeError::Fs(crate::volume::fs::FsError::NotADirectory)));
     }
     let mut w = Walk { tree, sink, cancel, linked: HashMap::new(), notes: Notes::default() };
     w.dir(dir, &mut Vec::new(), 0)?;

@@ -93,4 +93,8 @@ impl SyncCatalog {
     pub fn delete_backup(&self, id: &str) -> Result<Vec<BackupDisk>> {
         self.rt.block_on(self.inner.delete_backup(id))
     }
+
+    pub fn drop_merged_backup(&self, id: &str) -> Result<Vec<BackupDisk>> {
+        self.rt.block_on(self.inner.drop_merged_backup(id))
+    }
 }

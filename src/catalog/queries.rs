@@ -380,4 +380,48 @@ impl Catalog {
         tx.commit().await?;
         Ok(b.disks)
     }
+
+    /// Removes a completed backup whose images a merge folds into their
+    /// neighbours (retention): per disk, its child takes its parent (and
+    /// becomes the chain's full when it had none). Returns its disk rows.
+    pub async fn drop_merged_backup(&self, id: &str) -> Result<Vec<BackupDisk>> {
+        let b = self.backup(id).await?;
+        if b.status.is_active() {
+            return Err(CatalogError::Conflict(format!("backup {id} is still running")));
+        }
+        let mut tx = self.pool.begin().await?;
+        for d in &b.disks {
+            let child: Option<i64> = sqlx::query("SELECT id FROM backup_disks WHERE parent_id = ?")
+                .bind(d.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("id"))
+                .transpose()?;
+            sqlx::query(
+                "UPDATE backup_disks SET parent_id = ?, \
+                 disk_type = CASE WHEN ? IS NULL THEN 'full' ELSE disk_type END WHERE parent_id = ?",
+            )
+            .bind(d.parent_id)
+            .bind(d.parent_id)
+            .bind(d.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE chains SET image_count = image_count - 1, total_bytes = total_bytes - ?, \
+                 first_disk_id = CASE WHEN first_disk_id = ? THEN ? ELSE first_disk_id END, \
+                 latest_disk_id = CASE WHEN latest_disk_id = ? THEN ? ELSE latest_disk_id END WHERE id = ?",
+            )
+            .bind(d.stored_bytes)
+            .bind(d.id)
+            .bind(child)
+            .bind(d.id)
+            .bind(d.parent_id)
+            .bind(d.chain_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM backups WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(b.disks)
+    }
 }

@@ -7,6 +7,7 @@ use backchain::qcow2::OpenOptions;
 use backchain::repo::Repo;
 use backchain::restore::entry::Entry;
 use backchain::tree::{self, Node, Tree};
+use backchain::util::output::Output;
 use backchain::util::time::rfc3339;
 use backchain::volume::fs::NodeKind;
 use std::ffi::OsStr;
@@ -21,14 +22,25 @@ const COPY_BUFFER: usize = 1 << 20;
 
 /// Opens the tree of TARGET and runs `f` on it (inside the repository when
 /// TARGET is a backup).
+/// Runs `f` on the tree of `target`, with the image files the tree reads
+/// (so outputs can refuse to overwrite them).
 pub fn with_tree(
     dir: Option<PathBuf>,
     target: &str,
-    f: impl FnOnce(&Tree) -> Result<(), CliError>,
+    f: impl FnOnce(&Tree, &[PathBuf]) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     match target::parse(target) {
-        Target::Image(p) => f(&tree::for_image(&p, &OpenOptions::default())?),
-        Target::Backup { id, disk } => super::with_repo(dir, |repo: &Repo| f(&target::backup_tree(repo, &id, disk)?)),
+        Target::Image(p) => {
+            let inputs = target::chain_files(&p);
+            f(&tree::for_image(&p, &OpenOptions::default())?, &inputs)
+        }
+        Target::Backup { id, disk } => super::with_repo(dir, |repo: &Repo| {
+            let inputs = target::backup_images(repo, &id, disk)?
+                .into_iter()
+                .flat_map(|(_, image, _)| target::chain_files(&image))
+                .collect::<Vec<_>>();
+            f(&target::backup_tree(repo, &id, disk)?, &inputs)
+        }),
     }
 }
 
@@ -160,7 +172,7 @@ fn archive_format(out: &Path) -> Option<Format> {
     }
 }
 
-pub fn get(tree: &Tree, path: &OsStr, out: &Path) -> Result<(), CliError> {
+pub fn get(tree: &Tree, inputs: &[PathBuf], path: &OsStr, out: &Path) -> Result<(), CliError> {
     let node = resolve(tree, path)?;
     let format = if node.kind == NodeKind::Directory {
         Some(archive_format(out).ok_or_else(|| {
@@ -173,7 +185,8 @@ pub fn get(tree: &Tree, path: &OsStr, out: &Path) -> Result<(), CliError> {
         must_be_file(&node, tree, path)?;
         None
     };
-    let file = File::create(out).map_err(|e| CliError::msg(format!("{}: {e}", out.display())))?;
+    let output = Output::create(out, inputs)?;
+    let file = File::create(output.write_path()).map_err(|e| CliError::msg(format!("{}: {e}", out.display())))?;
     let mut w = BufWriter::with_capacity(COPY_BUFFER, file);
     let cancel = AtomicBool::new(false);
     let result = match format {
@@ -182,8 +195,8 @@ pub fn get(tree: &Tree, path: &OsStr, out: &Path) -> Result<(), CliError> {
         Some(Format::TarGz) => archive::write_tar_gz(tree, node.ino, &mut w, &cancel).map(drop).map_err(CliError::from),
     }
     .and_then(|()| Ok(w.into_inner().map_err(|e| e.into_error())?.sync_all()?));
-    if result.is_err() {
-        let _ = std::fs::remove_file(out);
-    }
-    result
+    // On an error the output is dropped: the temporary file goes, and
+    // whatever `out` was stays.
+    result?;
+    Ok(output.commit()?)
 }

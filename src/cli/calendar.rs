@@ -87,10 +87,10 @@ pub fn run(args: CalendarArgs) -> Result<(), CliError> {
         };
         let elapses = elapses.iter().map(|&t| Elapse { utc: t.to_string(), local: systemd_time(t, &local) }).collect();
         let report = Report { original: &args.expr, normalized, zone, base_time: base.to_string(), elapses };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let line = |label: &str, value: &str| println!("{label:>16} {value}");
+    let line = |label: &str, value: &str| outln!("{label:>16} {value}");
     if normalized != args.expr {
         line("Original form:", &args.expr);
     }

@@ -3,6 +3,7 @@
 use super::CliError;
 use backchain::export::{self, Disk};
 use backchain::qcow2::{self, Chain, Compression, Format, OpenOptions, WriterOptions};
+use backchain::util::output::Output;
 use std::path::Path;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -45,47 +46,47 @@ pub fn info(path: &Path, json: bool) -> Result<(), CliError> {
             if json {
                 let v = serde_json::json!({"virtual_size": size, "depth": 1, "layers": [
                     {"path": path, "format": "raw", "virtual_size": size, "file_size": size}]});
-                println!("{v:#}");
+                outln!("{v:#}");
             } else {
-                println!("image: {}\nfile format: raw\nvirtual size: {} ({size} bytes)", path.display(), human(size));
+                outln!("image: {}\nfile format: raw\nvirtual size: {} ({size} bytes)", path.display(), human(size));
             }
             return Ok(());
         }
     };
     let info = qcow2::info(&chain)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        outln!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
     for (i, l) in info.layers.iter().enumerate() {
         if i > 0 {
-            println!();
-            println!("backing layer {i}:");
+            outln!();
+            outln!("backing layer {i}:");
         }
         let p = l.path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-        println!("image: {p}");
-        println!("file format: {}", l.format.name());
-        println!("virtual size: {} ({} bytes)", human(l.virtual_size), l.virtual_size);
-        println!("disk size: {}", human(l.file_size));
-        println!("allocated: {}", human(l.allocated_bytes));
+        outln!("image: {p}");
+        outln!("file format: {}", l.format.name());
+        outln!("virtual size: {} ({} bytes)", human(l.virtual_size), l.virtual_size);
+        outln!("disk size: {}", human(l.file_size));
+        outln!("allocated: {}", human(l.allocated_bytes));
         if let Some(cs) = l.cluster_size {
-            println!("cluster_size: {cs}");
+            outln!("cluster_size: {cs}");
         }
         if let Some(v) = l.version {
-            println!("version: {v}");
+            outln!("version: {v}");
         }
         if let Some(c) = l.compression_type {
-            println!("compression type: {c}");
+            outln!("compression type: {c}");
         }
         if let Some(r) = l.refcount_bits {
-            println!("refcount bits: {r}");
+            outln!("refcount bits: {r}");
         }
         if !l.features.is_empty() {
-            println!("features: {}", l.features.join(", "));
+            outln!("features: {}", l.features.join(", "));
         }
         if let Some(b) = &l.backing_file {
-            println!("backing file: {b}");
-            println!("backing file format: {}", l.backing_format.as_deref().unwrap_or("(probed)"));
+            outln!("backing file: {b}");
+            outln!("backing file format: {}", l.backing_format.as_deref().unwrap_or("(probed)"));
         }
     }
     Ok(())
@@ -104,24 +105,29 @@ pub fn export(
     let opts = OpenOptions::default();
     let chain;
     let raw;
-    let disk = match qcow2::detect(path)? {
+    let (disk, inputs) = match qcow2::detect(path)? {
         Format::Qcow2 => {
             chain = Chain::open(path, &opts)?;
-            Disk { limit, ..Disk::chain(&chain) }
+            let inputs = chain.layers().iter().filter_map(|l| l.path.clone()).collect();
+            (Disk { limit, ..Disk::chain(&chain) }, inputs)
         }
         Format::Raw => {
             raw = backchain::block::RawFile::open(path)?;
-            Disk { limit, ..Disk::raw(&raw) }
+            (Disk { limit, ..Disk::raw(&raw) }, vec![path.to_path_buf()])
         }
     };
+    // Never onto an image being read, and never a half-written file in
+    // place of a good one.
+    let output = Output::create(out, &inputs)?;
     match format {
         ExportFormat::Raw => {
-            export::to_raw(&disk, out)?;
+            export::to_raw(&disk, output.write_path())?;
         }
         ExportFormat::Qcow2 => {
             let compression = compress.map(CompressArg::compression);
-            export::to_qcow2(&disk, out, WriterOptions { compression, ..Default::default() })?;
+            export::to_qcow2(&disk, output.write_path(), WriterOptions { compression, ..Default::default() })?;
         }
     }
+    output.commit()?;
     Ok(())
 }

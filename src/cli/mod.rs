@@ -1,10 +1,19 @@
 //! Subcommands. Each returns `Result<(), CliError>`; `main` prints the error
 //! as one line (with its causes) and exits non-zero.
 
+/// `outln!` that never panics: see `out`.
+macro_rules! outln {
+    () => { $crate::cli::out::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::out::write(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+mod out;
+
 mod browse;
 mod calendar;
 mod image;
 mod mount;
+mod nbd;
 mod repo;
 mod target;
 
@@ -54,6 +63,32 @@ enum Command {
     List {
         #[arg(long)]
         vm: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop restore points by retention rules (PBS/borg semantics), merging
+    /// their images into the points kept.
+    Prune {
+        #[arg(long)]
+        vm: String,
+        /// Keep the N newest backups (--keep N is the same).
+        #[arg(long, alias = "keep")]
+        keep_last: Option<u32>,
+        /// Keep the newest backup of each of the last N hours with backups.
+        #[arg(long)]
+        keep_hourly: Option<u32>,
+        #[arg(long)]
+        keep_daily: Option<u32>,
+        /// ISO weeks, Monday to Sunday.
+        #[arg(long)]
+        keep_weekly: Option<u32>,
+        #[arg(long)]
+        keep_monthly: Option<u32>,
+        #[arg(long)]
+        keep_yearly: Option<u32>,
+        /// Only print what would be kept or dropped, and why.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -127,16 +162,31 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// Serve one disk (or each disk of a backup) read-only over NBD until Ctrl-C.
+    NbdExport {
+        /// BACKUP_ID, BACKUP_ID:N, or an image path (QCOW2 or raw).
+        target: String,
+        /// HOST:PORT (loopback) or unix:PATH.
+        #[arg(long, default_value = backchain::nbd::server::DEFAULT_LISTEN)]
+        listen: String,
+        #[arg(long)]
+        writable: bool,
+    },
     /// The normalized form and next elapses of a calendar event.
     Calendar(calendar::CalendarArgs),
     /// Serve the HTTP API over the repository.
     Serve {
-        /// Address to listen on; anything but loopback requires --token-file.
+        /// Address to listen on.
         #[arg(long, default_value = daemon::DEFAULT_LISTEN)]
         listen: String,
-        /// A file holding the bearer token that every request must present.
+        /// A file holding the bearer token that every request must present
+        /// (default: REPO/api.token, created with mode 0600 when missing).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// A folder under which HTTP requests may name local disk sources
+        /// (repeatable; none by default: only nbd:// sources then).
+        #[arg(long = "source-dir")]
+        source_dirs: Vec<PathBuf>,
         /// Also keep a FUSE mount of the whole repository here.
         #[arg(long)]
         mount: Option<PathBuf>,
@@ -184,6 +234,7 @@ fn with_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliErro
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    backchain::util::rlimit::raise_open_files();
     let dir = cli.repo;
     let result = match cli.command {
         Command::Info { image, json } => image::info(&image, json),
@@ -223,11 +274,38 @@ pub fn main() -> ExitCode {
         Command::Calendar(args) => calendar::run(args),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
+        Command::Prune {
+            vm,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            dry_run,
+            json,
+        } => {
+            let keep = backchain::engine::retention::KeepOptions {
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                keep_yearly,
+            };
+            let req = backchain::engine::prune::PruneRequest { vm, keep, dry_run };
+            with_repo(dir, |r| repo::prune(r, &req, json))
+        }
         Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
-        Command::Ls { target, path, json } => browse::with_tree(dir, &target, |t| browse::ls(t, path.as_deref(), json)),
-        Command::Cat { target, path } => browse::with_tree(dir, &target, |t| browse::cat(t, &path)),
-        Command::Get { target, path, output } => browse::with_tree(dir, &target, |t| browse::get(t, &path, &output)),
-        Command::Serve { listen, token_file, mount, demo, session_idle, max_sessions } => {
+        Command::Ls { target, path, json } => {
+            browse::with_tree(dir, &target, |t, _| browse::ls(t, path.as_deref(), json))
+        }
+        Command::Cat { target, path } => browse::with_tree(dir, &target, |t, _| browse::cat(t, &path)),
+        Command::Get { target, path, output } => {
+            browse::with_tree(dir, &target, |t, inputs| browse::get(t, inputs, &path, &output))
+        }
+        Command::NbdExport { target, listen, writable } => nbd::nbd_export(dir, &target, &listen, writable),
+        Command::Serve { listen, token_file, source_dirs, mount, demo, session_idle, max_sessions } => {
             let config = daemon::Config {
                 repo: repo_dir(dir),
                 listen,
@@ -236,12 +314,21 @@ pub fn main() -> ExitCode {
                 demo,
                 session_idle: std::time::Duration::from_secs(session_idle),
                 max_sessions,
+                source_dirs,
             };
             daemon::serve(config).map_err(CliError::from)
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match out::failure() {
+            None => ExitCode::SUCCESS,
+            Some(kind) => {
+                eprintln!("backchain: writing the output: {}", std::io::Error::from(kind));
+                ExitCode::FAILURE
+            }
+        },
+        // A reader that closed the pipe early: quiet, like other tools.
+        Err(CliError(e)) if out::is_broken_pipe(&*e) => ExitCode::SUCCESS,
         Err(CliError(e)) => {
             let mut line = e.to_string();
             let mut src = e.source();

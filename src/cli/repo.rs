@@ -57,13 +57,13 @@ pub fn backup(
     let bar = if json { Bar(None) } else { Bar::new() };
     let r = engine::backup::run(repo, &req, &bar)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
     for n in &r.notes {
         eprintln!("note: {n}");
     }
-    println!("{}", r.backup_id);
+    outln!("{}", r.backup_id);
     for d in &r.disks {
         eprintln!(
             "disk {}: {} backup, {} changed, {} stored in {}",
@@ -80,16 +80,22 @@ pub fn backup(
 pub fn list(repo: &Repo, vm: Option<&str>, json: bool) -> Result<(), CliError> {
     let backups = repo.db().list_backups(vm)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&backups)?);
+        outln!("{}", serde_json::to_string_pretty(&backups)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<16} {:<12} {:<11} {:<25} {:>6} {:>10}",
-        "ID", "VM", "TYPE", "STATUS", "STARTED", "DISKS", "STORED"
+        "ID",
+        "VM",
+        "TYPE",
+        "STATUS",
+        "STARTED",
+        "DISKS",
+        "STORED"
     );
     for b in backups {
         let stored: i64 = b.disks.iter().map(|d| d.stored_bytes).sum();
-        println!(
+        outln!(
             "{:<24} {:<16} {:<12} {:<11} {:<25} {:>6} {:>10}",
             b.id,
             b.vm,
@@ -103,17 +109,43 @@ pub fn list(repo: &Repo, vm: Option<&str>, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+pub fn prune(repo: &Repo, req: &backchain::engine::prune::PruneRequest, json: bool) -> Result<(), CliError> {
+    use backchain::engine::retention::Reason;
+    let report = backchain::engine::prune::prune_vm(repo, req, &backchain::util::time::local_offset)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for b in &report.backups {
+        let why = match &b.reason {
+            Reason::Rule { rule, n, bucket } => format!("keep-{} #{n} ({bucket})", format!("{rule:?}").to_lowercase()),
+            Reason::InProgress => "still running".into(),
+            Reason::Unfinished => "failed or interrupted: never a restore point".into(),
+            Reason::NotSelected => "no rule keeps it".into(),
+        };
+        outln!("{:<24} {:<25} {:<11} {:<5} {why}", b.id, b.started_at, b.status, b.action);
+    }
+    let verb = if report.dry_run { "would drop" } else { "dropped" };
+    outln!(
+        "{} kept, {verb} {}; {} reclaimed",
+        report.kept,
+        report.dropped,
+        backchain::util::human_size(report.bytes_reclaimed)
+    );
+    Ok(())
+}
+
 pub fn chain(repo: &Repo, vm: &str, json: bool) -> Result<(), CliError> {
     let chains = repo.db().chains(vm)?;
     if chains.is_empty() && repo.db().vm_id(vm, false)?.is_none() {
         return Err(CliError::msg(format!("no VM named {vm}")));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&chains)?);
+        outln!("{}", serde_json::to_string_pretty(&chains)?);
         return Ok(());
     }
     for c in chains {
-        println!(
+        outln!(
             "disk {} (chain {}, {} bytes virtual, {} images, {} stored):",
             c.disk_index,
             c.id,
@@ -122,7 +154,7 @@ pub fn chain(repo: &Repo, vm: &str, json: bool) -> Result<(), CliError> {
             backchain::util::human_size(c.total_bytes as u64)
         );
         for i in c.images {
-            println!(
+            outln!(
                 "  {} {:<12} {:>10} {}",
                 i.backup_id,
                 i.disk_type,
@@ -138,13 +170,13 @@ pub fn verify(repo: &Repo, id: Option<&str>, json: bool) -> Result<(), CliError>
     let reports = engine::verify::run(repo, id)?;
     let bad = reports.iter().filter(|r| !r.ok).count();
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for r in &reports {
             if r.ok {
-                println!("ok     {} disk {} {}", r.backup_id, r.disk_index, r.image_path);
+                outln!("ok     {} disk {} {}", r.backup_id, r.disk_index, r.image_path);
             } else {
-                println!("FAULT  {} disk {} {}: {}", r.backup_id, r.disk_index, r.image_path, r.problems.join("; "));
+                outln!("FAULT  {} disk {} {}: {}", r.backup_id, r.disk_index, r.image_path, r.problems.join("; "));
             }
         }
     }
@@ -152,7 +184,7 @@ pub fn verify(repo: &Repo, id: Option<&str>, json: bool) -> Result<(), CliError>
         return Err(CliError::msg(format!("verify found faults in {bad} of {} disk images", reports.len())));
     }
     if !json {
-        println!("{} disk images verified", reports.len());
+        outln!("{} disk images verified", reports.len());
     }
     Ok(())
 }

@@ -31,6 +31,15 @@ pub fn backup_images(repo: &Repo, id: &str, disk: Option<usize>) -> Result<Vec<(
     Ok(point.disks.iter().map(|d| (d.disk_index as usize, point.image_path(d), RestorePoint::disk_size(d))).collect())
 }
 
+/// The files an image reads: the image and its backing chain (just the
+/// image when the chain does not open; opening the tree will say why).
+pub fn chain_files(image: &Path) -> Vec<PathBuf> {
+    match backchain::qcow2::Chain::open(image, &backchain::qcow2::OpenOptions::default()) {
+        Ok(chain) => chain.layers().iter().filter_map(|l| l.path.clone()).collect(),
+        Err(_) => vec![image.to_path_buf()],
+    }
+}
+
 /// Backup `id` as a restore point, with the CLI's words for a TARGET that
 /// names nothing.
 fn restore_point(repo: &Repo, id: &str, disk: Option<usize>) -> Result<RestorePoint, CliError> {

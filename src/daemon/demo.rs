@@ -45,12 +45,16 @@ pub fn fill(repo: &Repo) -> Result<Vec<String>, ServeError> {
 }
 
 /// A few commands to try, for the server's start-up message.
-pub fn examples(base: &str, ids: &[String]) -> String {
+/// The curl lines carry the token from its file, which only the server's
+/// user can read.
+pub fn examples(base: &str, token_file: &std::path::Path, ids: &[String]) -> String {
     let id = ids.last().map(String::as_str).unwrap_or("BACKUP_ID");
+    let auth = format!("-H \"Authorization: Bearer $(cat {})\"", token_file.display());
     format!(
-        "Try:\n  curl {base}/api/v1/backups\n  \
-         curl -X POST {base}/api/v1/restore/mount -d '{{\"backup_id\":\"{id}\",\"disk_index\":0}}'\n  \
-         curl '{base}/api/v1/restore/MOUNT_ID/files?path=/'\n  \
-         curl -OJ '{base}/api/v1/restore/MOUNT_ID/download-directory?path=/&format=zip'\n"
+        "Try:\n  curl {auth} {base}/api/v1/backups\n  \
+         curl {auth} -X POST {base}/api/v1/restore/mount -d '{{\"backup_id\":\"{id}\",\"disk_index\":0}}'\n  \
+         curl {auth} '{base}/api/v1/restore/MOUNT_ID/files?path=/'\n  \
+         curl {auth} -OJ '{base}/api/v1/restore/MOUNT_ID/download-directory?path=/&format=zip'\n\
+         The web browser: {base}/ (paste the token when it asks)\n"
     )
 }

@@ -5,6 +5,7 @@
 //! too.
 
 mod demo;
+pub mod token;
 
 use crate::api;
 use crate::engine::EngineError;
@@ -17,8 +18,6 @@ use std::time::Duration;
 pub use crate::restore::{DEFAULT_IDLE_SECS, DEFAULT_MAX_SESSIONS};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8082";
-/// Shortest bearer token accepted.
-const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -47,19 +46,8 @@ pub struct Config {
     pub demo: bool,
     pub session_idle: Duration,
     pub max_sessions: usize,
-}
-
-/// Reads the token file: its first line, trimmed.
-fn read_token(path: &Path) -> Result<String, ServeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config(format!("{}: {e}", path.display())))?;
-    let token = text.lines().next().unwrap_or("").trim().to_string();
-    if token.len() < MIN_TOKEN_LEN {
-        return Err(ServeError::Config(format!(
-            "{}: the token must be at least {MIN_TOKEN_LEN} characters",
-            path.display()
-        )));
-    }
-    Ok(token)
+    /// Roots under which HTTP requests may name local disk sources.
+    pub source_dirs: Vec<PathBuf>,
 }
 
 /// The whole repository as a folder, for as long as the server runs
@@ -76,28 +64,32 @@ fn mount_repository(repo: &Arc<Repo>, dir: &Path) -> Result<backchain_fuse::Moun
 /// `backchain serve`: opens the repository, optionally fills it with the
 /// demo, and serves until Ctrl-C.
 pub fn serve(config: Config) -> Result<(), ServeError> {
-    let token = config.token_file.as_deref().map(read_token).transpose()?;
+    if let Some(f) = &config.token_file {
+        token::read(f)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let addrs: Vec<SocketAddr> = rt
         .block_on(tokio::net::lookup_host(&config.listen))
         .map_err(|e| ServeError::Config(format!("--listen {}: {e}", config.listen)))?
         .collect();
-    if token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
-        return Err(ServeError::Config(format!(
-            "refusing to serve on non-loopback address {} without --token-file",
-            config.listen
-        )));
-    }
     let repo = Arc::new(Repo::open(&config.repo, rt.handle().clone())?);
+    let (token, token_path) = token::load_or_create(&config.repo, config.token_file.as_deref())?;
     let demo_ids = if config.demo { demo::fill(&repo)? } else { Vec::new() };
     let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
     let _mount = config.mount.as_deref().map(|dir| mount_repository(&repo, dir)).transpose()?;
     let addr = listener.local_addr()?;
     eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
+    eprintln!("backchain: requests need the bearer token in {}", token_path.display());
     if config.demo {
-        eprintln!("{}", demo::examples(&format!("http://{addr}"), &demo_ids));
+        eprintln!("{}", demo::examples(&format!("http://{addr}"), &token_path, &demo_ids));
     }
-    let opts = api::Options { token, session_idle: config.session_idle, max_sessions: config.max_sessions };
+    let opts = api::Options {
+        token: Some(token),
+        session_idle: config.session_idle,
+        max_sessions: config.max_sessions,
+        source_dirs: config.source_dirs,
+        ..Default::default()
+    };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

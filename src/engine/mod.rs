@@ -85,3 +85,29 @@ pub trait Progress: Sync {
 /// Progress that goes nowhere.
 pub struct NoProgress;
 impl Progress for NoProgress {}
+
+impl From<crate::catalog::BackupStatus> for retention::Outcome {
+    /// The catalog's typed status, as retention sees it (the same mapping as
+    /// `Outcome::from_status` on the stored word).
+    fn from(s: crate::catalog::BackupStatus) -> Self {
+        retention::Outcome::from_status(s.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retention::Outcome;
+    use crate::catalog::BackupStatus;
+
+    #[test]
+    fn every_status_has_its_retention_outcome() {
+        for &s in BackupStatus::ALL {
+            let want = match s {
+                BackupStatus::Completed => Outcome::Completed,
+                BackupStatus::Failed | BackupStatus::Interrupted | BackupStatus::Aborted => Outcome::Unfinished,
+                BackupStatus::Pending | BackupStatus::Waiting | BackupStatus::Running => Outcome::InProgress,
+            };
+            assert_eq!(Outcome::from(s), want, "{s}");
+        }
+    }
+}

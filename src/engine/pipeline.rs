@@ -278,6 +278,21 @@ mod tests {
     }
 
     #[test]
+    fn unavailable_tracking_reads_everything_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a = disk(4 * CS, &[0, 2]);
+        backup(d, "a", &a, Changes::All, None);
+        let mut b = a.clone();
+        b[3 * CS] = 1;
+        let mut s = sink(d, "b", b.len(), Some("a"));
+        let src = Mem { reader: Arc::new(MemImage(b)), changes: Changes::Unavailable("bitmap gone".into()) };
+        let outcome = run(&src, &mut s, true, &mut |_| {}).unwrap();
+        assert!(outcome.notes.iter().any(|n| n.contains("bitmap gone")), "{:?}", outcome.notes);
+        assert_eq!(s.finish().unwrap().changed_bytes, CS as u64);
+    }
+
+    #[test]
     fn extents_widen_to_clusters_and_merge() {
         let r = cluster_ranges(&[(10..20), (5000..5001), (0..3), (9000..20_000)], 4096, 10_000);
         assert_eq!(r.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>(), [(0, 10_000)]);

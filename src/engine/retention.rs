@@ -52,8 +52,10 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub id: String,
-    /// Start time, seconds since the epoch (UTC).
+    /// Start time, seconds since the epoch (UTC), and the fraction: backups
+    /// seconds apart are still ordered.
     pub time: i64,
+    pub subsec_nanos: u32,
     pub outcome: Outcome,
 }
 
@@ -198,7 +200,8 @@ pub fn plan(
     // Newest first; ties broken by id so the result never depends on the
     // caller's order.
     let mut order: Vec<usize> = (0..backups.len()).filter(|&i| backups[i].outcome == Outcome::Completed).collect();
-    order.sort_by(|&a, &b| backups[b].time.cmp(&backups[a].time).then_with(|| backups[b].id.cmp(&backups[a].id)));
+    let key = |i: usize| (backups[i].time, backups[i].subsec_nanos, &backups[i].id);
+    order.sort_by(|&a, &b| key(b).cmp(&key(a)));
     let local: Vec<LocalTime> = backups.iter().map(|b| LocalTime::at(b.time, offset(b.time))).collect();
     let mut kept: Vec<Option<Reason>> = vec![None; backups.len()];
     for rule in Rule::ALL {

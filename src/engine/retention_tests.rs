@@ -25,7 +25,10 @@ fn berlin(t: i64) -> i64 {
 }
 
 fn completed(times: &[i64]) -> Vec<Candidate> {
-    times.iter().map(|&t| Candidate { id: format!("b{t}"), time: t, outcome: Outcome::Completed }).collect()
+    times
+        .iter()
+        .map(|&t| Candidate { id: format!("b{t}"), time: t, subsec_nanos: 0, outcome: Outcome::Completed })
+        .collect()
 }
 
 /// The ids kept, newest first.

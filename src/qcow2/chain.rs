@@ -10,7 +10,7 @@ use super::error::{Error, Result};
 use super::header::ClusterSize;
 use super::image::Image;
 use super::l2::Mapping;
-use crate::block::{Alloc, Extent, Lru, ReadAt, Run, check_range, whole_run};
+use crate::block::{Extent, Lru, ReadAt, Run, check_range};
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,10 @@ const REGION_CACHE: usize = 1024;
 /// L2 cache bytes shared by all layers of a chain (each keeps at least two
 /// tables).
 const CHAIN_L2_BUDGET: u64 = 32 << 20;
+mod status;
+
+use status::Lookup;
+
 /// Decompressed clusters kept, by bytes, so small reads inside one compressed
 /// cluster do not decompress it again and again.
 const DECOMPRESSED_CACHE_BYTES: u64 = 16 << 20;
@@ -488,119 +492,6 @@ impl Chain {
             next += 1;
         }
         self.layers.get(layer as usize)?.file().locate(host.checked_add(in_c)?, total)
-    }
-
-    /// See [`ReadAt::status`]: the run of one allocation state from `off`.
-    /// A cluster no layer maps is `Unallocated`, a zero cluster `Zero`,
-    /// data and compressed clusters `Data`. Whole L1 ranges that no layer
-    /// maps are skipped at once, so an empty petabyte is not walked
-    /// cluster by cluster.
-    fn status_run(&self, off: u64, len: u64) -> Result<Run> {
-        let run = whole_run(off, len, self.size, Alloc::Data).map_err(Error::io(off))?;
-        let (end, cb, cs) = (run.end(), self.cluster.bits(), self.cluster.bytes());
-        let region_bytes = REGION_CLUSTERS * cs;
-        let mut regions = Lookup { chain: self, cached: None };
-        let mut pos = off;
-        let mut kind = None;
-        while pos < end {
-            if (pos == off || pos.is_multiple_of(region_bytes))
-                && kind != Some(Alloc::Data)
-                && let Some(until) = self.unmapped_until(pos)
-            {
-                let until = (until & !(cs - 1)).min(end);
-                if until > pos {
-                    if kind.is_some_and(|k| k != Alloc::Unallocated) {
-                        break;
-                    }
-                    kind = Some(Alloc::Unallocated);
-                    pos = until;
-                    continue;
-                }
-            }
-            let c = pos >> cb;
-            let to_cluster_end = ((c + 1) << cb).min(end) - pos;
-            let (alloc, n) = match regions.get(c)? {
-                Resolved::Zero => (Alloc::Zero, to_cluster_end),
-                Resolved::Unallocated => (Alloc::Unallocated, to_cluster_end),
-                Resolved::Data { .. } | Resolved::Compressed { .. } => (Alloc::Data, to_cluster_end),
-                Resolved::Mixed => self.walk_status(pos, to_cluster_end)?,
-            };
-            match kind {
-                None => kind = Some(alloc),
-                Some(k) if k != alloc => break,
-                _ => {}
-            }
-            pos += n;
-        }
-        Ok(Run { offset: off, len: pos - off, alloc: kind.unwrap_or(Alloc::Unallocated) })
-    }
-
-    /// The allocation state at `off` by walking the layers (subclusters, a
-    /// backing file of another cluster size or ending mid-cluster), and for
-    /// how many bytes (1 to `max`) it holds.
-    fn walk_status(&self, off: u64, max: u64) -> Result<(Alloc, u64)> {
-        let mut n = max;
-        for layer in &self.layers {
-            let lsize = layer.virtual_size();
-            if off >= lsize {
-                break;
-            }
-            n = n.min(lsize - off);
-            let (m, len) = layer.map(off)?;
-            n = n.min(len);
-            match m {
-                Mapping::Unallocated => continue,
-                Mapping::Zero => return Ok((Alloc::Zero, n)),
-                Mapping::Data(_) | Mapping::Compressed { .. } => return Ok((Alloc::Data, n)),
-            }
-        }
-        Ok((Alloc::Unallocated, n))
-    }
-}
-
-/// Resolved clusters by index, with the last region used at hand (one
-/// lock of the region cache per region, not per cluster).
-struct Lookup<'a> {
-    chain: &'a Chain,
-    cached: Option<(u64, Arc<[Resolved]>)>,
-}
-
-impl Lookup<'_> {
-    fn get(&mut self, c: u64) -> Result<Resolved> {
-        let region = c / REGION_CLUSTERS;
-        let r = match &self.cached {
-            Some((i, r)) if *i == region => r.clone(),
-            _ => {
-                let r = self.chain.region(region)?;
-                self.cached = Some((region, r.clone()));
-                r
-            }
-        };
-        Ok(r[(c % REGION_CLUSTERS) as usize])
-    }
-}
-
-impl Chain {
-    /// When every layer that `pos` reaches has an empty L1 entry for it (or
-    /// ends before it), the guest bytes read as zeros up to the returned
-    /// offset: the nearest end of those layers' L1 ranges.
-    fn unmapped_until(&self, pos: u64) -> Option<u64> {
-        let mut until = self.size;
-        for layer in &self.layers {
-            if pos >= layer.virtual_size() {
-                return Some(until);
-            }
-            let img = layer.image()?;
-            let h = &img.header;
-            let span = h.l2_entries() << h.cluster.bits();
-            let idx = pos / span;
-            let entry = *img.l1().get(usize::try_from(idx).ok()?)?;
-            if entry & L1E_OFFSET_MASK != 0 {
-                return None;
-            }
-            until = until.min((idx + 1).saturating_mul(span));
-        }
-        Some(until)
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod entry;
 mod repo_tree;
 mod session;
+pub mod tickets;
 
 pub use repo_tree::repository_tree;
 pub use session::{DEFAULT_IDLE_SECS, DEFAULT_MAX_SESSIONS, Session, SessionInfo, SessionLimits, Sessions, Transfer};

@@ -7,6 +7,8 @@
 //! The pipeline never reopens a source by its name, so a source need not
 //! be a file at all.
 
+pub mod confine;
+
 use crate::block::{RawFile, ReadAt};
 use crate::qcow2::{self, Chain, Format, OpenOptions};
 use std::io;

@@ -39,17 +39,17 @@ fn kind(k: NodeKind) -> Kind {
     }
 }
 
-fn err(e: TreeError) -> bf::TreeError {
+fn err(e: TreeError) -> bf::NodeError {
     match e {
-        TreeError::NotFound => bf::TreeError::NotFound,
-        TreeError::NotADirectory => bf::TreeError::NotADirectory,
-        TreeError::IsADirectory => bf::TreeError::IsADirectory,
-        TreeError::NotASymlink => bf::TreeError::NotASymlink,
-        TreeError::InvalidPath(m) => bf::TreeError::InvalidArgument(m),
-        TreeError::Unavailable(m) => bf::TreeError::Unsupported(m),
-        TreeError::Fs(FsError::Unsupported(m)) => bf::TreeError::Unsupported(m),
-        TreeError::Fs(FsError::Io(e)) | TreeError::Io(e) => bf::TreeError::Io(e),
-        TreeError::Fs(other) => bf::TreeError::Corrupt(other.to_string()),
+        TreeError::Fs(FsError::NotFound) => bf::NodeError::NotFound,
+        TreeError::Fs(FsError::NotADirectory) => bf::NodeError::NotADirectory,
+        TreeError::Fs(FsError::IsADirectory) => bf::NodeError::IsADirectory,
+        TreeError::Fs(FsError::NotASymlink) => bf::NodeError::NotASymlink,
+        TreeError::InvalidPath(m) => bf::NodeError::InvalidArgument(m),
+        TreeError::Unavailable(m) => bf::NodeError::Unsupported(m),
+        TreeError::Fs(FsError::Unsupported(m)) => bf::NodeError::Unsupported(m),
+        TreeError::Fs(FsError::Io(e)) | TreeError::Io(e) => bf::NodeError::Io(e),
+        TreeError::Fs(other) => bf::NodeError::Corrupt(other.to_string()),
     }
 }
 
@@ -77,17 +77,17 @@ impl ReadOnlyTree for FuseTree {
         super::ROOT
     }
 
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, bf::TreeError> {
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, bf::NodeError> {
         let n = self.0.lookup(parent as Ino, name.as_bytes()).map_err(err)?;
         Ok(self.attr(&n))
     }
 
-    fn getattr(&self, ino: u64) -> Result<Attr, bf::TreeError> {
+    fn getattr(&self, ino: u64) -> Result<Attr, bf::NodeError> {
         let n = self.0.getattr(ino).map_err(err)?;
         Ok(self.attr(&n))
     }
 
-    fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), bf::TreeError> {
+    fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), bf::NodeError> {
         let listing = self.0.read_dir(ino).map_err(err)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for n in listing.entries.iter().skip(start) {
@@ -98,7 +98,7 @@ impl ReadOnlyTree for FuseTree {
         Ok(())
     }
 
-    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, bf::TreeError> {
+    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, bf::NodeError> {
         self.0.read(ino, offset, buf).map_err(err)
     }
 
@@ -108,11 +108,11 @@ impl ReadOnlyTree for FuseTree {
         }
     }
 
-    fn readlink(&self, ino: u64) -> Result<Vec<u8>, bf::TreeError> {
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>, bf::NodeError> {
         self.0.read_link(ino).map_err(err)
     }
 
-    fn xattrs(&self, ino: u64) -> Result<Vec<bf::Xattr>, bf::TreeError> {
+    fn xattrs(&self, ino: u64) -> Result<Vec<bf::Xattr>, bf::NodeError> {
         let all = self.0.xattrs(ino).map_err(err)?;
         Ok(all.into_iter().map(|x| bf::Xattr { name: x.name, value: x.value }).collect())
     }

@@ -19,6 +19,7 @@ pub use build::{add_backup_disks, add_disk, for_image};
 pub use names::{partition_folder, partition_label, volume_folder};
 
 use crate::block::{Extent, Lru, ReadAt, read_at_most};
+use crate::util::{lock, read, write};
 use crate::volume::fs::{Attr, Filesystem, FsError, FsStats, NodeKind, Timestamp, Xattr, bad_name};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -58,34 +59,17 @@ impl Listings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
-    #[error("no such file or folder")]
-    NotFound,
-    #[error("not a folder")]
-    NotADirectory,
-    #[error("is a folder")]
-    IsADirectory,
-    #[error("not a symbolic link")]
-    NotASymlink,
+    /// Not found, not a folder, is a folder, not a symlink, and what the
+    /// filesystem under the tree reports: one set of path errors, shared
+    /// with `volume::fs`.
+    #[error(transparent)]
+    Fs(#[from] FsError),
     #[error("invalid path: {0}")]
     InvalidPath(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error(transparent)]
-    Fs(FsError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-}
-
-impl From<FsError> for TreeError {
-    fn from(e: FsError) -> Self {
-        match e {
-            FsError::NotFound => TreeError::NotFound,
-            FsError::NotADirectory => TreeError::NotADirectory,
-            FsError::IsADirectory => TreeError::IsADirectory,
-            FsError::NotASymlink => TreeError::NotASymlink,
-            other => TreeError::Fs(other),
-        }
-    }
 }
 
 pub type Result<T, E = TreeError> = std::result::Result<T, E>;
@@ -248,15 +232,15 @@ impl Tree {
 
     fn add_vnode(&self, parent: Ino, name: &[u8], node: VNode, link: bool) -> Ino {
         let key = (parent, name.to_vec());
-        if let Some(&ino) = self.inner.named.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(&ino) = lock(&self.inner.named).get(&key) {
             return ino;
         }
         let ino = {
-            let mut v = self.inner.vnodes.write().unwrap_or_else(|p| p.into_inner());
+            let mut v = write(&self.inner.vnodes);
             v.push(node);
             (v.len() - 1) as Ino
         };
-        self.inner.named.lock().unwrap_or_else(|p| p.into_inner()).insert(key, ino);
+        lock(&self.inner.named).insert(key, ino);
         if link {
             self.link(parent, name, ino);
         }
@@ -265,7 +249,7 @@ impl Tree {
 
     /// Adds `ino` under `name` to the static folder `parent`.
     fn link(&self, parent: Ino, name: &[u8], ino: Ino) {
-        let mut v = self.inner.vnodes.write().unwrap_or_else(|p| p.into_inner());
+        let mut v = write(&self.inner.vnodes);
         if let Some(VNode { kind: VKind::Dir(children), .. }) = v.get_mut(parent as usize)
             && !children.iter().any(|c| c.name == name)
         {
@@ -274,7 +258,7 @@ impl Tree {
         drop(v);
         // Static folders only change while a tree is built: start the
         // listing cache afresh rather than track which entry went stale.
-        *self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()) = Listings::new();
+        *lock(&self.inner.listings) = Listings::new();
     }
 
     /// Adds a static folder.
@@ -322,7 +306,7 @@ impl Tree {
 
     /// Makes the root a folder whose children `source` computes.
     pub fn set_root_source(&self, source: Arc<dyn DirSource>) {
-        let mut v = self.inner.vnodes.write().unwrap_or_else(|p| p.into_inner());
+        let mut v = write(&self.inner.vnodes);
         v[ROOT as usize].kind = VKind::LazyDir(source);
     }
 
@@ -335,7 +319,7 @@ impl Tree {
     pub fn add_fs(&self, parent: Ino, name: &str, fs: Arc<dyn Filesystem>) -> Result<Ino> {
         let root = fs.root();
         let slot = {
-            let mut s = self.inner.slots.write().unwrap_or_else(|p| p.into_inner());
+            let mut s = write(&self.inner.slots);
             if s.len() >= MAX_FILESYSTEMS {
                 return Err(TreeError::Unavailable(format!("more than {MAX_FILESYSTEMS} filesystems in one tree")));
             }
@@ -352,15 +336,15 @@ impl Tree {
         if slot == 0 {
             return None;
         }
-        let fs = self.inner.slots.read().unwrap_or_else(|p| p.into_inner()).get(slot - 1)?.clone();
+        let fs = read(&self.inner.slots).get(slot - 1)?.clone();
         Some((fs, slot - 1, ino & NODE_MASK))
     }
 
     fn with_vnode<T>(&self, ino: Ino, f: impl FnOnce(&VNode) -> T) -> Result<T> {
-        let v = self.inner.vnodes.read().unwrap_or_else(|p| p.into_inner());
+        let v = read(&self.inner.vnodes);
         match v.get(ino as usize) {
             Some(n) if ino != 0 => Ok(f(n)),
-            _ => Err(TreeError::NotFound),
+            _ => Err(TreeError::Fs(FsError::NotFound)),
         }
     }
 
@@ -399,13 +383,13 @@ impl Tree {
 
     /// The entries of a folder (cached; shared between callers).
     pub fn read_dir(&self, ino: Ino) -> Result<Arc<Listing>> {
-        if let Some(l) = self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()).get(&ino) {
+        if let Some(l) = lock(&self.inner.listings).get(&ino) {
             return Ok(l);
         }
         let (listing, cache) = self.list_uncached(ino)?;
         let listing = Arc::new(listing);
         if cache {
-            self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()).insert(ino, listing.clone());
+            lock(&self.inner.listings).insert(ino, listing.clone());
         }
         Ok(listing)
     }
@@ -434,7 +418,7 @@ impl Tree {
         let kids = self.with_vnode(ino, |v| match &v.kind {
             VKind::Dir(c) => Ok(Kids::Static(c.clone())),
             VKind::LazyDir(s) => Ok(Kids::Lazy(s.clone())),
-            _ => Err(TreeError::NotADirectory),
+            _ => Err(TreeError::Fs(FsError::NotADirectory)),
         })??;
         let (children, cache) = match kids {
             Kids::Static(c) => (c, true),
@@ -455,15 +439,15 @@ impl Tree {
             return Err(TreeError::InvalidPath(format!("{:?} is not a name", String::from_utf8_lossy(name))));
         }
         if let Some((fs, slot, node)) = self.fs_of(parent) {
-            let cached = self.inner.listings.lock().unwrap_or_else(|p| p.into_inner()).get(&parent);
+            let cached = lock(&self.inner.listings).get(&parent);
             if let Some(l) = cached {
-                return l.get(name).cloned().ok_or(TreeError::NotFound);
+                return l.get(name).cloned().ok_or(TreeError::Fs(FsError::NotFound));
             }
             let e = fs.lookup(node, name)?;
             return Ok(Node::from_attr(e.name, fs_ino(slot, e.attr.node)?, &e.attr));
         }
         let l = self.read_dir(parent)?;
-        l.get(name).cloned().ok_or(TreeError::NotFound)
+        l.get(name).cloned().ok_or(TreeError::Fs(FsError::NotFound))
     }
 
     /// A node by path from the root ("/a/b", "a/b"). `..` is refused and
@@ -484,7 +468,7 @@ impl Tree {
                 return Err(TreeError::InvalidPath("NUL in path".into()));
             }
             if node.kind != NodeKind::Directory {
-                return Err(TreeError::NotADirectory);
+                return Err(TreeError::Fs(FsError::NotADirectory));
             }
             node = self.lookup(node.ino, part)?;
         }
@@ -507,7 +491,7 @@ impl Tree {
         }
         let data = self.with_vnode(ino, |v| match &v.kind {
             VKind::File(d) => Ok(d.clone()),
-            VKind::Dir(_) | VKind::LazyDir(_) => Err(TreeError::IsADirectory),
+            VKind::Dir(_) | VKind::LazyDir(_) => Err(TreeError::Fs(FsError::IsADirectory)),
             VKind::Symlink(_) => Err(TreeError::InvalidPath("a symbolic link has no bytes to read".into())),
         })??;
         Ok(read_at_most(&*data, offset, buf)?)
@@ -532,13 +516,13 @@ impl Tree {
         }
         self.with_vnode(ino, |v| match &v.kind {
             VKind::Symlink(t) => Ok(t.clone()),
-            _ => Err(TreeError::NotASymlink),
+            _ => Err(TreeError::Fs(FsError::NotASymlink)),
         })?
     }
 
     /// Space figures for `df`: the sum over the tree's filesystems.
     pub fn statfs(&self) -> FsStats {
-        let slots = self.inner.slots.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let slots = read(&self.inner.slots).clone();
         let mut total = FsStats { block_size: 4096, ..Default::default() };
         for fs in slots {
             if let Ok(s) = fs.statfs() {

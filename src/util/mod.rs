@@ -1,6 +1,9 @@
 //! Small shared helpers.
 
 pub mod flock;
+pub mod output;
+pub mod random;
+pub mod rlimit;
 pub mod time;
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};

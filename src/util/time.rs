@@ -35,6 +35,26 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The local time zone's offset from UTC in seconds (east positive) at
+/// instant `secs`, as the C library knows it (`TZ`, else /etc/localtime);
+/// 0 when it cannot tell. Retention buckets backups by local time.
+pub fn local_offset(secs: i64) -> i64 {
+    // time_t is 64 bits on every target this builds for.
+    let t = secs as libc::time_t;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r reads the time_t behind `&t` and writes one
+    // `struct tm` into `tm`, both live for the call; it is the reentrant
+    // form (no shared static buffer), so concurrent calls are fine.
+    let r = unsafe { libc::localtime_r(&t, tm.as_mut_ptr()) };
+    if r.is_null() {
+        return 0;
+    }
+    // SAFETY: localtime_r returned non-null, so it filled in `tm` (which
+    // was zeroed besides: every field is initialised either way).
+    let tm = unsafe { tm.assume_init() };
+    tm.tm_gmtoff
+}
+
 /// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
 pub fn rfc3339(secs: i64, nanos: u32) -> String {
     UtcTime { secs, nanos }.to_string()
@@ -143,6 +163,19 @@ impl serde::Serialize for UtcTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_offset_agrees_with_date() {
+        // date(1) uses the same C library time zone rules.
+        for t in [0i64, 1_774_746_000, 1_792_890_000, 1_800_000_000] {
+            let out = std::process::Command::new("date").arg("-d").arg(format!("@{t}")).arg("+%z").output().unwrap();
+            let z = String::from_utf8(out.stdout).unwrap();
+            let z = z.trim();
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let want = sign * (z[1..3].parse::<i64>().unwrap() * 3600 + z[3..5].parse::<i64>().unwrap() * 60);
+            assert_eq!(local_offset(t), want, "at {t} ({z})");
+        }
+    }
 
     #[test]
     fn known_dates() {

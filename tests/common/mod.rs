@@ -196,3 +196,14 @@ pub fn mutate_and_walk(base: &[u8], meta_end: u64, rounds: usize, seed: u64, wal
         walk(&data);
     }
 }
+
+/// The `.qcow2` files of a folder, sorted.
+pub fn qcow2_images(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "qcow2"))
+        .collect();
+    v.sort();
+    v
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
-use backchain_fuse::{Attr, DirEntry, Kind, ReadOnlyTree, Statfs, TreeError};
+use backchain_fuse::{Attr, DirEntry, Kind, NodeError, ReadOnlyTree, Statfs};
 
 /// The tree's root inode: deliberately not FUSE's 1, so the mapping is tested.
 pub const ROOT: u64 = 100;
@@ -204,13 +204,13 @@ impl MemTree {
         }
     }
 
-    fn node(&self, ino: u64) -> Result<&Node, TreeError> {
-        self.nodes.get(&ino).ok_or(TreeError::NotFound)
+    fn node(&self, ino: u64) -> Result<&Node, NodeError> {
+        self.nodes.get(&ino).ok_or(NodeError::NotFound)
     }
 
-    fn attr(&self, ino: u64) -> Result<Attr, TreeError> {
+    fn attr(&self, ino: u64) -> Result<Attr, NodeError> {
         if self.broken.contains(&ino) {
-            return Err(TreeError::Corrupt(format!("inode {ino} is damaged")));
+            return Err(NodeError::Corrupt(format!("inode {ino} is damaged")));
         }
         Ok(self.node(ino)?.attr.clone())
     }
@@ -221,21 +221,21 @@ impl ReadOnlyTree for MemTree {
         ROOT
     }
 
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, TreeError> {
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, NodeError> {
         if !matches!(self.node(parent)?.content, Content::Dir(_)) {
-            return Err(TreeError::NotADirectory);
+            return Err(NodeError::NotADirectory);
         }
         self.lookups.fetch_add(1, Ordering::SeqCst);
-        let ino = self.by_name.get(&(parent, name.to_owned())).ok_or(TreeError::NotFound)?;
+        let ino = self.by_name.get(&(parent, name.to_owned())).ok_or(NodeError::NotFound)?;
         self.attr(*ino)
     }
 
-    fn getattr(&self, ino: u64) -> Result<Attr, TreeError> {
+    fn getattr(&self, ino: u64) -> Result<Attr, NodeError> {
         self.attr(ino)
     }
 
-    fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), TreeError> {
-        let Content::Dir(children) = &self.node(ino)?.content else { return Err(TreeError::NotADirectory) };
+    fn readdir(&self, ino: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), NodeError> {
+        let Content::Dir(children) = &self.node(ino)?.content else { return Err(NodeError::NotADirectory) };
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(children.len());
         for child in &children[start..] {
             let n = self.node(*child)?;
@@ -246,7 +246,7 @@ impl ReadOnlyTree for MemTree {
         Ok(())
     }
 
-    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, TreeError> {
+    fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, NodeError> {
         self.reads.lock().unwrap().push((ino, offset, buf.len()));
         let node = self.node(ino)?;
         let size = node.attr.size;
@@ -263,8 +263,8 @@ impl ReadOnlyTree for MemTree {
                 self.gate.wait();
                 generate(*seed, offset, &mut buf[..len]);
             }
-            Content::Dir(_) => return Err(TreeError::IsADirectory),
-            Content::Link(_) => return Err(TreeError::InvalidArgument("a symlink".into())),
+            Content::Dir(_) => return Err(NodeError::IsADirectory),
+            Content::Link(_) => return Err(NodeError::InvalidArgument("a symlink".into())),
         }
         Ok(len)
     }
@@ -279,10 +279,10 @@ impl ReadOnlyTree for MemTree {
         reply(bytes);
     }
 
-    fn readlink(&self, ino: u64) -> Result<Vec<u8>, TreeError> {
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>, NodeError> {
         match &self.node(ino)?.content {
             Content::Link(target) => Ok(target.clone()),
-            _ => Err(TreeError::NotASymlink),
+            _ => Err(NodeError::NotASymlink),
         }
     }
 

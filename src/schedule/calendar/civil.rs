@@ -7,7 +7,7 @@
 //! unit, and it decides DST gaps and folds through glibc's `mktime`. To give
 //! the same elapses as `systemd-analyze calendar` we reproduce that:
 //! * a wall time in a DST gap is read with the offset from before the gap
-//!   (02:30 on a spring-forward night becomes 03:30), and
+//!   (02:30 on a spring-forward night becomes 03:30),
 //! * a wall time that occurs twice takes the offset glibc would guess: the
 //!   one used by the previous conversion, when it is one of the two
 //!   candidates (so a search that starts inside the repeated hour stays in
@@ -139,6 +139,23 @@ impl Clock {
         }
     }
 
+    /// When a wall time is asked for as DST (or not) but is not, glibc reads
+    /// it with the offset of the nearest time of that kind, probing a week
+    /// apart in both directions for up to about seven years.
+    fn nearby_of_kind(&self, epoch: i64, isdst: bool) -> Option<i64> {
+        const STRIDE: i64 = 601_200;
+        const BOUND: i64 = 457_243_200 / 2 + STRIDE;
+        let (_, dst) = self.offset_at(epoch)?;
+        if dst == isdst {
+            return None;
+        }
+        (1..BOUND / STRIDE)
+            .flat_map(|k| [-k * STRIDE, k * STRIDE])
+            .filter_map(|d| self.offset_at(epoch.checked_add(d)?))
+            .find(|&(_, dst)| dst == isdst)
+            .map(|(offset, _)| offset)
+    }
+
     /// The offset to read a wall time with, as `mktime` does.
     fn resolve(&self, wall: i64, isdst: Option<bool>) -> Option<i64> {
         let Zone::Tz(tz) = &self.zone else { return Some(0) };
@@ -155,7 +172,13 @@ impl Clock {
         .ok()?;
         let secs = |o: jiff::tz::Offset| i64::from(o.seconds());
         let (before, after, gap) = match tz.to_ambiguous_timestamp(dt).offset() {
-            AmbiguousOffset::Unambiguous { offset } => return Some(secs(offset)),
+            AmbiguousOffset::Unambiguous { offset } => {
+                let offset = secs(offset);
+                return Some(match isdst {
+                    Some(dst) => self.nearby_of_kind(wall - offset, dst).unwrap_or(offset),
+                    None => offset,
+                });
+            }
             AmbiguousOffset::Gap { before, after } => (secs(before), secs(after), true),
             AmbiguousOffset::Fold { before, after } => (secs(before), secs(after), false),
         };
@@ -224,6 +247,11 @@ mod tests {
         assert_eq!(clock.mktime(&Tm { isdst: Some(false), ..fold }).unwrap().0, 1_792_891_800);
         let (_, t) = clock.mktime(&Tm { isdst: Some(true), ..gap }).unwrap();
         assert_eq!((t.mday, t.hour, t.min), (29, 1, 30));
+        // Asked for as summer time a week before DST starts: read with the
+        // summer offset, an hour early (glibc's neighbour probe).
+        let early = Tm { year: 2026, mon: 2, mday: 22, hour: 12, min: 0, sec: 0, isdst: Some(true) };
+        let (_, t) = clock.mktime(&early).unwrap();
+        assert_eq!((t.mday, t.hour, t.isdst), (22, 11, Some(false)));
         // Santiago's DST starts at midnight: 00:00 as summer time is 23:00
         // the day before, as standard time 01:00.
         let mut chile = Clock::new(Zone::Tz(TimeZone::get("America/Santiago").unwrap()));

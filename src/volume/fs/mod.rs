@@ -142,9 +142,7 @@ impl Rdev {
 
 /// Locks a filesystem's cache. A panic while holding a cache lock leaves
 /// only a cache behind, so a poisoned lock is used as it is.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use crate::util::lock;
 
 /// Seconds and nanoseconds since the Unix epoch (may be negative).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]

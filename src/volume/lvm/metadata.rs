@@ -183,7 +183,10 @@ fn segment(seg: &Section, ctx: &str) -> Result<SegMeta, LvmError> {
         }
         // One stripe needs no stripe size; several do.
         let stripe_size = if count > 1 { uint(seg, "stripe_size", ctx)? } else { 0 };
-        SegKind::Striped { stripe_size: stripe_size.saturating_mul(META_SECTOR), stripes }
+        let stripe_size = stripe_size
+            .checked_mul(META_SECTOR)
+            .ok_or_else(|| corrupt(format!("{ctx}: stripe_size = {stripe_size}")))?;
+        SegKind::Striped { stripe_size, stripes }
     } else {
         SegKind::Other {
             type_name: type_name.to_string(),

@@ -64,8 +64,8 @@ impl BtrfsFs {
                 continue;
             }
             let first = pos / ss * ss;
-            let want_end = (logical + out.len() as u64).div_ceil(ss) * ss;
-            let last = want_end.min(first + MAX_VERIFY_READ).min(pos + room);
+            let want_end = (logical + out.len() as u64).div_ceil(ss).saturating_mul(ss);
+            let last = want_end.min(first.saturating_add(MAX_VERIFY_READ)).min(pos + room);
             if last <= first || !(last - first).is_multiple_of(ss) {
                 return Err(FsError::corrupt(0, format!("extent at logical {pos} is not sector-aligned")));
             }

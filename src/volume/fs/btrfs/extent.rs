@@ -76,7 +76,7 @@ impl FileExtent {
                 let fits = offset.checked_add(num_bytes).is_some_and(|end| {
                     if compression == COMPRESS_NONE { end <= disk_num_bytes } else { end <= ram_bytes }
                 });
-                if disk_bytenr != 0 && !fits {
+                if disk_bytenr != 0 && (!fits || disk_bytenr.checked_add(disk_num_bytes).is_none()) {
                     return Err(bad(format!("range {offset}+{num_bytes} leaves its disk extent")));
                 }
                 let data = if ty == EXTENT_PREALLOC || disk_bytenr == 0 {

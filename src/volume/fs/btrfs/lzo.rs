@@ -156,4 +156,20 @@ mod tests {
         assert_eq!(decompress(&lits, &mut out), Err(LzoError::OutputOverrun));
         assert_eq!(decompress(&[0x11, 0, 0, 5], &mut out), Err(LzoError::TrailingInput));
     }
+
+    #[test]
+    fn random_streams_never_panic() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut out = vec![0u8; 4096];
+        for round in 0..20_000 {
+            let mut src = vec![0u8; 1 + round % 300];
+            for b in &mut src {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let _ = decompress(&src, &mut out);
+        }
+    }
 }

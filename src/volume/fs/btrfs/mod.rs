@@ -29,7 +29,7 @@ mod tree;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::block::{Lru, ReadAt};
 use crate::volume::fs::{
@@ -97,10 +97,7 @@ pub fn fuzz_decompress(data: &[u8]) {
     let _ = compress::decompress(kind, extent, MAX_COMPRESSED as usize, sectorsize as usize);
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a cache lock leaves only a cache behind.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::util::lock;
 
 impl BtrfsFs {
     pub fn open(volume: Arc<dyn ReadAt>) -> Result<Option<BtrfsFs>, FsError> {

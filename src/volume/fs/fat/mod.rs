@@ -14,8 +14,9 @@ mod bpb;
 mod dir;
 mod table;
 
+use crate::util::lock;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::block::{Extent, Lru, ReadAt};
 use crate::volume::fs::{Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, NodeId, NodeKind};
@@ -65,11 +66,6 @@ pub fn open(volume: &Arc<dyn ReadAt>) -> Result<Option<Arc<dyn Filesystem>>, FsE
 /// Opens a FAT filesystem from `data` and walks it (for cargo-fuzz).
 pub fn fuzz_open_walk(data: &[u8]) {
     super::fuzz::open_walk(data, open);
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a cache lock leaves only a cache behind.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn label_text(raw: &[u8; 11]) -> Option<String> {

@@ -8,6 +8,7 @@
 //! straight to the volume with one `read_exact_at` per run.
 #![forbid(unsafe_code)]
 
+use crate::util::lock;
 use std::sync::{Arc, Mutex};
 
 use super::layout::MAX_COMPRESSION_UNIT;
@@ -197,7 +198,7 @@ impl Stream {
                 // A unit that did not compress is stored in full.
                 UnitLayout::Stored => self.read_raw(vol, start + within as u64, dst)?,
                 UnitLayout::Compressed(clusters) => {
-                    let cached = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&(key, unit));
+                    let cached = lock(cache).get(&(key, unit));
                     let data = match cached {
                         Some(d) => d,
                         None => {
@@ -208,7 +209,7 @@ impl Stream {
                                 FsError::corrupt(start + e.offset as u64, format!("compression unit {unit}: {e}"))
                             })?;
                             let d = Arc::new(out);
-                            cache.lock().unwrap_or_else(|e| e.into_inner()).insert((key, unit), d.clone());
+                            lock(cache).insert((key, unit), d.clone());
                             d
                         }
                     };

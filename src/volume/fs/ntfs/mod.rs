@@ -25,6 +25,7 @@ mod reparse;
 mod secure;
 mod xattr;
 
+use crate::util::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -310,11 +311,11 @@ impl NtfsFs {
     }
 
     fn node(&self, frn: NodeId) -> Result<Arc<Node>, FsError> {
-        if let Some(n) = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&frn) {
+        if let Some(n) = lock(&self.nodes).get(&frn) {
             return Ok(n);
         }
         let n = Arc::new(self.build_node(frn)?);
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(frn, n.clone());
+        lock(&self.nodes).insert(frn, n.clone());
         Ok(n)
     }
 
@@ -450,7 +451,7 @@ impl NtfsFs {
     }
 
     fn listing(&self, dir: NodeId) -> Result<Arc<Listing>, FsError> {
-        if let Some(l) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&dir) {
+        if let Some(l) = lock(&self.dirs).get(&dir) {
             return Ok(l);
         }
         let node = self.node(dir)?;
@@ -471,7 +472,7 @@ impl NtfsFs {
             if by_name.contains_key(&name) {
                 continue;
             }
-            let attr = match self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&e.frn) {
+            let attr = match lock(&self.nodes).get(&e.frn) {
                 Some(n) => n.attr.clone(),
                 None => match self.build_node(e.frn) {
                     Ok(n) => n.attr,
@@ -486,7 +487,7 @@ impl NtfsFs {
             entries.push(DirEntry { name, attr });
         }
         let l = Arc::new(Listing { entries, by_name });
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(dir, l.clone());
+        lock(&self.dirs).insert(dir, l.clone());
         Ok(l)
     }
 
