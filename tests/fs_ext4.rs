@@ -129,7 +129,7 @@ fn compare(
             assert_eq!(a.size, target.len() as u64);
             c.links += 1;
         } else if md.file_type().is_fifo() {
-            assert_eq!(a.kind, NodeKind::Other);
+            assert_eq!(a.kind, NodeKind::Fifo);
             assert!(fs.read(a.node, 0, &mut [0u8; 4]).is_err());
         } else if md.is_dir() {
             assert_eq!(a.kind, NodeKind::Directory);
