@@ -436,3 +436,41 @@ fn wait_for_partial(repo: &Path, child: &mut std::process::Child) -> std::time::
 fn kill9(pid: u32) {
     run(std::process::Command::new("kill").args(["-9", &pid.to_string()]));
 }
+
+/// A broken chain is never extended (issue 12 items 7 and 13): with a
+/// middle image moved away, `--type incremental` fails before writing and
+/// says to run a full; `auto` starts a new full chain with a note. A damaged
+/// digest map is treated the same way.
+#[test]
+fn a_broken_parent_chain_is_never_extended() {
+    let d = tempdir();
+    let repo = d.path().join("repo");
+    let mut rng = Rng::new(12);
+    let disk = d.path().join("disk.raw");
+    make_disk(&disk, 8 * MIB, &mut rng);
+    let mut images = Vec::new();
+    for _ in 0..3 {
+        change(&disk, 4, &mut rng);
+        let r = backup(&repo, "vm", &[&disk], &[]);
+        images.push(repo.join(r["disks"][0]["image_path"].as_str().unwrap()));
+    }
+    let aside = d.path().join("moved.qcow2");
+    fs::rename(&images[1], &aside).unwrap();
+    let before = json(&run(bc(&repo).args(["list", "--json"]))).as_array().unwrap().len();
+    let err = run_fail(bc(&repo).args(["backup", "--vm", "vm", "--type", "incremental", "--disk"]).arg(&disk));
+    assert!(err.contains("cannot be used as a parent") && err.contains("--type full"), "{err}");
+    assert_eq!(json(&run(bc(&repo).args(["list", "--json"]))).as_array().unwrap().len(), before);
+
+    let r = backup(&repo, "vm", &[&disk], &[]);
+    assert_eq!(r["backup_type"], "full", "{r}");
+    assert!(r["notes"][0].as_str().unwrap().contains("starting a new full chain"), "{r}");
+    let full = repo.join(r["disks"][0]["image_path"].as_str().unwrap());
+    check_image(&full, &disk);
+
+    // A damaged digest map of the newest backup: the same.
+    let map = full.with_extension("digests");
+    fs::write(&map, b"not a digest map").unwrap();
+    let r = backup(&repo, "vm", &[&disk], &[]);
+    assert_eq!(r["backup_type"], "full", "{r}");
+    assert!(r["notes"][0].as_str().unwrap().contains("digest map"), "{r}");
+}

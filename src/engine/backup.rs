@@ -69,6 +69,23 @@ struct Plan {
     chain: ChainRef,
 }
 
+/// Why the parent `p` cannot carry an incremental of a disk of `size`
+/// bytes: its chain does not open (a moved or damaged image) or its digest
+/// map does not read or match. `None` when it can.
+fn parent_fault(repo: &Repo, p: &BackupDisk, size: u64) -> Option<String> {
+    let opts = crate::qcow2::OpenOptions { confine_to: Some(repo.root().to_path_buf()), ..Default::default() };
+    if let Err(e) = crate::qcow2::Chain::open(&repo.path(&p.image_path), &opts) {
+        return Some(format!("its image chain does not open: {e}"));
+    }
+    match MapReader::open(&repo.path(&p.digest_path)) {
+        Err(e) => Some(format!("its digest map does not read: {e}")),
+        Ok(m) if m.virtual_size != size => {
+            Some(format!("its digest map is for {} bytes, the disk has {size}", m.virtual_size))
+        }
+        Ok(_) => None,
+    }
+}
+
 /// A fresh backup id: sortable by time, unique across VMs and processes.
 pub fn new_backup_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
@@ -111,10 +128,28 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
                 ));
                 (None, ChainRef::New)
             }
-            (_, Some(p)) => {
-                let chain = ChainRef::Existing(p.chain_id);
-                (Some(p), chain)
-            }
+            (kind, Some(p)) => match parent_fault(repo, &p, source.size()) {
+                None => {
+                    let chain = ChainRef::Existing(p.chain_id);
+                    (Some(p), chain)
+                }
+                // An incremental on a chain that cannot be read could never
+                // be opened either: say so before anything is written.
+                Some(why) if kind == Requested::Incremental => {
+                    return Err(EngineError::Repository(format!(
+                        "disk {i} of VM {}: its last backup {} cannot be used as a parent: {why}; \
+                         run a full backup (--type full) to start a new chain",
+                        req.vm, p.backup_id
+                    )));
+                }
+                Some(why) => {
+                    notes.push(format!(
+                        "disk {i}: its last backup {} cannot be used as a parent ({why}): starting a new full chain",
+                        p.backup_id
+                    ));
+                    (None, ChainRef::New)
+                }
+            },
         };
         plans.push(Plan { source, parent, chain });
     }
