@@ -474,3 +474,38 @@ fn a_broken_parent_chain_is_never_extended() {
     assert_eq!(r["backup_type"], "full", "{r}");
     assert!(r["notes"][0].as_str().unwrap().contains("digest map"), "{r}");
 }
+
+/// A lost catalog never silently becomes a new repository (issue 12 item
+/// 6): read-only commands never create a repository, and a repository whose
+/// vms/ holds images but whose catalog is missing or empty is refused, by
+/// backups too, with a message naming the way out.
+#[test]
+fn a_lost_catalog_is_refused_and_reads_create_nothing() {
+    let d = tempdir();
+    let typo = d.path().join("repo-typo");
+    for args in [vec!["list"], vec!["verify"], vec!["chain", "vm"]] {
+        let err = run_fail(bc(&typo).args(&args));
+        assert!(err.contains("no repository at"), "{args:?}: {err}");
+    }
+    assert!(!typo.exists(), "a read-only command created {}", typo.display());
+
+    let repo = d.path().join("repo");
+    let mut rng = Rng::new(13);
+    let disk = d.path().join("disk.raw");
+    make_disk(&disk, 4 * MIB, &mut rng);
+    backup(&repo, "vm", &[&disk], &[]);
+    let catalog = repo.join("catalog.db");
+    for lose in ["truncate", "remove"] {
+        if lose == "truncate" {
+            fs::OpenOptions::new().write(true).open(&catalog).unwrap().set_len(0).unwrap();
+        } else {
+            fs::remove_file(&catalog).unwrap();
+        }
+        for args in [vec!["list"], vec!["verify"]] {
+            let err = run_fail(bc(&repo).args(&args));
+            assert!(err.contains("missing or empty") && err.contains("catalog.db"), "{lose} {args:?}: {err}");
+        }
+        let err = run_fail(bc(&repo).args(["backup", "--vm", "vm", "--disk"]).arg(&disk));
+        assert!(err.contains("refusing to start a new catalog"), "{lose}: {err}");
+    }
+}

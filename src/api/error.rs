@@ -74,7 +74,9 @@ impl From<RepoError> for ApiError {
             RepoError::NoBackup(_) | RepoError::NoDisk { .. } => Self::not_found(e.to_string()),
             RepoError::NotCompleted { .. } => Self::new(StatusCode::CONFLICT, "not_completed", e.to_string()),
             RepoError::Image { .. } => Self::new(StatusCode::CONFLICT, "unavailable", e.to_string()),
-            RepoError::Io { .. } => Self::internal(e.to_string()),
+            RepoError::Io { .. } | RepoError::Missing(_) | RepoError::CatalogLost { .. } => {
+                Self::internal(e.to_string())
+            }
         }
     }
 }

@@ -223,8 +223,18 @@ fn repo_dir(arg: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("backchain-repo"))
 }
 
-/// Runs `f` with the repository open (created on first use).
+/// Runs `f` with an existing repository open: commands that read never
+/// create one (a mistyped --repo is an error, not an empty repository).
 fn with_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliError>) -> Result<T, CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let repo = Repo::open_existing(&repo_dir(dir), rt.handle().clone())?;
+    let r = f(&repo);
+    repo.close();
+    r
+}
+
+/// [`with_repo`] that creates the repository on first use (backups).
+fn with_new_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliError>) -> Result<T, CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let repo = Repo::open(&repo_dir(dir), rt.handle().clone())?;
     let r = f(&repo);
@@ -257,7 +267,9 @@ pub fn main() -> ExitCode {
                 TypeArg::Full => Requested::Full,
                 TypeArg::Incremental => Requested::Incremental,
             };
-            with_repo(dir, |r| repo::backup(r, vm, disks, kind, compress.map(image::CompressArg::compression), json))
+            with_new_repo(dir, |r| {
+                repo::backup(r, vm, disks, kind, compress.map(image::CompressArg::compression), json)
+            })
         }
         Command::Mount { mut args, foreground, allow_other, direct_io, page_cache } => {
             // OK to unwrap: clap requires one or two values.

@@ -41,12 +41,12 @@ pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (tree, fsname) = match a.target.as_deref().map(target::parse) {
         None => {
-            let repo = Arc::new(Repo::open(&repo_dir, rt.handle().clone())?);
+            let repo = Arc::new(Repo::open_existing(&repo_dir, rt.handle().clone())?);
             (backchain::restore::repository_tree(repo), "backchain-repo".to_string())
         }
         Some(Target::Image(p)) => (tree::for_image(&p, &OpenOptions::default())?, p.display().to_string()),
         Some(Target::Backup { id, disk }) => {
-            let repo = Repo::open(&repo_dir, rt.handle().clone())?;
+            let repo = Repo::open_existing(&repo_dir, rt.handle().clone())?;
             let t: Tree = target::backup_tree(&repo, &id, disk)?;
             (t, id)
         }

@@ -42,12 +42,61 @@ pub enum RepoError {
     /// A committed image that cannot be opened.
     #[error("backup {id} disk {disk}: {message}")]
     Image { id: String, disk: i64, message: String },
+    #[error(
+        "no repository at {0} (no catalog.db there): check --repo or $BACKCHAIN_REPO; a backup creates a new repository"
+    )]
+    Missing(String),
+    #[error(
+        "{root}: vms/ holds {images} image files but the catalog ({root}/catalog.db) is missing or empty; \
+         refusing to start a new catalog over them (their backups would be orphaned): put back catalog.db \
+         from a copy, or move vms/ aside to start afresh"
+    )]
+    CatalogLost { root: String, images: usize },
 }
 
 impl RepoError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         RepoError::Io { path: path.display().to_string(), source }
     }
+}
+
+/// The catalog's file in a repository.
+pub const CATALOG_FILE: &str = "catalog.db";
+/// Image files counted when looking for orphans, at most.
+const MAX_ORPHAN_SCAN: usize = 100_000;
+
+/// Refuses a repository whose catalog is gone (missing or truncated to
+/// nothing) while `vms/` still holds images: opening it would start a new,
+/// empty catalog, and the next backup a new full chain, orphaning them.
+fn check_catalog_not_lost(root: &Path) -> Result<(), RepoError> {
+    let empty = match fs::metadata(root.join(CATALOG_FILE)) {
+        Ok(m) => m.len() == 0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(RepoError::io(&root.join(CATALOG_FILE), e)),
+    };
+    if !empty {
+        return Ok(());
+    }
+    let images = count_images(&root.join("vms"));
+    if images > 0 {
+        return Err(RepoError::CatalogLost { root: root.display().to_string(), images });
+    }
+    Ok(())
+}
+
+/// QCOW2 files under `vms/<vm>/disk-<N>/`.
+fn count_images(vms: &Path) -> usize {
+    let dirs = |p: &Path| fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path()).collect::<Vec<_>>();
+    let mut n = 0;
+    for vm in dirs(vms) {
+        for disk in dirs(&vm) {
+            n += dirs(&disk).iter().filter(|f| f.extension().is_some_and(|x| x == "qcow2")).count();
+            if n >= MAX_ORPHAN_SCAN {
+                return n;
+            }
+        }
+    }
+    n
 }
 
 /// An open repository: its folder and catalog. Its calls block; they must
@@ -85,15 +134,26 @@ impl Repo {
     /// Opens the repository at `root`, creating it on first use, and cleans
     /// up after jobs that died (see `recover`).
     pub fn open(root: &Path, rt: Handle) -> Result<Self, RepoError> {
+        check_catalog_not_lost(root)?;
         for d in [root.to_path_buf(), root.join("vms"), root.join("locks")] {
             fs::create_dir_all(&d).map_err(|e| RepoError::io(&d, e))?;
         }
         let root = root.canonicalize().map_err(|e| RepoError::io(root, e))?;
-        let catalog = rt.block_on(Catalog::open_sqlite(&root.join("catalog.db")))?;
+        let catalog = rt.block_on(Catalog::open_sqlite(&root.join(CATALOG_FILE)))?;
         let db = SyncCatalog::new(catalog.clone(), rt);
         let repo = Self { root, catalog, db };
         repo.recover_all()?;
         Ok(repo)
+    }
+
+    /// Opens a repository that must exist already: for commands that only
+    /// read, which must not create one at a mistyped path.
+    pub fn open_existing(root: &Path, rt: Handle) -> Result<Self, RepoError> {
+        if !root.join(CATALOG_FILE).is_file() {
+            check_catalog_not_lost(root)?;
+            return Err(RepoError::Missing(root.display().to_string()));
+        }
+        Self::open(root, rt)
     }
 
     pub fn root(&self) -> &Path {
