@@ -509,3 +509,29 @@ fn a_lost_catalog_is_refused_and_reads_create_nothing() {
         assert!(err.contains("refusing to start a new catalog"), "{lose}: {err}");
     }
 }
+
+/// `backchain delete` drops the newest restore point of a chain and its
+/// files; one that a later backup depends on is refused (issue 12 item 8).
+#[test]
+fn delete_drops_the_newest_point_and_refuses_a_parent() {
+    let d = tempdir();
+    let repo = d.path().join("repo");
+    let mut rng = Rng::new(14);
+    let disk = d.path().join("disk.raw");
+    make_disk(&disk, 4 * MIB, &mut rng);
+    let full = backup(&repo, "vm", &[&disk], &[]);
+    change(&disk, 3, &mut rng);
+    let inc = backup(&repo, "vm", &[&disk], &[]);
+    let full_id = full["backup_id"].as_str().unwrap();
+    let inc_id = inc["backup_id"].as_str().unwrap();
+    let err = run_fail(bc(&repo).args(["delete", full_id]));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let inc_image = repo.join(inc["disks"][0]["image_path"].as_str().unwrap());
+    assert!(inc_image.exists());
+    let out = json(&run(bc(&repo).args(["delete", inc_id, "--json"])));
+    assert_eq!(out["deleted"], inc_id);
+    assert!(!inc_image.exists());
+    let list = json(&run(bc(&repo).args(["list", "--json"])));
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [full_id]);
+}

@@ -92,6 +92,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drop one restore point: today the newest of its chain (one that no
+    /// later backup depends on); `prune` merges older ones away.
+    Delete {
+        backup_id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the chain of each disk of a VM.
     Chain {
         vm: String,
@@ -286,6 +293,7 @@ pub fn main() -> ExitCode {
         Command::Calendar(args) => calendar::run(args),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
+        Command::Delete { backup_id, json } => with_repo(dir, |r| repo::delete(r, &backup_id, json)),
         Command::Prune {
             vm,
             keep_last,

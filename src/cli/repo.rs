@@ -135,6 +135,16 @@ pub fn prune(repo: &Repo, req: &backchain::engine::prune::PruneRequest, json: bo
     Ok(())
 }
 
+pub fn delete(repo: &Repo, id: &str, json: bool) -> Result<(), CliError> {
+    let removed = backchain::engine::delete_backup(repo, id)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"deleted": id, "files_removed": removed}))?);
+    } else {
+        outln!("deleted {id} ({} files removed)", removed.len());
+    }
+    Ok(())
+}
+
 pub fn chain(repo: &Repo, vm: &str, json: bool) -> Result<(), CliError> {
     let chains = repo.db().chains(vm)?;
     if chains.is_empty() && repo.db().vm_id(vm, false)?.is_none() {
