@@ -108,3 +108,14 @@ fn outputs_never_overwrite_their_inputs_or_a_good_file() {
     let after: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before.len(), after.len(), "no temporary file left: {after:?}");
 }
+
+/// A symlink loop given as an image is an image path with its own error,
+/// not "no such backup" (issue 12 item 13).
+#[test]
+fn a_symlink_loop_image_says_so() {
+    let t = tempdir();
+    std::os::unix::fs::symlink("loop-b", t.path().join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", t.path().join("loop-b")).unwrap();
+    let err = run_fail(backchain().args(["ls", "loop-a", "/"]).current_dir(t.path()));
+    assert!(!err.contains("no such backup") && err.contains("symbolic links"), "{err}");
+}

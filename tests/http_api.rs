@@ -300,6 +300,10 @@ fn folders_as_zip_and_tar_gz_match_the_source() {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert!(r.header("content-disposition").unwrap().contains(&format!("disk-0.{kind}")));
         extract_and_compare(&s, &r.body, kind);
+        // HEAD answers GET's headers: no length claimed for a streamed archive.
+        let h = s.call("HEAD", &format!("/restore/{m}/download-directory?path=/disk-0&format={kind}"), None);
+        assert_eq!(h.status, 200);
+        assert_eq!(h.header("content-length"), r.header("content-length"), "HEAD vs GET");
     }
     let r = s.call("GET", &format!("/restore/{m}/download-directory?path=/disk-0&format=rar"), None);
     assert_eq!(r.status, 400);

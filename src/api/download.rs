@@ -301,7 +301,9 @@ fn archive_response(
         .header(header::CONTENT_TYPE, mime)
         .header(header::CONTENT_DISPOSITION, content_disposition(&name));
     let body = if *method == Method::HEAD {
-        Body::empty()
+        // A body of unknown length, as GET's stream: HEAD must not claim
+        // `Content-Length: 0` for an archive GET would send.
+        Body::from_stream(futures_util::stream::empty::<Result<axum::body::Bytes, io::Error>>())
     } else {
         stream_archive(s.tree.clone(), node.ino, format, s.transfer())
     };

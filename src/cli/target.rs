@@ -13,7 +13,9 @@ pub enum Target {
 }
 
 pub fn parse(s: &str) -> Target {
-    if Path::new(s).exists() || s.contains('/') {
+    // symlink_metadata: a symlink loop or a dangling link is still a path
+    // (opening it then says why), never taken for a backup id.
+    if std::fs::symlink_metadata(s).is_ok() || s.contains('/') {
         return Target::Image(PathBuf::from(s));
     }
     if let Some((id, n)) = s.rsplit_once(':')
