@@ -818,3 +818,31 @@ fn clients_that_never_finish_their_headers_do_not_starve_the_server() {
         assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"), "{:?}", &buf[..n]);
     }
 }
+
+/// The listing JSON shows special types with their device numbers, the
+/// names of each entry's xattrs and whether it has an ACL (issue 18).
+#[test]
+fn listings_show_special_types_xattr_names_and_acls() {
+    let s = server(Options::default());
+    let src = s.dir.path().join("meta-src");
+    run(tool("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/metadata/make_tree.sh")).arg(&src));
+    let img = s.dir.path().join("meta.img");
+    std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+    run(tool("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-I", "256", "-d"]).arg(&src).arg(&img));
+    let (_, m) = backup_and_mount(&s, "meta", &img);
+    let m = m["mount_id"].as_str().unwrap().to_string();
+    let root = s.ls(&m, "/");
+    let vol = root["entries"][0]["path"].as_str().unwrap().to_string();
+    let list = s.ls(&m, &vol);
+    let get = |n: &str| list["entries"].as_array().unwrap().iter().find(|e| e["name"] == n).unwrap().clone();
+    let tagged = get("tagged");
+    let tagged: Vec<&str> = tagged["xattrs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for name in ["user.comment", "trusted.overlay", "security.selinux"] {
+        assert!(tagged.contains(&name), "{name} in {tagged:?}");
+    }
+    assert_eq!(get("shared")["acl"], true);
+    assert!(get("plain").get("acl").is_none() && get("plain").get("xattrs").is_none());
+    assert_eq!(get("null")["type"], "chardevice");
+    assert_eq!(get("null")["device"], json!({"major": 1, "minor": 3}));
+    assert_eq!(get("fifo")["type"], "fifo");
+}

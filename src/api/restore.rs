@@ -88,7 +88,9 @@ pub async fn files(State(st): St, Path(id): Path<String>, RawQuery(q): RawQuery)
         let mut entries = Vec::with_capacity(to.saturating_sub(from));
         for n in &listing.entries[from..to] {
             let target = if n.kind == NodeKind::Symlink { Some(tree.read_link(n.ino)?) } else { None };
-            entries.push(Entry::new(&path, n, target));
+            // An unreadable attribute block costs the entry its names only.
+            let xattrs = tree.xattrs(n.ino).unwrap_or_default();
+            entries.push(Entry::new(&path, n, target).with_xattrs(&xattrs));
         }
         Ok(json!({
             "path": String::from_utf8_lossy(&path),

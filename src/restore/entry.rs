@@ -38,6 +38,15 @@ pub struct Entry {
     /// A device node's numbers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<Device>,
+    /// The names of the node's extended attributes (values are not sent);
+    /// left out when it has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<String>,
+    /// Whether the node carries a POSIX ACL (access or default) beyond its
+    /// mode bits. (An NTFS file's security descriptor is in `xattrs` as
+    /// `system.ntfs_acl`.)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub acl: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,7 +104,17 @@ impl Entry {
             target: target.map(|t| String::from_utf8_lossy(&t).into_owned()),
             note: node.note.clone(),
             device: node.kind.rdev().map(|r| Device { major: r.major, minor: r.minor }),
+            xattrs: Vec::new(),
+            acl: false,
         }
+    }
+
+    /// Adds the names of `xattrs`, and whether one is an ACL.
+    pub fn with_xattrs(mut self, xattrs: &[crate::volume::fs::Xattr]) -> Self {
+        const ACLS: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
+        self.acl = xattrs.iter().any(|x| ACLS.contains(&x.name.as_slice()));
+        self.xattrs = xattrs.iter().map(|x| String::from_utf8_lossy(&x.name).into_owned()).collect();
+        self
     }
 }
 
