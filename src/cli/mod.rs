@@ -233,17 +233,21 @@ fn repo_dir(arg: Option<PathBuf>) -> PathBuf {
 /// Runs `f` with an existing repository open: commands that read never
 /// create one (a mistyped --repo is an error, not an empty repository).
 fn with_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliError>) -> Result<T, CliError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let repo = Repo::open_existing(&repo_dir(dir), rt.handle().clone())?;
-    let r = f(&repo);
-    repo.close();
-    r
+    opened(dir, Repo::open_existing, f)
 }
 
 /// [`with_repo`] that creates the repository on first use (backups).
 fn with_new_repo<T>(dir: Option<PathBuf>, f: impl FnOnce(&Repo) -> Result<T, CliError>) -> Result<T, CliError> {
+    opened(dir, Repo::open, f)
+}
+
+fn opened<T>(
+    dir: Option<PathBuf>,
+    open: fn(&std::path::Path, tokio::runtime::Handle) -> Result<Repo, backchain::repo::RepoError>,
+    f: impl FnOnce(&Repo) -> Result<T, CliError>,
+) -> Result<T, CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let repo = Repo::open(&repo_dir(dir), rt.handle().clone())?;
+    let repo = open(&repo_dir(dir), rt.handle().clone())?;
     let r = f(&repo);
     repo.close();
     r

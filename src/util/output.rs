@@ -78,11 +78,6 @@ impl Output {
         self.tmp.as_deref().unwrap_or(&self.path)
     }
 
-    /// Whether the output is a device written in place.
-    pub fn is_device(&self) -> bool {
-        self.tmp.is_none()
-    }
-
     /// Syncs the written file and puts it in place of the target.
     pub fn commit(mut self) -> Result<(), OutputError> {
         let Some(tmp) = self.tmp.take() else { return Ok(()) };

@@ -17,6 +17,7 @@
 //!   a gap or fold time takes the offset of that kind: 00:00 in a gap that
 //!   starts at midnight, read as summer time, is 23:00 the day before.
 
+use crate::util::time::{civil_from_days, days_from_civil};
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::{AmbiguousOffset, TimeZone};
@@ -37,31 +38,6 @@ pub(crate) struct Tm {
     pub isdst: Option<bool>,
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (month 1..=12).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    // Count from 0000-03-01 so the leap day ends each 4-year cycle.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of [`days_from_civil`]: (year, month 1..=12, day).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 impl Tm {
     /// Seconds since the epoch if these fields were UTC, folding any
     /// out-of-range field into the next unit as `timegm` does.
@@ -77,6 +53,7 @@ impl Tm {
         let days = secs.div_euclid(SECS_PER_DAY);
         let rem = secs.rem_euclid(SECS_PER_DAY);
         let (year, month, mday) = civil_from_days(days);
+        let (month, mday) = (i64::from(month), i64::from(mday));
         Tm { year, mon: month - 1, mday, hour: rem / 3600, min: rem / 60 % 60, sec: rem % 60, isdst: None }
     }
 
@@ -212,7 +189,7 @@ mod tests {
     fn civil_days_round_trip() {
         for days in (-800_000..800_000).step_by(997) {
             let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+            assert_eq!(days_from_civil(y, m.into(), d.into()), days, "{y}-{m}-{d}");
         }
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);

@@ -106,12 +106,6 @@ impl NodeKind {
             _ => None,
         }
     }
-
-    /// Whether the node is a device, FIFO or socket (or unknown type): a
-    /// node that has a type but no content to read.
-    pub fn is_special(self) -> bool {
-        !matches!(self, NodeKind::File | NodeKind::Directory | NodeKind::Symlink)
-    }
 }
 
 /// A device number as major and minor, the way Linux splits `dev_t`.
