@@ -231,9 +231,15 @@ impl Catalog {
 
     /// Ends a job that did not commit: `failed` with the error.
     pub async fn fail_backup(&self, id: &str, error: &str) -> Result<()> {
-        sqlx::query("UPDATE backups SET status = 'failed', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+        self.end_backup(id, BackupStatus::Failed, error).await
+    }
+
+    /// Ends a job that did not commit as `status`, with why.
+    async fn end_backup(&self, id: &str, status: BackupStatus, why: &str) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = ?, ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+            .bind(status.as_str())
             .bind(UtcTime::now().to_string())
-            .bind(error)
+            .bind(why)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -254,13 +260,7 @@ impl Catalog {
     /// Ends a job that was cancelled (by a user or a timeout): `aborted`,
     /// with the reason.
     pub async fn abort_backup(&self, id: &str, reason: &str) -> Result<()> {
-        sqlx::query("UPDATE backups SET status = 'aborted', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
-            .bind(UtcTime::now().to_string())
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.end_backup(id, BackupStatus::Aborted, reason).await
     }
 
     /// Marks every unfinished job of a VM as interrupted. Callers hold the

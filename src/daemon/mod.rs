@@ -124,7 +124,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     };
     let r = rt.block_on(api::run(listener, repo.clone(), opts, shutdown));
     let _ = stop_nbd.send(());
-    let _ = rt.block_on(tokio::time::timeout(Duration::from_secs(10), nbd_task));
+    // Connections finish the requests they have read; a stuck one does not hold the exit.
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), nbd_task).await });
     repo.close();
     Ok(r?)
 }
