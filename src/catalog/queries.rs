@@ -32,9 +32,16 @@ fn disk(r: &SqliteRow) -> Result<BackupDisk> {
     Ok(BackupDisk {
         id: r.try_get("id")?,
         backup_id: r.try_get("backup_id")?,
-        disk_index: r.try_get("disk_index")?,
         chain_id: r.try_get("chain_id")?,
         parent_id: r.try_get("parent_id")?,
+        image: disk_image(r)?,
+        status: word(r, "status", ImageStatus::parse)?,
+    })
+}
+
+fn disk_image(r: &SqliteRow) -> Result<DiskImage> {
+    Ok(DiskImage {
+        disk_index: r.try_get("disk_index")?,
         disk_type: word(r, "disk_type", BackupType::parse)?,
         source: r.try_get("source")?,
         image_path: r.try_get("image_path")?,
@@ -45,7 +52,6 @@ fn disk(r: &SqliteRow) -> Result<BackupDisk> {
         stored_bytes: r.try_get("stored_bytes")?,
         changed_bytes: r.try_get("changed_bytes")?,
         content_digest: r.try_get("content_digest")?,
-        status: word(r, "status", ImageStatus::parse)?,
     })
 }
 

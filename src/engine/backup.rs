@@ -6,7 +6,7 @@ use super::pipeline;
 use super::repo::{Repo, check_vm_name, sync_dir};
 use super::sink::{ImageSink, SinkOut};
 use super::{EngineError, Progress};
-use crate::catalog::{BackupDisk, BackupType, ChainRef, NewDisk};
+use crate::catalog::{BackupDisk, BackupType, ChainRef, DiskImage, NewDisk};
 use crate::qcow2::{ClusterSize, Compression, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
 use crate::source::{self, Source};
 use serde::Serialize;
@@ -34,20 +34,20 @@ pub struct BackupRequest {
     pub id: Option<String>,
 }
 
+/// One disk of a finished backup: the image as recorded, and the backup it
+/// is an incremental of.
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskResult {
-    pub disk_index: usize,
-    pub disk_type: BackupType,
-    pub source: String,
-    pub image_path: String,
-    /// The backup this image is an incremental of.
+    #[serde(flatten)]
+    pub image: DiskImage,
     pub parent_backup: Option<String>,
-    pub virtual_size: u64,
-    /// Bytes of the image file.
-    pub stored_bytes: u64,
-    /// Guest bytes whose content changed since the parent (all data for a full).
-    pub changed_bytes: u64,
-    pub change_id: String,
+}
+
+impl std::ops::Deref for DiskResult {
+    type Target = DiskImage;
+    fn deref(&self) -> &DiskImage {
+        &self.image
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,12 +105,12 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
         .try_lock(&req.vm)?
         .ok_or_else(|| EngineError::Busy(format!("a backup of VM {} is already running", req.vm)))?;
     repo.recover(&req.vm, &lock)?;
-    let vm_id = repo.block_on(repo.catalog.vm_id(&req.vm, true))?.expect("created above");
+    let vm_id = repo.db().vm_id(&req.vm, true)?.expect("created above");
 
     let mut notes = Vec::new();
     let mut plans = Vec::new();
     for (i, source) in sources.into_iter().enumerate() {
-        let latest = repo.block_on(repo.catalog.latest_disk(vm_id, i as i64))?;
+        let latest = repo.db().latest_disk(vm_id, i as i64)?;
         let (parent, chain) = match (req.kind, latest) {
             (Requested::Full, _) => (None, ChainRef::New),
             (Requested::Incremental, None) => {
@@ -156,21 +156,28 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
     let kind = if plans.iter().all(|p| p.parent.is_none()) { BackupType::Full } else { BackupType::Incremental };
     let id = req.id.clone().unwrap_or_else(new_backup_id);
     let total: u64 = plans.iter().map(|p| p.source.size()).sum();
-    repo.block_on(repo.catalog.start_backup(&id, vm_id, kind, total))?;
-    repo.block_on(repo.catalog.set_vm_disks(vm_id, &req.disks))?;
+    repo.db().start_backup(&id, vm_id, kind, total)?;
+    repo.db().set_vm_disks(vm_id, &req.disks)?;
     progress.start(total);
 
     let started = Instant::now();
-    let mut job =
-        Job { repo, id: &id, progress, done: 0, last_report: Instant::now(), files: Vec::new(), notes: Vec::new() };
+    let mut job = BackupRun {
+        repo,
+        id: &id,
+        progress,
+        done: 0,
+        last_report: Instant::now(),
+        files: Vec::new(),
+        notes: Vec::new(),
+    };
     match job.write_all(req, &plans) {
         Ok((disks, new_disks)) => {
             notes.append(&mut job.notes);
             let read = total;
-            let written: u64 = disks.iter().map(|d| d.stored_bytes).sum();
-            if let Err(e) = repo.block_on(repo.catalog.commit_backup(&id, vm_id, &new_disks, read, written)) {
+            let written: u64 = disks.iter().map(|d| d.stored_bytes as u64).sum();
+            if let Err(e) = repo.db().commit_backup(&id, vm_id, &new_disks, read, written) {
                 job.discard();
-                let _ = repo.block_on(repo.catalog.fail_backup(&id, &e.to_string()));
+                let _ = repo.db().fail_backup(&id, &e.to_string());
                 return Err(e.into());
             }
             progress.finish();
@@ -188,14 +195,14 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
         }
         Err(e) => {
             job.discard();
-            let _ = repo.block_on(repo.catalog.fail_backup(&id, &e.to_string()));
+            let _ = repo.db().fail_backup(&id, &e.to_string());
             progress.finish();
             Err(e)
         }
     }
 }
 
-struct Job<'a> {
+struct BackupRun<'a> {
     repo: &'a Repo,
     id: &'a str,
     progress: &'a dyn Progress,
@@ -207,7 +214,7 @@ struct Job<'a> {
     notes: Vec<String>,
 }
 
-impl Job<'_> {
+impl BackupRun<'_> {
     fn discard(&mut self) {
         for f in self.files.drain(..) {
             let _ = std::fs::remove_file(&f);
@@ -222,7 +229,7 @@ impl Job<'_> {
         self.progress.advance(n);
         if self.last_report.elapsed() >= PROGRESS_EVERY {
             self.last_report = Instant::now();
-            let _ = self.repo.block_on(self.repo.catalog.progress(self.id, self.done, 0));
+            let _ = self.repo.db().progress(self.id, self.done, 0);
         }
     }
 
@@ -243,33 +250,24 @@ impl Job<'_> {
             let image = self.repo.path(&image_rel);
             let map = self.repo.path(&map_rel);
             let out = self.write_disk(plan, &image, &map, req.compression)?;
-            let change_id = out.content_digest.clone();
-            results.push(DiskResult {
-                disk_index: i,
-                disk_type: if plan.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
-                source: plan.source.spec().to_string(),
-                image_path: image_rel.clone(),
-                parent_backup: plan.parent.as_ref().map(|p| p.backup_id.clone()),
-                virtual_size: plan.source.size(),
-                stored_bytes: out.stored_bytes,
-                changed_bytes: out.changed_bytes,
-                change_id: change_id.clone(),
-            });
-            rows.push(NewDisk {
+            let image = DiskImage {
                 disk_index: i as i64,
-                chain: plan.chain.clone(),
-                parent_id: plan.parent.as_ref().map(|p| p.id),
                 disk_type: if plan.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
                 source: plan.source.spec().to_string(),
                 image_path: image_rel,
                 digest_path: map_rel,
-                change_id: Some(change_id),
+                change_id: Some(out.content_digest.clone()),
                 virtual_size: plan.source.size() as i64,
                 cluster_size: 1 << DEFAULT_CLUSTER_BITS,
                 stored_bytes: out.stored_bytes as i64,
                 changed_bytes: out.changed_bytes as i64,
                 content_digest: out.content_digest,
+            };
+            results.push(DiskResult {
+                image: image.clone(),
+                parent_backup: plan.parent.as_ref().map(|p| p.backup_id.clone()),
             });
+            rows.push(NewDisk { chain: plan.chain.clone(), parent_id: plan.parent.as_ref().map(|p| p.id), image });
             staged.push(out.staged);
         }
         // Every image is complete and durable: move them into place, make the
