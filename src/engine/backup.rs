@@ -47,6 +47,11 @@ pub struct DiskResult {
     pub stored_bytes: u64,
     /// Guest bytes whose content changed since the parent (all data for a full).
     pub changed_bytes: u64,
+    /// Bytes read from the source: holes, zeros and, with a dirty bitmap,
+    /// everything outside its extents are never read.
+    pub read_bytes: u64,
+    /// The source's change tracking (an NBD dirty bitmap's name), else the
+    /// image's content digest.
     pub change_id: String,
 }
 
@@ -56,6 +61,7 @@ pub struct BackupResult {
     pub vm: String,
     pub backup_type: BackupType,
     pub disks: Vec<DiskResult>,
+    /// Bytes read from the sources (see [`DiskResult::read_bytes`]).
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub seconds: f64,
@@ -84,6 +90,26 @@ fn parent_fault(repo: &Repo, p: &BackupDisk, size: u64) -> Option<String> {
         }
         Ok(_) => None,
     }
+}
+
+/// A note when the source's change tracking does not continue the
+/// parent's: a dirty bitmap named differently from the one recorded for
+/// the parent may have been started at another moment, so its extents are
+/// trusted on the user's word alone.
+fn tracking_note(i: usize, source: &dyn Source, parent: &BackupDisk) -> Option<String> {
+    let bitmap = source.change_id()?;
+    if parent.change_id.as_deref() == Some(bitmap.as_str()) {
+        return None;
+    }
+    let recorded = match &parent.change_id {
+        Some(c) if !c.is_empty() => format!("change id {c:?}"),
+        _ => "no change id".to_string(),
+    };
+    Some(format!(
+        "disk {i}: dirty bitmap {bitmap:?} differs from the parent backup {} ({recorded}); \
+         its extents are trusted to hold every change since that backup",
+        parent.backup_id
+    ))
 }
 
 /// A fresh backup id: sortable by time, unique across VMs and processes.
@@ -151,6 +177,9 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
                 }
             },
         };
+        if let Some(note) = parent.as_ref().and_then(|p| tracking_note(i, &*source, p)) {
+            notes.push(note);
+        }
         plans.push(Plan { source, parent, chain });
     }
     let kind = if plans.iter().all(|p| p.parent.is_none()) { BackupType::Full } else { BackupType::Incremental };
@@ -166,9 +195,13 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
     match job.write_all(req, &plans) {
         Ok((disks, new_disks)) => {
             notes.append(&mut job.notes);
-            let read = total;
+            let read: u64 = disks.iter().map(|d| d.read_bytes).sum();
             let written: u64 = disks.iter().map(|d| d.stored_bytes).sum();
-            if let Err(e) = repo.block_on(repo.catalog.commit_backup(&id, vm_id, &new_disks, read, written)) {
+            // Before the commit, so a committed backup always shows them.
+            let committed = repo
+                .block_on(repo.catalog.set_notes(&id, &notes))
+                .and_then(|()| repo.block_on(repo.catalog.commit_backup(&id, vm_id, &new_disks, read, written)));
+            if let Err(e) = committed {
                 job.discard();
                 let _ = repo.block_on(repo.catalog.fail_backup(&id, &e.to_string()));
                 return Err(e.into());
@@ -242,8 +275,8 @@ impl Job<'_> {
             let map_rel = format!("{rel_dir}/{}.digests", self.id);
             let image = self.repo.path(&image_rel);
             let map = self.repo.path(&map_rel);
-            let out = self.write_disk(plan, &image, &map, req.compression)?;
-            let change_id = out.content_digest.clone();
+            let (out, read_bytes) = self.write_disk(plan, &image, &map, req.compression)?;
+            let change_id = plan.source.change_id().unwrap_or_else(|| out.content_digest.clone());
             results.push(DiskResult {
                 disk_index: i,
                 disk_type: if plan.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
@@ -253,6 +286,7 @@ impl Job<'_> {
                 virtual_size: plan.source.size(),
                 stored_bytes: out.stored_bytes,
                 changed_bytes: out.changed_bytes,
+                read_bytes,
                 change_id: change_id.clone(),
             });
             rows.push(NewDisk {
@@ -318,18 +352,19 @@ impl Job<'_> {
     }
 
     /// One disk through the pipeline into its sink; the sink's files stay
-    /// under their partial names until the whole backup commits.
+    /// under their partial names until the whole backup commits. Also
+    /// returns the bytes read from the source.
     fn write_disk(
         &mut self,
         plan: &Plan,
         image: &Path,
         map: &Path,
         compression: Option<Compression>,
-    ) -> Result<SinkOut, EngineError> {
+    ) -> Result<(SinkOut, u64), EngineError> {
         let mut sink = self.open_sink(plan, image, map, compression)?;
         self.files.extend(sink.files().map(Path::to_path_buf));
         let outcome = pipeline::run(&*plan.source, &mut sink, plan.parent.is_some(), &mut |n| self.advance(n))?;
         self.notes.extend(outcome.notes);
-        sink.finish()
+        Ok((sink.finish()?, outcome.bytes_read))
     }
 }
