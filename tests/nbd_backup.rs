@@ -515,3 +515,46 @@ fn backups_over_http_from_an_nbd_export() {
     }
     assert_eq!(list[0]["disks"][0]["changed_bytes"].as_u64().unwrap(), CS, "{list:?}");
 }
+
+/// `(connection, offset, count)` of every Read in an nbdkit log filter's
+/// file (`connection=N Read id=I offset=0x.. count=0x.. ...`).
+fn logged_reads(log: &Path) -> Vec<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(log).expect("nbdkit log");
+    let hex = |l: &str, key: &str| {
+        let at = l.find(key).unwrap() + key.len();
+        u64::from_str_radix(l[at..].split(' ').next().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    text.lines()
+        .filter(|l| l.contains(" Read id=") && !l.contains("...Read"))
+        .map(|l| (hex(l, "connection="), hex(l, "offset="), hex(l, "count=")))
+        .collect()
+}
+
+/// A server that allows several connections (nbdkit sets CAN_MULTI_CONN)
+/// gets reads on several, and exactly the bytes backchain says it read
+/// (nbdkit's log filter is the witness); an export whose size changed
+/// starts a new chain.
+#[test]
+fn multi_conn_reads_and_a_resized_export() {
+    let dir = tempdir();
+    let d = dir.path();
+    let repo = d.join("repo");
+    let log = d.join("nbdkit.log");
+    let logfile = format!("logfile={}", log.display());
+    let peer = nbdkit(&d.join("log.sock"), &["--filter=log", "data", DATA[0], DATA[1], &logfile]);
+    let b = backup(&repo, "vm", &peer.uri, &[]);
+    drop(peer);
+    let reads = logged_reads(&log);
+    let mut conns: Vec<u64> = reads.iter().map(|r| r.0).collect();
+    conns.sort();
+    conns.dedup();
+    assert!(conns.len() >= 2, "reads on one connection only: {reads:?}");
+    assert_eq!(reads.iter().map(|r| r.2).sum::<u64>(), b["bytes_read"].as_u64().unwrap(), "{reads:?}");
+    assert!(reads.iter().all(|&(_, o, n)| o + n <= MIB || (o >= 5 * MIB && o + n <= 5 * MIB + CS)), "{reads:?}");
+
+    let peer = nbdkit(&d.join("big.sock"), &["data", DATA[0], "size=16M"]);
+    let grown = backup(&repo, "vm", &peer.uri, &[]);
+    assert_eq!(grown["backup_type"], "full", "{grown}");
+    assert!(grown["notes"].to_string().contains("changed size"), "{grown}");
+    assert_restores(&image(&repo, &grown), "raw", &peer.uri);
+}

@@ -13,7 +13,7 @@
 //! the copy. Without it (qemu-nbd's default `-e 1` would not even accept a
 //! second connection) one connection carries everything.
 
-use super::client::{Client, Endpoint, Options};
+use super::client::{Client, Endpoint, Extent, Options};
 use super::consts::*;
 use super::error::{Error, Result};
 use super::uri::NbdUri;
@@ -49,6 +49,8 @@ pub struct NbdDisk {
     next: std::sync::atomic::AtomicUsize,
     alloc: Option<u32>,
     bitmap: Option<(String, Option<u32>)>,
+    /// The last `base:allocation` answer (see `status`).
+    extents: std::sync::Mutex<Vec<Extent>>,
 }
 
 impl NbdDisk {
@@ -83,7 +85,7 @@ impl NbdDisk {
             let extra = rt.block_on(extra_connections(endpoint, opts, clients[0].info()));
             clients.extend(extra);
         }
-        Ok(NbdDisk { rt: Some(rt), clients, next: Default::default(), alloc, bitmap })
+        Ok(NbdDisk { rt: Some(rt), clients, next: Default::default(), alloc, bitmap, extents: Default::default() })
     }
 
     /// The first connection: the one block status and bitmaps use.
@@ -230,26 +232,48 @@ impl ReadAt for NbdDisk {
         self.client().info().size
     }
 
+    /// One run from the last BLOCK_STATUS answer, which is kept: a walk
+    /// of a fragmented disk asks for every run in turn, and asking the
+    /// server each time (for the rest of the disk, which it maps again)
+    /// made a walk quadratic in its runs.
     fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
         let first = whole_run(offset, len, self.size(), Alloc::Data)?;
         let Some(id) = self.alloc else { return Ok(first) };
+        let mut cache = self.extents.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = cache.first().is_some_and(|e| e.offset <= offset)
+            && cache.last().is_some_and(|e| offset < e.offset + e.len);
+        if !cached {
+            *cache = self.fetch_status(id, offset)?;
+        }
+        let i = cache.partition_point(|e| e.offset + e.len <= offset);
+        let alloc = alloc_of(cache[i].flags);
+        let run_end = cache[i..]
+            .iter()
+            .take_while(|e| alloc_of(e.flags) == alloc)
+            .last()
+            .map_or(offset + 1, |e| e.offset + e.len);
+        Ok(Run { offset, len: run_end.min(first.end()) - offset, alloc })
+    }
+}
+
+impl NbdDisk {
+    /// The extents of `base:allocation` (context `id`) from the one that
+    /// holds `offset` on, as far as one answer for the rest of the disk
+    /// (at most 2 GiB) goes. Never empty.
+    fn fetch_status(&self, id: u32, offset: u64) -> io::Result<Vec<Extent>> {
         let min = u64::from(self.client().info().block.minimum);
         let mut at = offset - offset % min;
         loop {
             let n = (self.size() - at).min(u64::from(MAX_STATUS_REQUEST)) as u32;
-            let extents = self.block_on(self.client().block_status(id, at, n)).map_err(io_error)?;
-            let Some(i) = extents.iter().position(|e| e.offset + e.len > offset) else {
+            let mut extents = self.block_on(self.client().block_status(id, at, n)).map_err(io_error)?;
+            match extents.iter().position(|e| e.offset + e.len > offset) {
+                Some(i) => {
+                    extents.drain(..i);
+                    return Ok(extents);
+                }
                 // Every extent ended before `offset`: ask again from their end.
-                at = extents.last().map_or(at + 1, |e| e.offset + e.len);
-                continue;
-            };
-            let alloc = alloc_of(extents[i].flags);
-            let run_end = extents[i..]
-                .iter()
-                .take_while(|e| alloc_of(e.flags) == alloc)
-                .last()
-                .map_or(offset + 1, |e| e.offset + e.len);
-            return Ok(Run { offset, len: run_end.min(first.end()) - offset, alloc });
+                None => at = extents.last().map_or(at + 1, |e| e.offset + e.len),
+            }
         }
     }
 }
