@@ -45,7 +45,14 @@ impl NbdSource {
                 "the server did not grant dirty bitmap {name:?} (no such bitmap, inconsistent after a crash, \
                  or not exported: qemu-nbd -B {name}); compared with the parent's digests instead"
             )),
-            Some(_) => Changes::Extents(disk.changed_extents().map_err(nbd)?),
+            // A bitmap that cannot be listed (more extents than the limit,
+            // a reply that breaks the protocol) is as good as none.
+            Some(name) => match disk.changed_extents() {
+                Ok(extents) => Changes::Extents(extents),
+                Err(e) => Changes::Unavailable(format!(
+                    "dirty bitmap {name:?} could not be read ({e}); compared with the parent's digests instead"
+                )),
+            },
         };
         let reader: Arc<dyn ReadAt> = disk.clone();
         Ok(NbdSource { spec: spec.to_string(), disk, reader, bitmap: uri.bitmap, changes })
