@@ -90,6 +90,9 @@ pub struct Backup {
     pub bytes_read: i64,
     pub bytes_written: i64,
     pub error: Option<String>,
+    /// What the user should know about how the backup was taken (a dirty
+    /// bitmap not granted, a new chain started); empty for none.
+    pub notes: Vec<String>,
     pub disks: Vec<BackupDisk>,
 }
 

@@ -9,7 +9,7 @@ const DISK_COLUMNS: &str = "d.id, d.backup_id, d.disk_index, d.chain_id, d.paren
      d.content_digest, d.status";
 
 const BACKUP_COLUMNS: &str = "b.id, v.name AS vm, b.backup_type, b.status, b.started_at, b.ended_at, b.bytes_total, \
-     b.bytes_read, b.bytes_written, b.error";
+     b.bytes_read, b.bytes_written, b.error, b.notes";
 
 /// A text column holding one of a catalog enum's words.
 fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
@@ -55,6 +55,12 @@ fn disk_image(r: &SqliteRow) -> Result<DiskImage> {
     })
 }
 
+/// The notes column: a JSON array of strings, NULL for none.
+fn notes(r: &SqliteRow) -> Result<Vec<String>> {
+    let s: Option<String> = r.try_get("notes")?;
+    s.map_or(Ok(Vec::new()), |s| serde_json::from_str(&s).map_err(|e| CatalogError::Invalid(format!("notes: {e}"))))
+}
+
 fn backup(r: &SqliteRow) -> Result<Backup> {
     Ok(Backup {
         id: r.try_get("id")?,
@@ -67,6 +73,7 @@ fn backup(r: &SqliteRow) -> Result<Backup> {
         bytes_read: r.try_get("bytes_read")?,
         bytes_written: r.try_get("bytes_written")?,
         error: r.try_get("error")?,
+        notes: notes(r)?,
         disks: Vec::new(),
     })
 }
@@ -332,6 +339,14 @@ impl Catalog {
     }
 
     /// Records the change id a push agent reports for one disk of a backup.
+    /// Records the notes of a backup (replacing any).
+    pub async fn set_notes(&self, backup_id: &str, notes: &[String]) -> Result<()> {
+        let text = (!notes.is_empty()).then(|| serde_json::to_string(notes)).transpose();
+        let text = text.map_err(|e| CatalogError::Invalid(format!("notes: {e}")))?;
+        sqlx::query("UPDATE backups SET notes = ? WHERE id = ?").bind(text).bind(backup_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_change_id(&self, backup_id: &str, disk_index: i64, change_id: &str) -> Result<()> {
         let done = sqlx::query("UPDATE backup_disks SET change_id = ? WHERE backup_id = ? AND disk_index = ?")
             .bind(change_id)

@@ -41,6 +41,9 @@ pub struct DiskResult {
     #[serde(flatten)]
     pub image: DiskImage,
     pub parent_backup: Option<String>,
+    /// Bytes read from the source: holes, zeros and, with a dirty bitmap,
+    /// everything outside its extents are never read.
+    pub read_bytes: u64,
 }
 
 impl std::ops::Deref for DiskResult {
@@ -56,6 +59,7 @@ pub struct BackupResult {
     pub vm: String,
     pub backup_type: BackupType,
     pub disks: Vec<DiskResult>,
+    /// Bytes read from the sources (see [`DiskResult::read_bytes`]).
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub seconds: f64,
@@ -84,6 +88,26 @@ fn parent_fault(repo: &Repo, p: &BackupDisk, size: u64) -> Option<String> {
         }
         Ok(_) => None,
     }
+}
+
+/// A note when the source's change tracking does not continue the
+/// parent's: a dirty bitmap named differently from the one recorded for
+/// the parent may have been started at another moment, so its extents are
+/// trusted on the user's word alone.
+fn tracking_note(i: usize, source: &dyn Source, parent: &BackupDisk) -> Option<String> {
+    let bitmap = source.change_id()?;
+    if parent.change_id.as_deref() == Some(bitmap.as_str()) {
+        return None;
+    }
+    let recorded = match &parent.change_id {
+        Some(c) if !c.is_empty() => format!("change id {c:?}"),
+        _ => "no change id".to_string(),
+    };
+    Some(format!(
+        "disk {i}: dirty bitmap {bitmap:?} differs from the parent backup {} ({recorded}); \
+         its extents are trusted to hold every change since that backup",
+        parent.backup_id
+    ))
 }
 
 /// A fresh backup id: sortable by time, unique across VMs and processes.
@@ -151,6 +175,9 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
                 }
             },
         };
+        if let Some(note) = parent.as_ref().and_then(|p| tracking_note(i, &*source, p)) {
+            notes.push(note);
+        }
         plans.push(Plan { source, parent, chain });
     }
     let kind = if plans.iter().all(|p| p.parent.is_none()) { BackupType::Full } else { BackupType::Incremental };
@@ -173,9 +200,14 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
     match job.write_all(req, &plans) {
         Ok((disks, new_disks)) => {
             notes.append(&mut job.notes);
-            let read = total;
+            let read: u64 = disks.iter().map(|d| d.read_bytes).sum();
             let written: u64 = disks.iter().map(|d| d.stored_bytes as u64).sum();
-            if let Err(e) = repo.db().commit_backup(&id, vm_id, &new_disks, read, written) {
+            // Before the commit, so a committed backup always shows them.
+            let committed = repo
+                .db()
+                .set_notes(&id, &notes)
+                .and_then(|()| repo.db().commit_backup(&id, vm_id, &new_disks, read, written));
+            if let Err(e) = committed {
                 job.discard();
                 let _ = repo.db().fail_backup(&id, &e.to_string());
                 return Err(e.into());
@@ -249,14 +281,15 @@ impl BackupRun<'_> {
             let map_rel = format!("{rel_dir}/{}.digests", self.id);
             let image = self.repo.path(&image_rel);
             let map = self.repo.path(&map_rel);
-            let out = self.write_disk(plan, &image, &map, req.compression)?;
+            let (out, read_bytes) = self.write_disk(plan, &image, &map, req.compression)?;
+            let change_id = plan.source.change_id().unwrap_or_else(|| out.content_digest.clone());
             let image = DiskImage {
                 disk_index: i as i64,
                 disk_type: if plan.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
                 source: plan.source.spec().to_string(),
                 image_path: image_rel,
                 digest_path: map_rel,
-                change_id: Some(out.content_digest.clone()),
+                change_id: Some(change_id),
                 virtual_size: plan.source.size() as i64,
                 cluster_size: 1 << DEFAULT_CLUSTER_BITS,
                 stored_bytes: out.stored_bytes as i64,
@@ -266,6 +299,7 @@ impl BackupRun<'_> {
             results.push(DiskResult {
                 image: image.clone(),
                 parent_backup: plan.parent.as_ref().map(|p| p.backup_id.clone()),
+                read_bytes,
             });
             rows.push(NewDisk { chain: plan.chain.clone(), parent_id: plan.parent.as_ref().map(|p| p.id), image });
             staged.push(out.staged);
@@ -316,18 +350,19 @@ impl BackupRun<'_> {
     }
 
     /// One disk through the pipeline into its sink; the sink's files stay
-    /// under their partial names until the whole backup commits.
+    /// under their partial names until the whole backup commits. Also
+    /// returns the bytes read from the source.
     fn write_disk(
         &mut self,
         plan: &Plan,
         image: &Path,
         map: &Path,
         compression: Option<Compression>,
-    ) -> Result<SinkOut, EngineError> {
+    ) -> Result<(SinkOut, u64), EngineError> {
         let mut sink = self.open_sink(plan, image, map, compression)?;
         self.files.extend(sink.files().map(Path::to_path_buf));
         let outcome = pipeline::run(&*plan.source, &mut sink, plan.parent.is_some(), &mut |n| self.advance(n))?;
         self.notes.extend(outcome.notes);
-        sink.finish()
+        Ok((sink.finish()?, outcome.bytes_read))
     }
 }
