@@ -253,13 +253,36 @@ impl Catalog {
         Ok(())
     }
 
+    /// Moves an unfinished job to `status` (a push target: `waiting` for
+    /// its agent, then `running` while it commits).
+    pub async fn set_backup_status(&self, id: &str, status: BackupStatus) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = ? WHERE id = ? AND status IN ('pending', 'waiting', 'running')")
+            .bind(status.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a job that was cancelled (by a user or a timeout): `aborted`,
+    /// with the reason.
+    pub async fn abort_backup(&self, id: &str, reason: &str) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = 'aborted', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+            .bind(UtcTime::now().to_string())
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Marks every unfinished job of a VM as interrupted. Callers hold the
     /// VM's lock, which proves no job of that VM is running.
     pub async fn mark_interrupted(&self, vm_id: i64) -> Result<u64> {
         let r = sqlx::query(
             "UPDATE backups SET status = 'interrupted', ended_at = ?, pid = NULL, \
              error = 'the backup process stopped before the backup was committed' \
-             WHERE vm_id = ? AND status IN ('pending', 'running')",
+             WHERE vm_id = ? AND status IN ('pending', 'waiting', 'running')",
         )
         .bind(UtcTime::now().to_string())
         .bind(vm_id)

@@ -110,6 +110,64 @@ fn tracking_note(i: usize, source: &dyn Source, parent: &BackupDisk) -> Option<S
     ))
 }
 
+/// Where disk `i` (of `size` bytes) of VM `vm` goes, as `kind` asks: onto
+/// its chain with the latest image as parent, or a new chain (with a note
+/// in `notes` when the chain cannot be extended).
+pub(super) fn plan_parent(
+    repo: &Repo,
+    vm: &str,
+    vm_id: i64,
+    i: usize,
+    size: u64,
+    kind: Requested,
+    notes: &mut Vec<String>,
+) -> Result<(Option<BackupDisk>, ChainRef), EngineError> {
+    let latest = repo.db().latest_disk(vm_id, i as i64)?;
+    Ok(match (kind, latest) {
+        (Requested::Full, _) => (None, ChainRef::New),
+        (Requested::Incremental, None) => {
+            return Err(EngineError::NoParent(format!(
+                "no parent backup found for incremental — full backup required first (VM {vm}, disk {i})"
+            )));
+        }
+        (Requested::Auto, None) => (None, ChainRef::New),
+        (_, Some(p)) if p.virtual_size as u64 != size => {
+            notes
+                .push(format!("disk {i} changed size ({} -> {size} bytes): starting a new full chain", p.virtual_size));
+            (None, ChainRef::New)
+        }
+        (kind, Some(p)) => match parent_fault(repo, &p, size) {
+            None => {
+                let chain = ChainRef::Existing(p.chain_id);
+                (Some(p), chain)
+            }
+            // An incremental on a chain that cannot be read could never
+            // be opened either: say so before anything is written.
+            Some(why) if kind == Requested::Incremental => {
+                return Err(EngineError::Repository(format!(
+                    "disk {i} of VM {vm}: its last backup {} cannot be used as a parent: {why}; \
+                     run a full backup (--type full) to start a new chain",
+                    p.backup_id
+                )));
+            }
+            Some(why) => {
+                notes.push(format!(
+                    "disk {i}: its last backup {} cannot be used as a parent ({why}): starting a new full chain",
+                    p.backup_id
+                ));
+                (None, ChainRef::New)
+            }
+        },
+    })
+}
+
+/// The repository-relative image and digest map paths of disk `i` of
+/// backup `id` of VM `vm`.
+pub(super) fn disk_paths(vm: &str, i: usize, id: &str) -> (String, String) {
+    let rel_dir = format!("vms/{vm}/disk-{i}");
+    (format!("{rel_dir}/{id}.qcow2"), format!("{rel_dir}/{id}.digests"))
+}
+
 /// A fresh backup id: sortable by time, unique across VMs and processes.
 pub fn new_backup_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
@@ -134,47 +192,7 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
     let mut notes = Vec::new();
     let mut plans = Vec::new();
     for (i, source) in sources.into_iter().enumerate() {
-        let latest = repo.db().latest_disk(vm_id, i as i64)?;
-        let (parent, chain) = match (req.kind, latest) {
-            (Requested::Full, _) => (None, ChainRef::New),
-            (Requested::Incremental, None) => {
-                return Err(EngineError::NoParent(format!(
-                    "no parent backup found for incremental — full backup required first (VM {}, disk {i})",
-                    req.vm
-                )));
-            }
-            (Requested::Auto, None) => (None, ChainRef::New),
-            (_, Some(p)) if p.virtual_size as u64 != source.size() => {
-                notes.push(format!(
-                    "disk {i} changed size ({} -> {} bytes): starting a new full chain",
-                    p.virtual_size,
-                    source.size()
-                ));
-                (None, ChainRef::New)
-            }
-            (kind, Some(p)) => match parent_fault(repo, &p, source.size()) {
-                None => {
-                    let chain = ChainRef::Existing(p.chain_id);
-                    (Some(p), chain)
-                }
-                // An incremental on a chain that cannot be read could never
-                // be opened either: say so before anything is written.
-                Some(why) if kind == Requested::Incremental => {
-                    return Err(EngineError::Repository(format!(
-                        "disk {i} of VM {}: its last backup {} cannot be used as a parent: {why}; \
-                         run a full backup (--type full) to start a new chain",
-                        req.vm, p.backup_id
-                    )));
-                }
-                Some(why) => {
-                    notes.push(format!(
-                        "disk {i}: its last backup {} cannot be used as a parent ({why}): starting a new full chain",
-                        p.backup_id
-                    ));
-                    (None, ChainRef::New)
-                }
-            },
-        };
+        let (parent, chain) = plan_parent(repo, &req.vm, vm_id, i, source.size(), req.kind, &mut notes)?;
         if let Some(note) = parent.as_ref().and_then(|p| tracking_note(i, &*source, p)) {
             notes.push(note);
         }
@@ -274,13 +292,12 @@ impl BackupRun<'_> {
         let mut rows = Vec::new();
         let mut staged = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
-            let rel_dir = format!("vms/{}/disk-{i}", req.vm);
-            let dir = self.repo.path(&rel_dir);
-            std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
-            let image_rel = format!("{rel_dir}/{}.qcow2", self.id);
-            let map_rel = format!("{rel_dir}/{}.digests", self.id);
+            let (image_rel, map_rel) = disk_paths(&req.vm, i, self.id);
             let image = self.repo.path(&image_rel);
             let map = self.repo.path(&map_rel);
+            if let Some(dir) = image.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+            }
             let (out, read_bytes) = self.write_disk(plan, &image, &map, req.compression)?;
             let change_id = plan.source.change_id().unwrap_or_else(|| out.content_digest.clone());
             let image = DiskImage {
@@ -312,43 +329,6 @@ impl BackupRun<'_> {
         Ok((results, rows))
     }
 
-    /// Opens the image sink for one disk: a new image beside its parent,
-    /// with the parent's digest map as its base.
-    fn open_sink(
-        &self,
-        plan: &Plan,
-        image: &Path,
-        map: &Path,
-        compression: Option<Compression>,
-    ) -> Result<ImageSink, EngineError> {
-        // OK to unwrap: DEFAULT_CLUSTER_BITS is a valid cluster size.
-        let cluster = ClusterSize::from_bits(DEFAULT_CLUSTER_BITS).unwrap();
-        let base = match &plan.parent {
-            Some(p) => {
-                let m = MapReader::open(&self.repo.path(&p.digest_path))?;
-                if u64::from(m.cluster_size) != cluster.bytes() || m.virtual_size != plan.source.size() {
-                    return Err(EngineError::Repository(format!(
-                        "digest map of backup {} does not match disk {} (cluster {} / size {})",
-                        p.backup_id, p.disk_index, m.cluster_size, m.virtual_size
-                    )));
-                }
-                if !self.repo.path(&p.image_path).is_file() {
-                    return Err(EngineError::Repository(format!(
-                        "parent image {} of disk {} is missing",
-                        p.image_path, p.disk_index
-                    )));
-                }
-                Some(m)
-            }
-            None => None,
-        };
-        // The parent lives in the same folder: name it by file name alone.
-        let backing = plan.parent.as_ref().map(|p| {
-            Path::new(&p.image_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        });
-        ImageSink::create(image, map, plan.source.size(), WriterOptions { cluster, compression, backing }, base)
-    }
-
     /// One disk through the pipeline into its sink; the sink's files stay
     /// under their partial names until the whole backup commits. Also
     /// returns the bytes read from the source.
@@ -359,10 +339,47 @@ impl BackupRun<'_> {
         map: &Path,
         compression: Option<Compression>,
     ) -> Result<(SinkOut, u64), EngineError> {
-        let mut sink = self.open_sink(plan, image, map, compression)?;
+        let mut sink = open_sink(self.repo, plan.parent.as_ref(), plan.source.size(), image, map, compression)?;
         self.files.extend(sink.files().map(Path::to_path_buf));
         let outcome = pipeline::run(&*plan.source, &mut sink, plan.parent.is_some(), &mut |n| self.advance(n))?;
         self.notes.extend(outcome.notes);
         Ok((sink.finish()?, outcome.bytes_read))
     }
+}
+
+/// Opens the image sink for one disk of `size` bytes: a new image beside
+/// its parent, with the parent's digest map as its base.
+pub(super) fn open_sink(
+    repo: &Repo,
+    parent: Option<&BackupDisk>,
+    size: u64,
+    image: &Path,
+    map: &Path,
+    compression: Option<Compression>,
+) -> Result<ImageSink, EngineError> {
+    // OK to unwrap: DEFAULT_CLUSTER_BITS is a valid cluster size.
+    let cluster = ClusterSize::from_bits(DEFAULT_CLUSTER_BITS).unwrap();
+    let base = match parent {
+        Some(p) => {
+            let m = MapReader::open(&repo.path(&p.digest_path))?;
+            if u64::from(m.cluster_size) != cluster.bytes() || m.virtual_size != size {
+                return Err(EngineError::Repository(format!(
+                    "digest map of backup {} does not match disk {} (cluster {} / size {})",
+                    p.backup_id, p.disk_index, m.cluster_size, m.virtual_size
+                )));
+            }
+            if !repo.path(&p.image_path).is_file() {
+                return Err(EngineError::Repository(format!(
+                    "parent image {} of disk {} is missing",
+                    p.image_path, p.disk_index
+                )));
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    // The parent lives in the same folder: name it by file name alone.
+    let backing = parent
+        .map(|p| Path::new(&p.image_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    ImageSink::create(image, map, size, WriterOptions { cluster, compression, backing }, base)
 }
