@@ -90,7 +90,7 @@ pub async fn changeid(axum::extract::State(st): St, RawQuery(q): RawQuery) -> Ap
     let index = i64::try_from(index).map_err(|_| ApiError::bad_request("disk_index is too large"))?;
     let vm_id = st.repo.catalog.vm_id(vm, false).await?.ok_or_else(|| ApiError::not_found(format!("no VM {vm}")))?;
     let disk = st.repo.catalog.latest_disk(vm_id, index).await?;
-    let Some((backup_id, Some(change_id))) = disk.map(|d| (d.backup_id, d.change_id)) else {
+    let Some((backup_id, Some(change_id))) = disk.map(|d| (d.backup_id.clone(), d.change_id.clone())) else {
         return Err(ApiError::not_found(format!("disk {index} of VM {vm} has no committed change id")));
     };
     Ok(Json(json!({"vm_name": vm, "disk_index": index, "change_id": change_id, "backup_id": backup_id})))

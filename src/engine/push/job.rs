@@ -5,7 +5,7 @@
 
 use super::export::{Activity, PushExport};
 use super::{DiskSpec, EXPORT_NAME_BYTES, PushRequest};
-use crate::catalog::{BackupDisk, BackupStatus, BackupType, ChainRef, NewDisk};
+use crate::catalog::{BackupDisk, BackupStatus, BackupType, ChainRef, DiskImage, NewDisk};
 use crate::engine::backup::{disk_paths, open_sink, plan_parent};
 use crate::engine::sink::{ImageSink, SinkOut, partial};
 use crate::engine::{EngineError, pipeline};
@@ -340,10 +340,8 @@ impl PushJob {
             let Some(Done { out, change_id }) = done.as_ref() else { continue };
             out.staged.commit(|_| {})?;
             written += out.stored_bytes;
-            rows.push(NewDisk {
+            let image = DiskImage {
                 disk_index: i as i64,
-                chain: d.chain.clone(),
-                parent_id: d.parent.as_ref().map(|p| p.id),
                 disk_type: if d.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
                 source: d.source.clone(),
                 image_path: d.image_rel.clone(),
@@ -354,7 +352,8 @@ impl PushJob {
                 stored_bytes: out.stored_bytes as i64,
                 changed_bytes: out.changed_bytes as i64,
                 content_digest: out.content_digest.clone(),
-            });
+            };
+            rows.push(NewDisk { chain: d.chain.clone(), parent_id: d.parent.as_ref().map(|p| p.id), image });
         }
         let total = self.disks.iter().map(|d| d.size).sum();
         Ok(repo.block_on(repo.catalog.commit_backup(&self.id, self.vm_id, &rows, total, written))?)
