@@ -13,6 +13,7 @@ mod chunks;
 mod conn;
 mod download;
 mod error;
+mod prune;
 mod query;
 mod restore;
 mod tickets;
@@ -116,6 +117,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/backups/chain/{vm}", get(backups::chain))
         .route("/backups/{id}", get(backups::detail).delete(backups::delete))
         .route("/backups/{id}/complete", post(backups::complete))
+        .route("/prune", post(prune::prune))
         .route("/restore/mount", post(restore::mount))
         .route("/restore/mounts", get(restore::mounts))
         .route("/restore/{mount}", axum::routing::delete(restore::unmount))
