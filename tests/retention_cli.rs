@@ -379,3 +379,49 @@ fn verify_jobs_record_results_and_corruption_forces_a_full() {
     // The new chain is sound: incrementals go on from it.
     run(&mut cmd);
 }
+
+/// Unmounts a FUSE mount when dropped (also when an assertion fails).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = backchain().arg("umount").arg(&self.0).output();
+    }
+}
+
+/// FUSE mounts hold their points: a mounted backup, and a backup folder of
+/// a whole-repository mount once it was opened, cannot be deleted until
+/// unmounted; a point of the repository mount never opened can.
+#[test]
+fn fuse_mounts_hold_their_points() {
+    let d = tempdir();
+    let repo = d.path().join("repo");
+    let vm = build_vm(d.path(), &repo, "fm", 4, 1 << 20, 4, 6);
+    let ids: Vec<String> = vm.points.iter().map(|p| p.0.clone()).collect();
+    let one = d.path().join("one");
+    let all = d.path().join("all");
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::create_dir_all(&all).unwrap();
+    run(bc(&repo).args(["mount", &ids[1]]).arg(&one));
+    let m1 = Mounted(one.clone());
+    run(bc(&repo).arg("mount").arg(&all));
+    let m2 = Mounted(all.clone());
+    assert!(all.join("fm").join(&ids[2]).join("disk-0").is_dir());
+    for id in [&ids[1], &ids[2]] {
+        let err = run_fail(bc(&repo).args(["delete", id]));
+        assert!(err.contains("in use by a reader"), "{id}: {err}");
+    }
+    run(bc(&repo).args(["delete", &ids[0]]));
+    check_kept(&repo, &vm, "fm", d.path(), "with mounts");
+    drop((m1, m2));
+    // The mount processes exit (dropping their locks) just after unmounting.
+    for id in [&ids[1], &ids[2]] {
+        let t0 = Instant::now();
+        while !bc(&repo).args(["delete", id]).output().unwrap().status.success() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "{id} still held after the unmount");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(listed(&repo, "fm"), vec![ids[3].clone()]);
+    check_kept(&repo, &vm, "fm", d.path(), "after the mounts");
+}
