@@ -52,6 +52,18 @@ impl Catalog {
                     .await?
                     .map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("backup_id")?)))
                     .transpose()?;
+            if d.verify_state == Some(VerifyState::Corrupt) {
+                // The merge carries the damage into the child: so does the mark.
+                sqlx::query(
+                    "UPDATE backup_disks SET verify_state = 'corrupt', verified_at = ?, verify_error = ? \
+                     WHERE parent_id = ?",
+                )
+                .bind(&now)
+                .bind(format!("merged with backup {id}, which verify found corrupt"))
+                .bind(d.id)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "UPDATE backup_disks SET parent_id = ?, \
                  disk_type = CASE WHEN ? IS NULL THEN 'full' ELSE disk_type END WHERE parent_id = ?",
