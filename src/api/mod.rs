@@ -14,6 +14,7 @@ mod conn;
 mod download;
 mod error;
 mod push;
+mod prune;
 mod query;
 mod restore;
 mod tickets;
@@ -142,6 +143,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/backups/changeid", get(push::changeid))
         .route("/backups/{id}", get(backups::detail).delete(backups::delete))
         .route("/backups/{id}/complete", post(backups::complete))
+        .route("/prune", post(prune::prune))
         .route("/restore/mount", post(restore::mount))
         .route("/restore/mounts", get(restore::mounts))
         .route("/restore/{mount}", axum::routing::delete(restore::unmount))

@@ -63,6 +63,11 @@ impl BackupStatus {
 }
 
 text_enum!(
+    /// What the last verify of an image found.
+    VerifyState { Ok = "ok", Corrupt = "corrupt" }
+);
+
+text_enum!(
     /// The state of one disk image of a backup.
     ImageStatus { Completed = "completed", Failed = "failed" }
 );
@@ -93,7 +98,29 @@ pub struct Backup {
     /// What the user should know about how the backup was taken (a dirty
     /// bitmap not granted, a new chain started); empty for none.
     pub notes: Vec<String>,
+    /// When every disk was last verified (the oldest of their times); `None`
+    /// while a disk was never verified.
+    pub verified_at: Option<UtcTime>,
+    /// `corrupt` when a disk's last verify failed, `ok` when every disk's
+    /// passed, `None` while a disk was never verified.
+    pub verify_state: Option<VerifyState>,
     pub disks: Vec<BackupDisk>,
+}
+
+impl Backup {
+    /// Sets the backup's verify summary from its disks'.
+    pub(super) fn summarize_verify(&mut self) {
+        let states: Vec<Option<VerifyState>> = self.disks.iter().map(|d| d.verify_state).collect();
+        self.verify_state = if states.contains(&Some(VerifyState::Corrupt)) {
+            Some(VerifyState::Corrupt)
+        } else if !states.is_empty() && states.iter().all(|s| s.is_some()) {
+            Some(VerifyState::Ok)
+        } else {
+            None
+        };
+        self.verified_at =
+            self.disks.iter().map(|d| d.verified_at).collect::<Option<Vec<_>>>().and_then(|t| t.into_iter().min());
+    }
 }
 
 /// One disk image as the catalog records it: what it holds and where.
@@ -125,6 +152,27 @@ pub struct BackupDisk {
     #[serde(flatten)]
     pub image: DiskImage,
     pub status: ImageStatus,
+    pub verified_at: Option<UtcTime>,
+    pub verify_state: Option<VerifyState>,
+    /// What the last verify found wrong.
+    pub verify_error: Option<String>,
+}
+
+/// A merge recorded in the catalog: the dropped image of one disk, and the
+/// merge's journal once planned (`repo::merges` runs it).
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeIntent {
+    pub id: i64,
+    pub vm: String,
+    pub backup_id: String,
+    pub disk_index: i64,
+    /// The disk's folder, relative to the repository.
+    pub dir: String,
+    /// File names in `dir`.
+    pub image: String,
+    pub digests: String,
+    /// The journal's JSON (`qcow2::merge::Journal`), once planned.
+    pub journal: Option<String>,
 }
 
 // Readers see a row's image fields directly (`disk.image_path`): the split

@@ -92,8 +92,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Drop one restore point: today the newest of its chain (one that no
-    /// later backup depends on); `prune` merges older ones away.
+    /// Drop one restore point, wherever it is in its chains: its images are
+    /// merged into their neighbours, so every other point keeps its bytes.
     Delete {
         backup_id: String,
         #[arg(long)]
@@ -131,6 +131,16 @@ enum Command {
     /// Re-read backups and check structure, chain links and digests.
     Verify {
         backup_id: Option<String>,
+        /// Only the backups of this VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Skip backups whose every disk passed a verify within DAYS days
+        /// (re-verify older passes; corrupt ones are always verified again).
+        #[arg(long, value_name = "DAYS")]
+        outdated_after: Option<u32>,
+        /// Skip backups whose every disk passed a verify, however long ago.
+        #[arg(long)]
+        skip_verified: bool,
         #[arg(long)]
         json: bool,
     },
@@ -268,7 +278,7 @@ pub fn main() -> ExitCode {
         Command::Export { target, format, output, compress } => match target::parse(&target) {
             target::Target::Image(p) => image::export(&p, None, format, &output, compress),
             target::Target::Backup { id, disk } => with_repo(dir, |r| {
-                let images = target::backup_images(r, &id, disk)?;
+                let (images, _guard) = target::backup_images(r, &id, disk)?;
                 if images.len() != 1 {
                     return Err(CliError::msg(format!(
                         "backup {id} has {} disks: export one of them as {id}:N",
@@ -326,7 +336,15 @@ pub fn main() -> ExitCode {
             let req = backchain::engine::prune::PruneRequest { vm, keep, dry_run };
             with_repo(dir, |r| repo::prune(r, &req, json))
         }
-        Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
+        Command::Verify { backup_id, vm, outdated_after, skip_verified, json } => {
+            let req = backchain::engine::verify::VerifyRequest {
+                id: backup_id,
+                vm,
+                skip_verified,
+                outdated_after_days: outdated_after,
+            };
+            with_repo(dir, |r| repo::verify(r, &req, json))
+        }
         Command::Ls { target, path, json } => {
             browse::with_tree(dir, &target, |t, _| browse::ls(t, path.as_deref(), json))
         }
