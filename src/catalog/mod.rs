@@ -10,10 +10,14 @@
 //! [`UtcTime`]: crate::util::time::UtcTime
 
 mod blocking;
+#[macro_use]
 mod model;
+mod jobs;
+mod policies;
 mod queries;
 
 pub use blocking::SyncCatalog;
+pub use jobs::JobFilter;
 pub use model::*;
 
 use crate::util::time::UtcTime;
@@ -23,10 +27,11 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Embedded migrations, applied in order on open (docs/catalog.md).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 6;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "statuses", include_str!("migrations/0002_statuses.sql")),
+    (6, "policies", include_str!("migrations/0006_policies.sql")),
 ];
 /// Connections in the pool: the server's handlers and a few blocking jobs.
 const MAX_CONNECTIONS: u32 = 4;

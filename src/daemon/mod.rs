@@ -1,9 +1,10 @@
 //! `backchain serve`: assembles the daemon out of the library. It builds the
 //! runtime, opens the repository (filling it with the demo when asked),
 //! keeps a FUSE mount of the whole repository when asked, and runs the HTTP
-//! API until Ctrl-C. The NBD listener and the scheduler will be started here
-//! too.
+//! API and the policy scheduler until Ctrl-C or SIGTERM. The NBD listener
+//! will be started here too.
 
+pub mod config;
 mod demo;
 pub mod token;
 
@@ -48,6 +49,12 @@ pub struct Config {
     pub max_sessions: usize,
     /// Roots under which HTTP requests may name local disk sources.
     pub source_dirs: Vec<PathBuf>,
+    /// Scheduler jobs run at once.
+    pub max_jobs: usize,
+    /// Job history older than this many days is forgotten.
+    pub job_history_days: u32,
+    /// How long running jobs may take to end after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 /// The whole repository as a folder, for as long as the server runs
@@ -64,6 +71,7 @@ fn mount_repository(repo: &Arc<Repo>, dir: &Path) -> Result<backchain_fuse::Moun
 /// `backchain serve`: opens the repository, optionally fills it with the
 /// demo, and serves until Ctrl-C.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    init_logging();
     if let Some(f) = &config.token_file {
         token::read(f)?;
     }
@@ -83,6 +91,25 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if config.demo {
         eprintln!("{}", demo::examples(&format!("http://{addr}"), &token_path, &demo_ids));
     }
+    let scheduler = crate::schedule::Scheduler::new(
+        repo.clone(),
+        crate::schedule::SchedulerOptions {
+            max_jobs: config.max_jobs,
+            history_days: config.job_history_days,
+            shutdown_grace: config.shutdown_grace,
+            ..Default::default()
+        },
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    rt.spawn(async move {
+        stop_signal().await;
+        tracing::info!("stopping: no new jobs; running jobs get the shutdown grace");
+        let _ = stop.send(true);
+    });
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let jobs = rt.spawn(scheduler.run(until(stopped.clone())));
     let opts = api::Options {
         token: Some(token),
         session_idle: config.session_idle,
@@ -90,10 +117,37 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         source_dirs: config.source_dirs,
         ..Default::default()
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let r = rt.block_on(api::run(listener, repo.clone(), opts, shutdown));
+    let r = rt.block_on(api::run(listener, repo.clone(), opts, until(stopped)));
+    match rt.block_on(jobs) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the scheduler stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "the scheduler failed"),
+    }
     repo.close();
+    // A job past the grace still holds a blocking thread: do not wait for
+    // it (its files are cleaned up at the next start).
+    rt.shutdown_timeout(Duration::from_secs(1));
     Ok(r?)
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Structured log lines on stderr (the journal under systemd). `RUST_LOG`
+/// is not read: the level is info.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
 }
