@@ -83,14 +83,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let repo = Arc::new(Repo::open(&config.repo, rt.handle().clone())?);
     let (token, token_path) = token::load_or_create(&config.repo, config.token_file.as_deref())?;
     let demo_ids = if config.demo { demo::fill(&repo)? } else { Vec::new() };
-    let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
-    let _mount = config.mount.as_deref().map(|dir| mount_repository(&repo, dir)).transpose()?;
-    let addr = listener.local_addr()?;
-    eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
-    eprintln!("backchain: requests need the bearer token in {}", token_path.display());
-    if config.demo {
-        eprintln!("{}", demo::examples(&format!("http://{addr}"), &token_path, &demo_ids));
-    }
+    // Jobs of a dead daemon are `interrupted` before anyone can ask.
     let scheduler = crate::schedule::Scheduler::new(
         repo.clone(),
         crate::schedule::SchedulerOptions {
@@ -100,6 +93,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             ..Default::default()
         },
     );
+    rt.block_on(scheduler.recover()).map_err(|e| ServeError::Engine(e.into()))?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
+    let _mount = config.mount.as_deref().map(|dir| mount_repository(&repo, dir)).transpose()?;
+    let addr = listener.local_addr()?;
+    eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
+    eprintln!("backchain: requests need the bearer token in {}", token_path.display());
+    if config.demo {
+        eprintln!("{}", demo::examples(&format!("http://{addr}"), &token_path, &demo_ids));
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     rt.spawn(async move {
         stop_signal().await;

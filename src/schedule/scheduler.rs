@@ -73,6 +73,7 @@ pub struct Scheduler {
     wake: Notify,
     stopping: AtomicBool,
     ticks: AtomicU64,
+    recovered: AtomicBool,
 }
 
 type Policies = HashMap<String, Arc<Policy>>;
@@ -87,6 +88,7 @@ impl Scheduler {
             wake: Notify::new(),
             stopping: false.into(),
             ticks: 0.into(),
+            recovered: false.into(),
         })
     }
 
@@ -108,7 +110,9 @@ impl Scheduler {
 
     /// Runs until `shutdown` completes, then drains (see the module doc).
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), CatalogError> {
-        self.recover().await?;
+        if !self.recovered.load(Ordering::SeqCst) {
+            self.recover().await?;
+        }
         tokio::pin!(shutdown);
         let mut phase = Phase::Startup;
         let mut swept: Option<Instant> = None;
@@ -146,8 +150,11 @@ impl Scheduler {
         }
     }
 
-    /// Marks the jobs of dead processes `interrupted`.
-    async fn recover(&self) -> Result<(), CatalogError> {
+    /// Marks the jobs of dead processes `interrupted`. [`Scheduler::run`]
+    /// does it first unless it was done already; the daemon does it before
+    /// it announces itself, so no client ever sees a dead job `running`.
+    pub async fn recover(&self) -> Result<(), CatalogError> {
+        self.recovered.store(true, Ordering::SeqCst);
         let cat = &self.repo.catalog;
         for (id, pid) in cat.running_jobs().await? {
             if pid.is_some_and(alive) {
