@@ -12,18 +12,18 @@ const BACKUP_COLUMNS: &str = "b.id, v.name AS vm, b.backup_type, b.status, b.sta
      b.bytes_read, b.bytes_written, b.error, b.notes";
 
 /// A text column holding one of a catalog enum's words.
-fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+pub(super) fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     let s: String = r.try_get(col)?;
     parse(&s).ok_or_else(|| CatalogError::Invalid(format!("{col} {s:?} is not a known value")))
 }
 
 /// A text column holding an RFC 3339 time.
-fn time(r: &SqliteRow, col: &str) -> Result<UtcTime> {
+pub(super) fn time(r: &SqliteRow, col: &str) -> Result<UtcTime> {
     let s: String = r.try_get(col)?;
     UtcTime::parse(&s).map_err(|e| CatalogError::Invalid(format!("{col}: {e}")))
 }
 
-fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<UtcTime>> {
+pub(super) fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<UtcTime>> {
     let s: Option<String> = r.try_get(col)?;
     s.map(|s| UtcTime::parse(&s).map_err(|e| CatalogError::Invalid(format!("{col}: {e}")))).transpose()
 }
