@@ -97,4 +97,8 @@ impl SyncCatalog {
     pub fn drop_merged_backup(&self, id: &str) -> Result<Vec<BackupDisk>> {
         self.rt.block_on(self.inner.drop_merged_backup(id))
     }
+
+    pub fn adopt_backup(&self, b: &AdoptedBackup) -> Result<Vec<(i64, i64)>> {
+        self.rt.block_on(self.inner.adopt_backup(b))
+    }
 }

@@ -14,6 +14,7 @@ mod calendar;
 mod image;
 mod mount;
 mod nbd;
+mod repair;
 mod repo;
 mod target;
 
@@ -96,6 +97,19 @@ enum Command {
     /// later backup depends on); `prune` merges older ones away.
     Delete {
         backup_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a lost catalog from the repository's images; list (or
+    /// remove) files that no catalog row names.
+    Repair {
+        /// Build a new catalog from the images (the old catalog file is kept
+        /// under a dated name).
+        #[arg(long)]
+        rebuild_catalog: bool,
+        /// Remove the files no catalog row names (orphans and leftovers).
+        #[arg(long)]
+        remove_orphans: bool,
         #[arg(long)]
         json: bool,
     },
@@ -297,6 +311,9 @@ pub fn main() -> ExitCode {
         Command::Calendar(args) => calendar::run(args),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
+        Command::Repair { rebuild_catalog, remove_orphans, json } => {
+            repair::run(dir, repair::RepairArgs { rebuild_catalog, remove_orphans, json })
+        }
         Command::Delete { backup_id, json } => with_repo(dir, |r| repo::delete(r, &backup_id, json)),
         Command::Prune {
             vm,

@@ -40,6 +40,9 @@ pub fn run(repo: &Repo, id: Option<&str>) -> Result<Vec<DiskReport>, EngineError
         }
     };
     let mut reports = Vec::new();
+    if id.is_none() {
+        reports.extend(orphans(repo)?);
+    }
     for p in &points {
         let b = &p.backup;
         for d in &p.disks {
@@ -57,6 +60,26 @@ pub fn run(repo: &Repo, id: Option<&str>) -> Result<Vec<DiskReport>, EngineError
         }
     }
     Ok(reports)
+}
+
+/// Files no catalog row names, as faults: a lost or rolled-back catalog
+/// shows here, not as "0 disk images verified".
+fn orphans(repo: &Repo) -> Result<Vec<DiskReport>, EngineError> {
+    Ok(repo
+        .orphans()?
+        .into_iter()
+        .map(|o| DiskReport {
+            backup_id: o.file.stem,
+            disk_index: i64::from(o.file.disk_index),
+            image_path: o.file.rel,
+            ok: false,
+            problems: vec![format!(
+                "orphan file: {}; `backchain repair --rebuild-catalog` adopts intact backups, \
+                 `backchain repair --remove-orphans` removes it",
+                o.reason
+            )],
+        })
+        .collect())
 }
 
 /// The expected chain of images, top first, from the catalog's parent links.
