@@ -59,6 +59,7 @@ impl From<EngineError> for ApiError {
             EngineError::NoParent(m) => Self::new(StatusCode::CONFLICT, "no_parent", m),
             EngineError::Busy(m) => Self::new(StatusCode::CONFLICT, "busy", m),
             EngineError::NotFound(m) => Self::not_found(m),
+            EngineError::DiskFull(m) => Self::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", m),
             EngineError::Catalog(c) => c.into(),
             EngineError::RestorePoint(r) => r.into(),
             other => Self::internal(other.to_string()),
@@ -75,6 +76,7 @@ impl From<RepoError> for ApiError {
             RepoError::NotCompleted { .. } => Self::new(StatusCode::CONFLICT, "not_completed", e.to_string()),
             RepoError::Merging(_) => Self::new(StatusCode::CONFLICT, "busy", e.to_string()),
             RepoError::Image { .. } => Self::new(StatusCode::CONFLICT, "unavailable", e.to_string()),
+            RepoError::DiskFull(m) => Self::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", m),
             RepoError::Io { .. } | RepoError::Missing(_) | RepoError::CatalogLost { .. } => {
                 Self::internal(e.to_string())
             }

@@ -9,12 +9,14 @@ pub mod chunks;
 mod extent;
 mod file;
 mod mem;
+mod shared;
 mod slice;
 
 pub use cache::Lru;
 pub use extent::{Extent, LazyMap};
 pub use file::RawFile;
 pub use mem::MemImage;
+pub use shared::open_shared;
 pub use slice::Slice;
 
 use std::io;

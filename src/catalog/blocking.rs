@@ -125,4 +125,8 @@ impl SyncCatalog {
     pub fn corrupt_in_chain(&self, chain_id: i64) -> Result<Option<String>> {
         self.rt.block_on(self.inner.corrupt_in_chain(chain_id))
     }
+
+    pub fn adopt_backup(&self, b: &AdoptedBackup) -> Result<Vec<(i64, i64)>> {
+        self.rt.block_on(self.inner.adopt_backup(b))
+    }
 }

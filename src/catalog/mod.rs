@@ -9,6 +9,7 @@
 //!
 //! [`UtcTime`]: crate::util::time::UtcTime
 
+mod adopt;
 mod blocking;
 #[macro_use]
 mod model;
@@ -17,6 +18,7 @@ mod policies;
 mod queries;
 mod retention;
 
+pub use adopt::AdoptedBackup;
 pub use blocking::SyncCatalog;
 pub use jobs::JobFilter;
 pub use model::*;
@@ -58,6 +60,22 @@ pub enum CatalogError {
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
+/// SQLite's primary result code for "database or disk is full".
+const SQLITE_FULL: i32 = 13;
+
+impl CatalogError {
+    /// SQLite ran out of room on the catalog's disk.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            CatalogError::Db(sqlx::Error::Database(d)) => {
+                d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == SQLITE_FULL)
+            }
+            CatalogError::Db(sqlx::Error::Io(e)) => e.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
 /// The catalog, async. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct Catalog {
@@ -83,6 +101,33 @@ impl Catalog {
         migrated?;
         let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(opts).await?;
         Ok(Self { pool })
+    }
+
+    /// Opens the SQLite catalog at `path` without writing anything, not even
+    /// SQLite's shared-memory file: for reading a repository whose disk is
+    /// full. Its schema must be current (migrating needs room).
+    pub async fn open_sqlite_read_only(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new().filename(path).read_only(true).immutable(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(opts).await?;
+        let catalog = Self { pool };
+        match catalog.schema_version().await? {
+            SCHEMA_VERSION => Ok(catalog),
+            v if v > SCHEMA_VERSION => Err(CatalogError::TooNew(v)),
+            v => Err(CatalogError::Invalid(format!(
+                "schema version {v} must be migrated to {SCHEMA_VERSION} first, which needs free space"
+            ))),
+        }
+    }
+
+    /// Folds the write-ahead log into the database file and empties it, so
+    /// the file alone holds every committed row (before it is moved).
+    pub async fn checkpoint(&self) -> Result<()> {
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.pool).await?;
+        let busy: i64 = row.try_get(0)?;
+        if busy != 0 {
+            return Err(CatalogError::Conflict("the catalog is in use: its log cannot be folded in".into()));
+        }
+        Ok(())
     }
 
     /// The schema version the catalog is at (the last migration applied).

@@ -190,51 +190,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let now = UtcTime::now().to_string();
         for d in disks {
-            let chain_id: i64 = match d.chain {
-                ChainRef::Existing(c) => c,
-                ChainRef::New => sqlx::query(
-                    "INSERT INTO chains (vm_id, disk_index, virtual_size, created_at) VALUES (?, ?, ?, ?) RETURNING id",
-                )
-                .bind(vm_id)
-                .bind(d.disk_index)
-                .bind(d.virtual_size)
-                .bind(&now)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("id")?,
-            };
-            let disk_id: i64 = sqlx::query(
-                "INSERT INTO backup_disks (backup_id, disk_index, chain_id, parent_id, disk_type, source, image_path, \
-                 digest_path, change_id, virtual_size, cluster_size, stored_bytes, changed_bytes, content_digest, status) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'completed') RETURNING id",
-            )
-            .bind(id)
-            .bind(d.disk_index)
-            .bind(chain_id)
-            .bind(d.parent_id)
-            .bind(d.disk_type.as_str())
-            .bind(&d.source)
-            .bind(&d.image_path)
-            .bind(&d.digest_path)
-            .bind(&d.change_id)
-            .bind(d.virtual_size)
-            .bind(d.cluster_size)
-            .bind(d.stored_bytes)
-            .bind(d.changed_bytes)
-            .bind(&d.content_digest)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("id")?;
-            sqlx::query(
-                "UPDATE chains SET first_disk_id = COALESCE(first_disk_id, ?), latest_disk_id = ?, \
-                 image_count = image_count + 1, total_bytes = total_bytes + ? WHERE id = ?",
-            )
-            .bind(disk_id)
-            .bind(disk_id)
-            .bind(d.stored_bytes)
-            .bind(chain_id)
-            .execute(&mut *tx)
-            .await?;
+            insert_disk(&mut tx, id, vm_id, d, &now).await?;
         }
         sqlx::query(
             "UPDATE backups SET status = 'completed', ended_at = ?, bytes_read = ?, bytes_written = ?, pid = NULL \
@@ -433,4 +389,61 @@ impl Catalog {
         tx.commit().await?;
         Ok(b.disks)
     }
+}
+
+/// Inserts one disk image of backup `id` (and its chain when it starts one);
+/// returns the image's row id and its chain's.
+pub(super) async fn insert_disk(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &str,
+    vm_id: i64,
+    d: &NewDisk,
+    created_at: &str,
+) -> Result<(i64, i64)> {
+    let chain_id: i64 = match d.chain {
+        ChainRef::Existing(c) => c,
+        ChainRef::New => sqlx::query(
+            "INSERT INTO chains (vm_id, disk_index, virtual_size, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(vm_id)
+        .bind(d.disk_index)
+        .bind(d.virtual_size)
+        .bind(created_at)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("id")?,
+    };
+    let disk_id: i64 = sqlx::query(
+        "INSERT INTO backup_disks (backup_id, disk_index, chain_id, parent_id, disk_type, source, image_path, \
+             digest_path, change_id, virtual_size, cluster_size, stored_bytes, changed_bytes, content_digest, status) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'completed') RETURNING id",
+    )
+    .bind(id)
+    .bind(d.disk_index)
+    .bind(chain_id)
+    .bind(d.parent_id)
+    .bind(d.disk_type.as_str())
+    .bind(&d.source)
+    .bind(&d.image_path)
+    .bind(&d.digest_path)
+    .bind(&d.change_id)
+    .bind(d.virtual_size)
+    .bind(d.cluster_size)
+    .bind(d.stored_bytes)
+    .bind(d.changed_bytes)
+    .bind(&d.content_digest)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("id")?;
+    sqlx::query(
+        "UPDATE chains SET first_disk_id = COALESCE(first_disk_id, ?), latest_disk_id = ?, \
+             image_count = image_count + 1, total_bytes = total_bytes + ? WHERE id = ?",
+    )
+    .bind(disk_id)
+    .bind(disk_id)
+    .bind(d.stored_bytes)
+    .bind(chain_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok((disk_id, chain_id))
 }

@@ -16,6 +16,7 @@ mod keep;
 mod mount;
 mod nbd;
 mod policy;
+mod repair;
 mod repo;
 mod target;
 
@@ -85,6 +86,19 @@ enum Command {
     /// merged into their neighbours, so every other point keeps its bytes.
     Delete {
         backup_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a lost catalog from the repository's images; list (or
+    /// remove) files that no catalog row names.
+    Repair {
+        /// Build a new catalog from the images (the old catalog file is kept
+        /// under a dated name).
+        #[arg(long)]
+        rebuild_catalog: bool,
+        /// Remove the files no catalog row names (orphans and leftovers).
+        #[arg(long)]
+        remove_orphans: bool,
         #[arg(long)]
         json: bool,
     },
@@ -334,6 +348,9 @@ pub fn main() -> ExitCode {
         Command::Calendar(args) => calendar::run(args),
         Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
         Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
+        Command::Repair { rebuild_catalog, remove_orphans, json } => {
+            repair::run(dir, repair::RepairArgs { rebuild_catalog, remove_orphans, json })
+        }
         Command::Delete { backup_id, json } => with_repo(dir, |r| repo::delete(r, &backup_id, json)),
         Command::Prune { vm, keep, dry_run, json } => {
             let keep = keep.options();

@@ -181,8 +181,21 @@ pub fn new_backup_id() -> String {
     format!("{}-{}", crate::util::time::now_compact(), &salt.to_hex()[..6])
 }
 
-/// Runs one backup job to completion (or to a clean failure).
+/// Runs one backup job to completion (or to a clean failure). A failure
+/// for want of room says so, with the repository and its free space.
 pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<BackupResult, EngineError> {
+    run_job(repo, req, progress).map_err(|e| match e {
+        EngineError::DiskFull(what) => EngineError::DiskFull(crate::repo::space::full_message(repo.root(), &what)),
+        EngineError::Io { .. } | EngineError::Qcow2(_) | EngineError::Digest(_) | EngineError::Catalog(_)
+            if crate::repo::space::is_full(&e, repo.root()) =>
+        {
+            EngineError::DiskFull(crate::repo::space::full_message(repo.root(), &e.to_string()))
+        }
+        e => e,
+    })
+}
+
+fn run_job(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<BackupResult, EngineError> {
     check_vm_name(&req.vm)?;
     if req.disks.is_empty() {
         return Err(EngineError::BadRequest("a backup needs at least one --disk".into()));
@@ -345,11 +358,21 @@ impl BackupRun<'_> {
         map: &Path,
         compression: Option<Compression>,
     ) -> Result<(SinkOut, u64), EngineError> {
-        let mut sink = open_sink(self.repo, plan.parent.as_ref(), plan.source.size(), image, map, compression)?;
+        // Out of room: say which file could not be written.
+        let full = |e: EngineError| {
+            if crate::repo::space::says_full(&e) {
+                EngineError::DiskFull(format!("writing {}: {e}", super::sink::partial(image).display()))
+            } else {
+                e
+            }
+        };
+        let mut sink =
+            open_sink(self.repo, plan.parent.as_ref(), plan.source.size(), image, map, compression).map_err(full)?;
         self.files.extend(sink.files().map(Path::to_path_buf));
-        let outcome = pipeline::run(&*plan.source, &mut sink, plan.parent.is_some(), &mut |n| self.advance(n))?;
+        let outcome =
+            pipeline::run(&*plan.source, &mut sink, plan.parent.is_some(), &mut |n| self.advance(n)).map_err(full)?;
         self.notes.extend(outcome.notes);
-        Ok((sink.finish()?, outcome.bytes_read))
+        Ok((sink.finish().map_err(full)?, outcome.bytes_read))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod pipeline;
 pub mod prune;
 pub mod push;
+pub mod rebuild;
 pub mod retention;
 pub mod sink;
 pub mod verify;
@@ -52,6 +53,10 @@ pub enum EngineError {
     Digest(#[from] digests::DigestError),
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
+    /// The repository's disk ran out of room (the message names it and its
+    /// free space).
+    #[error("{0}")]
+    DiskFull(String),
     /// A restore point that cannot be used (missing, not completed, …).
     #[error(transparent)]
     RestorePoint(RepoError),

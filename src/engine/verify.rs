@@ -93,6 +93,9 @@ pub fn run(repo: &Repo, req: &VerifyRequest) -> Result<Vec<DiskReport>, EngineEr
     }
     let now = UtcTime::now();
     let mut reports = Vec::new();
+    if req.id.is_none() && req.vm.is_none() {
+        reports.extend(orphans(repo)?);
+    }
     for p in &points {
         let b = &p.backup;
         for d in &p.disks {
@@ -116,6 +119,28 @@ pub fn run(repo: &Repo, req: &VerifyRequest) -> Result<Vec<DiskReport>, EngineEr
         }
     }
     Ok(reports)
+}
+
+/// Files no catalog row names, as faults: a lost or rolled-back catalog
+/// shows here, not as "0 disk images verified".
+fn orphans(repo: &Repo) -> Result<Vec<DiskReport>, EngineError> {
+    Ok(repo
+        .orphans()?
+        .into_iter()
+        .map(|o| DiskReport {
+            backup_id: o.file.stem,
+            disk_index: i64::from(o.file.disk_index),
+            image_path: o.file.rel,
+            ok: false,
+            skipped: false,
+            verified_at: None,
+            problems: vec![format!(
+                "orphan file: {}; `backchain repair --rebuild-catalog` adopts intact backups, \
+                 `backchain repair --remove-orphans` removes it",
+                o.reason
+            )],
+        })
+        .collect())
 }
 
 /// The expected chain of images, top first, from the catalog's parent links.

@@ -217,7 +217,7 @@ impl Chain {
             if !seen.insert(path.clone()) {
                 return Err(Error::BackingLoop(path));
             }
-            let file: Arc<dyn ReadAt> = Arc::new(super::open_file(&path)?);
+            let file: Arc<dyn ReadAt> = super::open_file(&path)?;
             let format = match format {
                 Some(f) => f,
                 None => super::probe(&*file)?,

@@ -30,12 +30,12 @@ use std::sync::Arc;
 /// Opens a disk image of either format: a QCOW2 chain when the file starts
 /// with the QCOW2 magic, else the raw bytes of the file or block device.
 pub fn open_disk(path: &Path, opts: &OpenOptions) -> Result<Arc<dyn ReadAt>> {
-    if detect(path)? == Format::Qcow2 { Ok(Arc::new(Chain::open(path, opts)?)) } else { Ok(Arc::new(open_file(path)?)) }
+    if detect(path)? == Format::Qcow2 { Ok(Arc::new(Chain::open(path, opts)?)) } else { Ok(open_file(path)?) }
 }
 
 /// The format of the image at `path`, by its magic.
 pub fn detect(path: &Path) -> Result<Format> {
-    probe(&open_file(path)?)
+    probe(&*open_file(path)?)
 }
 
 /// QCOW2 when the magic says so, raw otherwise (also a backing file whose
@@ -54,7 +54,7 @@ fn probe(file: &dyn ReadAt) -> Result<Format> {
 /// Opens an image file or block device for reading. Anything else is
 /// refused before `open`: a FIFO named as a backing file would block the
 /// open forever, a directory or socket cannot hold an image.
-fn open_file(path: &Path) -> Result<RawFile> {
+fn open_file(path: &Path) -> Result<Arc<RawFile>> {
     use std::os::unix::fs::FileTypeExt;
     let open_err = |source| Error::Open { path: path.to_path_buf(), source };
     let t = std::fs::metadata(path).map_err(open_err)?.file_type();
@@ -62,5 +62,5 @@ fn open_file(path: &Path) -> Result<RawFile> {
         let what = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file or block device");
         return Err(open_err(what));
     }
-    RawFile::open(path).map_err(open_err)
+    crate::block::open_shared(path).map_err(open_err)
 }

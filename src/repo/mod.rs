@@ -6,11 +6,14 @@
 //! It sits below the engine and the front ends and above the catalog: it
 //! knows files and catalog rows, never HTTP, jobs or trees.
 
+mod files;
 mod lock;
 mod merges;
 mod point;
 mod recover;
+pub mod space;
 
+pub use files::{FileKind, Orphan, RepoFile, scan};
 pub use merges::{MergeDone, MergeLocks, MergeRunError, allocated, file_chain};
 pub use point::RestorePoint;
 
@@ -58,18 +61,25 @@ pub enum RepoError {
          from a copy, or move vms/ aside to start afresh"
     )]
     CatalogLost { root: String, images: usize },
+    /// The repository's disk is full (the message names it and its room).
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 impl RepoError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         RepoError::Io { path: path.display().to_string(), source }
     }
+
+    /// This error, met on the full disk of the repository at `root`, as a
+    /// message that says so.
+    pub fn disk_full(self, root: &Path) -> Self {
+        RepoError::DiskFull(space::full_message(root, &self.to_string()))
+    }
 }
 
 /// The catalog's file in a repository.
 pub const CATALOG_FILE: &str = "catalog.db";
-/// Image files counted when looking for orphans, at most.
-const MAX_ORPHAN_SCAN: usize = 100_000;
 
 /// Refuses a repository whose catalog is gone (missing or truncated to
 /// nothing) while `vms/` still holds images: opening it would start a new,
@@ -83,7 +93,7 @@ fn check_catalog_not_lost(root: &Path) -> Result<(), RepoError> {
     if !empty {
         return Ok(());
     }
-    let images = count_images(&root.join("vms"));
+    let images = count_images(root);
     if images > 0 {
         return Err(RepoError::CatalogLost { root: root.display().to_string(), images });
     }
@@ -91,18 +101,8 @@ fn check_catalog_not_lost(root: &Path) -> Result<(), RepoError> {
 }
 
 /// QCOW2 files under `vms/<vm>/disk-<N>/`.
-fn count_images(vms: &Path) -> usize {
-    let dirs = |p: &Path| fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path()).collect::<Vec<_>>();
-    let mut n = 0;
-    for vm in dirs(vms) {
-        for disk in dirs(&vm) {
-            n += dirs(&disk).iter().filter(|f| f.extension().is_some_and(|x| x == "qcow2")).count();
-            if n >= MAX_ORPHAN_SCAN {
-                return n;
-            }
-        }
-    }
-    n
+fn count_images(root: &Path) -> usize {
+    scan(root).iter().filter(|f| f.kind == FileKind::Image).count()
 }
 
 /// An open repository: its folder and catalog. Its calls block; they must
@@ -140,6 +140,13 @@ impl Repo {
     /// Opens the repository at `root`, creating it on first use, and cleans
     /// up after jobs that died (see `recover`).
     pub fn open(root: &Path, rt: Handle) -> Result<Self, RepoError> {
+        Self::open_rw(root, rt).map_err(|e| match e {
+            RepoError::Io { .. } | RepoError::Catalog(_) if space::is_full(&e, root) => e.disk_full(root),
+            e => e,
+        })
+    }
+
+    fn open_rw(root: &Path, rt: Handle) -> Result<Self, RepoError> {
         check_catalog_not_lost(root)?;
         for d in [root.to_path_buf(), root.join("vms"), root.join("locks")] {
             fs::create_dir_all(&d).map_err(|e| RepoError::io(&d, e))?;
@@ -154,12 +161,26 @@ impl Repo {
 
     /// Opens a repository that must exist already: for commands that only
     /// read, which must not create one at a mistyped path.
+    /// On a full disk, where opening the catalog as usual fails (SQLite
+    /// needs room for its shared-memory file), it is opened read-only and
+    /// no recovery runs: listing, verifying and restoring still work.
     pub fn open_existing(root: &Path, rt: Handle) -> Result<Self, RepoError> {
         if !root.join(CATALOG_FILE).is_file() {
             check_catalog_not_lost(root)?;
             return Err(RepoError::Missing(root.display().to_string()));
         }
-        Self::open(root, rt)
+        match Self::open(root, rt.clone()) {
+            Err(e @ RepoError::DiskFull(_)) => Self::open_read_only(root, rt).map_err(|_| e),
+            other => other,
+        }
+    }
+
+    fn open_read_only(root: &Path, rt: Handle) -> Result<Self, RepoError> {
+        let root = root.canonicalize().map_err(|e| RepoError::io(root, e))?;
+        let catalog = rt.block_on(Catalog::open_sqlite_read_only(&root.join(CATALOG_FILE)))?;
+        eprintln!("backchain: note: {}: the catalog is opened read-only", space::full_state(&root));
+        let db = SyncCatalog::new(catalog.clone(), rt);
+        Ok(Self { root, catalog, db })
     }
 
     pub fn root(&self) -> &Path {
@@ -198,18 +219,20 @@ impl Repo {
     /// Takes VM `vm`'s lock without waiting; `None` when another process (or
     /// thread) holds it.
     pub fn try_lock(&self, vm: &str) -> Result<Option<VmLock>, RepoError> {
-        let p = self.root.join("locks").join(format!("{vm}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| RepoError::io(&p, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(VmLock { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(RepoError::io(&p, e)),
-        }
+        try_lock_vm(&self.root, vm)
+    }
+}
+
+/// Takes VM `vm`'s lock in the repository at `root` without waiting (for
+/// code that works before a catalog opens); `None` when it is held.
+pub fn try_lock_vm(root: &Path, vm: &str) -> Result<Option<VmLock>, RepoError> {
+    let p = root.join("locks").join(format!("{vm}.lock"));
+    let file =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(|e| RepoError::io(&p, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(VmLock { _file: file })),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(RepoError::io(&p, e)),
     }
 }
 
