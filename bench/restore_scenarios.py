@@ -521,7 +521,7 @@ class Server:
             port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}/api/v1"
         self.log = open(ctx.work / f"serve-{port}.log", "wb")
-        argv = bc(ctx, info, "serve", "--listen", f"127.0.0.1:{port}")
+        argv = bc(ctx, info, "serve", "--listen", f"127.0.0.1:{port}", "--nbd-listen", "127.0.0.1:0")
         self.proc = subprocess.Popen([str(a) for a in argv], stdout=self.log, stderr=subprocess.STDOUT)
         _cleanup.append(self.stop)
         deadline = time.monotonic() + LIVE_TIMEOUT
