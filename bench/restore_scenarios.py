@@ -533,6 +533,12 @@ class Server:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     sys.exit(f"backchain serve did not come up; see {self.log.name}")
                 time.sleep(0.05)
+        # Every request but /health needs the bearer token, which serve
+        # creates in the repository on its first start.
+        token = (Path(info["repo"]) / "api.token").read_text().split()[0]
+        opener = urllib.request.build_opener()
+        opener.addheaders = [("Authorization", f"Bearer {token}")]
+        urllib.request.install_opener(opener)
 
     def session(self, backup_id, disk_index=0):
         """Opens a restore session (over one disk, or all with None); its id."""

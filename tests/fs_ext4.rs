@@ -259,11 +259,7 @@ fn inline_data_is_refused_with_the_reason() {
 fn corrupt_images_never_panic() {
     let t = tempdir();
     let src = t.path().join("src");
-    let mut rng = Rng::new(9);
-    for i in 0..40 {
-        write(&src.join(format!("d{}/f{i}", i % 5)), &random(&mut rng, (i * 997) % 20_000));
-    }
-    symlink("d0/f0", src.join("link")).unwrap();
+    common::small_tree(&src, 40, 5);
     let img = t.path().join("small.img");
     mkfs("mkfs.ext4", &["-b", "1024", "-N", "64", "-J", "size=1"], &src, &img, "4M");
     let base = std::fs::read(&img).unwrap();

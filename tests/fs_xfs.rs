@@ -595,11 +595,7 @@ fn corruption_is_confined_and_a_dirty_log_is_noted() {
 fn corrupt_images_never_panic() {
     let t = tempdir();
     let src = t.path().join("src");
-    let mut rng = Rng::new(9);
-    for i in 0..30 {
-        write(&src.join(format!("d{}/f{i}", i % 3)), &random(&mut rng, (i * 997) % 20_000));
-    }
-    symlink("d0/f0", src.join("link")).unwrap();
+    common::small_tree(&src, 30, 3);
     let mut proto = String::from("/dev/null\n0 0\nd--755 0 0\n");
     protofile(&src, &mut proto, 1);
     proto.push_str("$\n");

@@ -243,3 +243,13 @@ impl Drop for FuseMount {
         let _ = backchain().arg("umount").arg(&self.0).output();
     }
 }
+
+/// The small tree the corrupt-image tests mutate: `files` random files of
+/// up to 20 KB spread over `dirs` folders `dN/`, and a symlink `link`.
+pub fn small_tree(src: &Path, files: usize, dirs: usize) {
+    let mut rng = Rng::new(9);
+    for i in 0..files {
+        write(&src.join(format!("d{}/f{i}", i % dirs)), &random(&mut rng, (i * 997) % 20_000));
+    }
+    std::os::unix::fs::symlink("d0/f0", src.join("link")).unwrap();
+}

@@ -17,6 +17,7 @@ pub mod btrfs;
 pub mod ext4;
 pub mod fat;
 pub mod fuzz;
+mod listing;
 pub mod xfs;
 
 /// A node (file, folder, symlink) of one filesystem. Stable for the life of

@@ -21,7 +21,6 @@ mod superblock;
 mod view;
 mod xattr;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::block::{Extent, Lru, ReadAt};
@@ -45,10 +44,7 @@ const MAX_DIR_BYTES: u64 = 256 << 20;
 /// Largest symlink target (the kernel's limit is one block).
 const MAX_SYMLINK_LEN: u64 = 64 << 10;
 
-struct Listing {
-    entries: Vec<RawEntry>,
-    by_name: HashMap<Vec<u8>, usize>,
-}
+type Listing = crate::volume::fs::listing::Listing<RawEntry>;
 
 pub struct Ext4Fs {
     volume: Arc<dyn ReadAt>,
@@ -302,11 +298,7 @@ impl Ext4Fs {
             dir::parse_block(&block[..n], pos, &mut entries)?;
             pos += bs;
         }
-        let mut by_name = HashMap::with_capacity(entries.len());
-        for (k, e) in entries.iter().enumerate() {
-            by_name.entry(e.name.clone()).or_insert(k);
-        }
-        let l = Arc::new(Listing { entries, by_name });
+        let l = Arc::new(Listing::new(entries, |e| &e.name));
         lock(&self.dirs).insert(ino, l.clone());
         Ok(l)
     }
@@ -348,7 +340,7 @@ impl Filesystem for Ext4Fs {
 
     fn lookup(&self, dir: NodeId, name: &[u8]) -> Result<DirEntry, FsError> {
         let l = self.listing(self.ino(dir)?)?;
-        let e = l.by_name.get(name).map(|&k| &l.entries[k]).ok_or(FsError::NotFound)?;
+        let e = l.get(name).ok_or(FsError::NotFound)?;
         Ok(DirEntry { name: e.name.clone(), attr: self.attr(e.inode, &self.inode(e.inode)?) })
     }
 

@@ -25,7 +25,6 @@ mod log;
 mod superblock;
 mod symlink;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::block::{Extent, Lru, ReadAt};
@@ -46,10 +45,7 @@ const INODE_BLOCK_CACHE: usize = 512;
 /// Largest folder data we read (100,000 entries take a few MiB).
 const MAX_DIR_BYTES: u64 = 256 << 20;
 
-struct Listing {
-    entries: Vec<RawEntry>,
-    by_name: HashMap<Vec<u8>, usize>,
-}
+type Listing = crate::volume::fs::listing::Listing<RawEntry>;
 
 pub struct XfsFs {
     volume: Arc<dyn ReadAt>,
@@ -227,11 +223,7 @@ impl XfsFs {
             }
             _ => self.block_dir_entries(&i)?,
         };
-        let mut by_name = HashMap::with_capacity(entries.len());
-        for (k, e) in entries.iter().enumerate() {
-            by_name.entry(e.name.clone()).or_insert(k);
-        }
-        let l = Arc::new(Listing { entries, by_name });
+        let l = Arc::new(Listing::new(entries, |e| &e.name));
         lock(&self.dirs).insert(ino, l.clone());
         Ok(l)
     }
@@ -327,7 +319,7 @@ impl Filesystem for XfsFs {
 
     fn lookup(&self, dir: NodeId, name: &[u8]) -> Result<DirEntry, FsError> {
         let l = self.listing(dir)?;
-        let e = l.by_name.get(name).map(|&k| &l.entries[k]).ok_or(FsError::NotFound)?;
+        let e = l.get(name).ok_or(FsError::NotFound)?;
         Ok(DirEntry { name: e.name.clone(), attr: self.attr(&self.inode(e.ino)?) })
     }
 
