@@ -246,9 +246,22 @@ def get_zip(h, ctx):
 
 
 def mount(ctx, info, target, mnt, *opts):
+    """Serves `target` at `mnt` from a `backchain mount --foreground` started
+    here, so its CPU time can be read from /proc/PID/stat; returns its PID."""
     mnt.mkdir(exist_ok=True)
-    subprocess.run([str(a) for a in bc(ctx, info, "mount", *opts, target, mnt)], check=True)
-    _cleanup.append(lambda: umount(ctx, info, mnt))
+    argv = bc(ctx, info, "mount", "--foreground", *opts, target, mnt)
+    proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL)
+
+    def stop():
+        umount(ctx, info, mnt)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    _cleanup.append(stop)
+    wait_up(proc, lambda: os.path.ismount(mnt), f"the FUSE server on {mnt}")
+    return proc.pid
 
 
 def umount(ctx, info, mnt):
@@ -258,15 +271,16 @@ def umount(ctx, info, mnt):
 
 def big_bin_mounts(h, ctx, name):
     """The ext4 backup mounted twice (default, --page-cache); returns the
-    repository facts, the target, and big.bin's path in each mount."""
+    repository facts, the target, and (big.bin's path, server PID) of each
+    mount."""
     info = restore_repo(h, ctx)
     target = f"{info['ids']['ext4']}:0"
-    paths = []
+    mounts = []
     for suffix, opts in (("", ()), ("-pc", ("--page-cache",))):
         mnt = ctx.work / f"mnt-{name}{suffix}"
-        mount(ctx, info, target, mnt, *opts)
-        paths.append(f"{mnt}{info['vol']['ext4']}/big.bin")
-    return info, target, paths
+        pid = mount(ctx, info, target, mnt, *opts)
+        mounts.append((f"{mnt}{info['vol']['ext4']}/big.bin", pid))
+    return info, target, mounts
 
 
 # Backups are immutable, so a page-cache mount keeps the kernel page cache of
@@ -286,20 +300,33 @@ def wait_up(proc, ready, what):
         time.sleep(0.05)
 
 
-def fuse_floor(ctx, size, cache=False):
+def plain_big(ctx, info):
+    """A plain copy of the ext4 backup's big.bin in the scratch folder (the
+    floors serve it)."""
+    plain = ctx.work / "big-plain.bin"
+    if not plain.exists():
+        path = f"{info['vol']['ext4']}/big.bin"
+        with open(plain, "wb") as out:
+            subprocess.run([str(a) for a in bc(ctx, info, "cat", f"{info['ids']['ext4']}:0", path)], stdout=out, check=True)
+    return plain
+
+
+def fuse_floor(ctx, size, cache=False, file=None):
     """Builds and mounts bench/fuse_floor.c (libfuse, one file answered from
-    a static buffer; direct I/O, or the page cache with `cache`); returns the
-    file's path, or None without a C compiler and libfuse3-dev."""
+    a static buffer; direct I/O, or the page cache with `cache`; from a map
+    of `file` when given); returns the file's path and the server's PID, or
+    None without a C compiler and libfuse3-dev."""
     cflags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True)
     if cflags.returncode != 0 or not shutil.which("cc"):
         return None
     exe = ctx.work / "fuse_floor"
     src = Path(__file__).parent / "fuse_floor.c"
     subprocess.run(["cc", "-O2", "-o", exe, src, *cflags.stdout.split()], check=True)
-    mnt = ctx.work / ("mnt-floor-pc" if cache else "mnt-floor")
+    mnt = ctx.work / ("mnt-floor-pc" if cache else "mnt-floor-file" if file else "mnt-floor")
     mnt.mkdir(exist_ok=True)
     subprocess.run(["fusermount3", "-u", "-q", mnt], check=False)
-    proc = subprocess.Popen([exe, mnt, str(size), *(["cache"] if cache else [])])
+    mode = ["cache"] if cache else [f"file={file}"] if file else []
+    proc = subprocess.Popen([exe, mnt, str(size), *mode])
 
     def stop():
         subprocess.run(["fusermount3", "-u", "-q", mnt], check=False)
@@ -307,22 +334,25 @@ def fuse_floor(ctx, size, cache=False):
 
     _cleanup.append(stop)
     wait_up(proc, (mnt / "big.bin").exists, "the libfuse floor server")
-    return mnt / "big.bin"
+    return mnt / "big.bin", proc.pid
 
 
 def fuse_read(h, ctx):
     """sequential read of a 1 GiB file through the FUSE mount vs backchain cat."""
     info, target, (big, big_pc) = big_bin_mounts(h, ctx, "read")
-    floor = fuse_floor(ctx, info["sizes"]["big"])
-    floor_pc = floor and fuse_floor(ctx, info["sizes"]["big"], cache=True)
+    size = info["sizes"]["big"]
+    floor = fuse_floor(ctx, size)
+    floor_pc = floor and fuse_floor(ctx, size, cache=True)
+    floor_file = floor and fuse_floor(ctx, size, file=plain_big(ctx, info))
 
     def cat(f):
-        return h.Command(["cat", f], before=drop_cache(f))
+        path, pid = f
+        return h.Command(["cat", path], before=drop_cache(path), server=pid, bytes=size)
 
     commands = {
         "cat via FUSE": cat(big),
         "cat via FUSE --page-cache": cat(big_pc),
-        "backchain cat": h.Command(bc(ctx, info, "cat", target, f"{info['vol']['ext4']}/big.bin")),
+        "backchain cat": h.Command(bc(ctx, info, "cat", target, f"{info['vol']['ext4']}/big.bin"), bytes=size),
     }
     ratios = [
         h.Ratio("FUSE read speed / backchain cat speed", "cat via FUSE", "backchain cat", 0.7),
@@ -338,9 +368,11 @@ def fuse_read(h, ctx):
     if floor:
         commands["cat via libfuse floor"] = cat(floor)
         commands["cat via libfuse floor, page cache"] = cat(floor_pc)
+        commands["cat via libfuse file floor"] = cat(floor_file)
         ratios += [
             h.Ratio("FUSE read speed / libfuse floor's", "cat via FUSE", "cat via libfuse floor", None),
             h.Ratio("libfuse floor's speed / backchain cat speed", "cat via libfuse floor", "backchain cat", None),
+            h.Ratio("FUSE read speed / libfuse file floor's", "cat via FUSE", "cat via libfuse file floor", None),
             h.Ratio(
                 "libfuse floor's speed through the page cache / backchain cat speed",
                 "cat via libfuse floor, page cache",
@@ -348,15 +380,32 @@ def fuse_read(h, ctx):
                 None,
             ),
         ]
+        extra = lambda med, c: [  # noqa: E731
+            h.cpu_row("server CPU per GiB, backchain / libfuse floor", c["cat via FUSE"],
+                      c["cat via libfuse floor"], 1.2, server=True),
+            h.cpu_row("server CPU per GiB, backchain / libfuse file floor (bytes from a mapped file)",
+                      c["cat via FUSE"], c["cat via libfuse file floor"], 1.2, server=True),
+            h.cpu_row("server CPU per GiB, backchain --page-cache / libfuse floor through the page cache",
+                      c["cat via FUSE --page-cache"], c["cat via libfuse floor, page cache"], 1.2, server=True),
+            h.cpu_row("cat's own CPU per GiB, via backchain / via libfuse floor", c["cat via FUSE"],
+                      c["cat via libfuse floor"], 1.2),
+        ]
         notes.append(
             "The libfuse floor (bench/fuse_floor.c) is a minimal server on libfuse, the reference implementation: "
             "one file of the same size, opened with direct I/O, every read answered from one static, cache-hot "
             "1 MiB buffer; once more through the page cache (kernel readahead). No FUSE server doing real work can "
             "read faster on the same machine: when both ratios to `backchain cat` are below the target, the target "
-            "cannot be met there."
+            "cannot be met there. The libfuse file floor is the same server answering from a map of a plain copy "
+            "of the file on tmpfs (mapped and faulted in once at start): the bytes come from memory, not from a "
+            "cache-hot buffer, as they must for any server of real data."
         )
     else:
+        extra = None
         notes.append("The libfuse floor was not measured: it needs a C compiler and libfuse3-dev (pkg-config fuse3).")
+    notes.append(
+        "Server CPU: utime + stime of the serving process (`backchain mount --foreground`, the floor) from "
+        "/proc/PID/stat, read before and after every run."
+    )
     return h.Scenario(
         name="fuse-read",
         description=f"sequential read (`cat` to /dev/null) of a {h.human(info['sizes']['big'])} ext4 file through "
@@ -365,12 +414,13 @@ def fuse_read(h, ctx):
         commands=commands,
         ratios=ratios,
         notes=notes,
+        extra=extra,
     )
 
 
 def fuse_small_reads(h, ctx):
     """reads of 4 KiB and 64 KiB at a time through the default mount (direct I/O) and --page-cache."""
-    _, _, (big, big_pc) = big_bin_mounts(h, ctx, "small")
+    _, _, ((big, _), (big_pc, _)) = big_bin_mounts(h, ctx, "small")
     span = 256 * h.MIB
 
     def dd(f, bs):
@@ -610,7 +660,7 @@ def floor_server(ctx, mode, path):
     proc = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, mode, str(path), str(ready)])
     _cleanup.append(proc.kill)
     wait_up(proc, lambda: ready.exists() and ready.read_text(), f"the {mode} server")
-    return f"http://127.0.0.1:{ready.read_text()}/big.bin"
+    return f"http://127.0.0.1:{ready.read_text()}/big.bin", proc.pid
 
 
 def http_download(h, ctx):
@@ -620,22 +670,24 @@ def http_download(h, ctx):
     mid = srv.session(info["ids"]["ext4"])
     path = f"{info['vol']['ext4']}/big.bin"
     url = f"{srv.base}/restore/{mid}/download?path={quote(path)}"
-    plain = ctx.work / "big-plain.bin"
-    if not plain.exists():
-        with open(plain, "wb") as out:
-            subprocess.run([str(a) for a in bc(ctx, info, "cat", f"{info['ids']['ext4']}:0", path)], stdout=out, check=True)
-    sendfile = floor_server(ctx, "sendfile", plain)
-    copy = floor_server(ctx, "copy", plain)
+    plain = plain_big(ctx, info)
+    sendfile, sendfile_pid = floor_server(ctx, "sendfile", plain)
+    copy, copy_pid = floor_server(ctx, "copy", plain)
+    size = info["sizes"]["big"]
+
+    def curl(u, pid):
+        return h.Command(["curl", "-sSf", "-o", "/dev/null", u], server=pid, bytes=size)
+
     return h.Scenario(
         name="http-download",
         description=f"download of a {h.human(info['sizes']['big'])} ext4 file from `backchain serve` over "
         "loopback (curl to /dev/null), against `backchain cat` of the same file, and against two minimal servers "
         "sending the same bytes from a plain file: one with sendfile(2), one copying 1 MiB slices of a mapping",
         commands={
-            "curl download": h.Command(["curl", "-sSf", "-o", "/dev/null", url]),
-            "curl sendfile server": h.Command(["curl", "-sSf", "-o", "/dev/null", sendfile]),
-            "curl copy server": h.Command(["curl", "-sSf", "-o", "/dev/null", copy]),
-            "backchain cat": h.Command(bc(ctx, info, "cat", f"{info['ids']['ext4']}:0", path)),
+            "curl download": curl(url, srv.proc.pid),
+            "curl sendfile server": curl(sendfile, sendfile_pid),
+            "curl copy server": curl(copy, copy_pid),
+            "backchain cat": h.Command(bc(ctx, info, "cat", f"{info['ids']['ext4']}:0", path), bytes=size),
         },
         ratios=[
             h.Ratio("HTTP download speed / backchain cat speed", "curl download", "backchain cat", 0.8),
@@ -650,7 +702,14 @@ def http_download(h, ctx):
             "at all, the copy one the same single copy per byte as backchain. They show what loopback TCP and "
             "curl cost on this machine whatever the server does: when a minimal server's ratio to `backchain cat` "
             "is below the target, no server can meet it here. The CPU column of `curl download` is curl's own "
-            "time (the server is another process): curl alone costs about as much as `backchain cat`."
+            "time (the server is another process): curl alone costs about as much as `backchain cat`. The server "
+            "CPU column is the serving process's utime + stime from /proc/PID/stat around every run."
+        ],
+        extra=lambda med, c: [
+            h.cpu_row("server CPU per GiB, backchain serve / minimal copy server", c["curl download"],
+                      c["curl copy server"], 1.2, server=True),
+            h.cpu_row("server CPU per GiB, backchain serve / minimal sendfile server", c["curl download"],
+                      c["curl sendfile server"], None, server=True),
         ],
     )
 

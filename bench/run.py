@@ -61,6 +61,28 @@ class Command:
     peak_kib: int = 0
     # Run, untimed, before every run (e.g. to drop a page cache).
     before: list | None = None
+    # A long-lived server doing this command's work in another process (a
+    # FUSE or HTTP server): its PID, or a callable giving it. Its CPU time
+    # (utime + stime from /proc/PID/stat) is read around every run.
+    server: object = None
+    # Bytes the command moves, for CPU per GiB.
+    bytes: int | None = None
+    # Filled in by run_scenario: every run's wall, CPU and server CPU time.
+    walls: list = field(default_factory=list)
+    cpus: list = field(default_factory=list)
+    server_cpus: list = field(default_factory=list)
+
+    def server_pid(self):
+        return self.server() if callable(self.server) else self.server
+
+    def median_cpu(self):
+        return statistics.median(self.cpus)
+
+    def median_server_cpu(self):
+        return statistics.median(self.server_cpus) if self.server_cpus else None
+
+    def per_gib(self, seconds):
+        return seconds / (self.bytes / GIB)
 
 
 @dataclass
@@ -87,6 +109,9 @@ class Scenario:
     # (measurement, value, goal, met) for the "other measurements" table.
     extra: object = None
     rows: list = field(default_factory=list)
+    # Timed runs per command when the scenario needs more than --runs (for
+    # steadiness figures); never fewer than --runs.
+    runs: int | None = None
 
 
 @dataclass
@@ -105,6 +130,34 @@ def run_quiet(argv, **kw):
     if r.returncode != 0:
         sys.exit(f"command failed: {' '.join(map(str, argv))}\n{r.stderr}{r.stdout}")
     return r.stdout
+
+
+# ---------------------------------------------------------------- rows
+
+
+def steadiness_row(label, cmd, limit=1.5):
+    """An "other measurements" row: the slowest run over the median run."""
+    med = statistics.median(cmd.walls)
+    r = max(cmd.walls) / med
+    return (f"{label}: slowest / median wall time", f"{r:.2f} ({max(cmd.walls):.3f} / {med:.3f} s)",
+            f"<= {limit}", "yes" if r <= limit else "NO")
+
+
+def cpu_row(name, measured, reference, limit, server=False):
+    """An "other measurements" row: median CPU time of `measured` over
+    `reference` (their servers' CPU with `server`), per GiB when both know
+    how many bytes they move."""
+    def per(cmd):
+        c = cmd.median_server_cpu() if server else cmd.median_cpu()
+        return cmd.per_gib(c) if cmd.bytes else c
+
+    m, ref = per(measured), per(reference)
+    r = m / max(ref, 1e-6)
+    unit = " per GiB" if measured.bytes and reference.bytes else ""
+    value = f"{r:.2f} ({m:.3f} / {ref:.3f} s{unit})"
+    if limit is None:
+        return (name, value, "", "")
+    return (name, value, f"<= {limit}", "yes" if r <= limit else "NO")
 
 
 # ---------------------------------------------------------------- inputs
@@ -210,6 +263,14 @@ def export_chain(ctx):
     # The same disk as one image: the depth-1 reference.
     flat = cached(ctx, "chain30-flat.qcow2", lambda out: run_quiet(["qemu-img", "convert", "-O", "qcow2", top, out]))
     outs = {k: ctx.work / f"out-{k}.raw" for k in ("b30", "b1", "q30")}
+
+    def extra(med, commands):
+        b30, b1 = commands["backchain depth 30"], commands["backchain depth 1"]
+        return [
+            cpu_row("CPU time, backchain depth 30 / depth 1", b30, b1, 1.1),
+            steadiness_row("backchain depth 30", b30),
+        ]
+
     return Scenario(
         name="export-chain",
         description=f"export of a depth-{depth} chain ({human(size)}, each layer rewrites 0.5% of the clusters) "
@@ -220,9 +281,11 @@ def export_chain(ctx):
             "qemu-img depth 30": Command(["qemu-img", "convert", "-O", "raw", top, outs["q30"]], outs["q30"]),
         },
         ratios=[
-            Ratio("backchain depth 30 speed / depth 1 speed", "backchain depth 30", "backchain depth 1", 0.85),
+            Ratio("backchain depth 30 speed / depth 1 speed", "backchain depth 30", "backchain depth 1", 0.9),
             Ratio("qemu-img convert / backchain export, depth 30", "backchain depth 30", "qemu-img depth 30", 1.0),
         ],
+        extra=extra,
+        runs=9,
     )
 
 
@@ -380,14 +443,28 @@ def qcow2_size(img):
     return json.loads(run_quiet(["qemu-img", "info", "--output=json", img]))["virtual-size"]
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """utime + stime of a process, in seconds (from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of proc(5); fields[0] here is field 3 (state).
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def time_once(cmd):
-    """Runs a command; returns (wall seconds, CPU seconds: user + system)."""
+    """Runs a command; returns (wall seconds, CPU seconds: user + system,
+    the server's CPU seconds over the run or None)."""
     if cmd.output is not None and cmd.output.is_dir() and not cmd.output.is_symlink():
         shutil.rmtree(cmd.output)
     elif cmd.output is not None and (cmd.output.exists() or cmd.output.is_symlink()):
         cmd.output.unlink()
     if cmd.before is not None:
         subprocess.run([str(a) for a in cmd.before], check=True)
+    pid = cmd.server_pid()
+    server_before = proc_cpu(pid) if pid is not None else None
     t = time.perf_counter()
     argv = [str(a) for a in cmd.argv]
     rss = tempfile.NamedTemporaryFile() if cmd.memory else None
@@ -397,6 +474,7 @@ def time_once(cmd):
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errf)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t
+        server = proc_cpu(pid) - server_before if pid is not None else None
         p.returncode = os.waitstatus_to_exitcode(status)
         errf.seek(0)
         err = errf.read().decode(errors="replace")
@@ -405,11 +483,14 @@ def time_once(cmd):
     if rss is not None:
         cmd.peak_kib = max(cmd.peak_kib, int(open(rss.name).read().split()[-1]))
         rss.close()
-    return wall, ru.ru_utime + ru.ru_stime
+    return wall, ru.ru_utime + ru.ru_stime, server
 
 
 def run_scenario(sc, runs):
-    """Returns per label: median wall time, median CPU time, all wall times."""
+    """Returns per label: median wall time, median CPU time, all wall times.
+    Every run's figures are also kept on the commands (walls, cpus,
+    server_cpus)."""
+    runs = max(runs, sc.runs or 0)
     times = {label: [] for label in sc.commands}
     cpu = {label: [] for label in sc.commands}
     # One untimed round first: both tools start with the same warm inputs.
@@ -421,9 +502,14 @@ def run_scenario(sc, runs):
         if r % 2:
             labels.reverse()
         for label in labels:
-            w, c = time_once(sc.commands[label])
+            cmd = sc.commands[label]
+            w, c, s = time_once(cmd)
             times[label].append(w)
             cpu[label].append(c)
+            cmd.walls.append(w)
+            cmd.cpus.append(c)
+            if s is not None:
+                cmd.server_cpus.append(s)
     for cmd in sc.commands.values():
         if cmd.output is not None and cmd.output.is_dir():
             shutil.rmtree(cmd.output)
@@ -505,14 +591,20 @@ def render(results, info, args, work_fs):
         "",
         "Median times:",
         "",
-        "| scenario | command | wall s | CPU s | peak RSS | all runs, wall s |",
-        "|---|---|---|---|---|---|",
+        "| scenario | command | wall s | CPU s | server CPU s | CPU s per GiB (+ server) | peak RSS | all runs, wall s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for sc, med, cpu, times in results:
         for label, t in med.items():
+            cmd = sc.commands[label]
             runs = ", ".join(f"{x:.2f}" for x in times[label])
-            rss = f"{sc.commands[label].peak_kib / 1024:.1f} MiB" if sc.commands[label].memory else ""
-            lines.append(f"| {sc.name} | {label} | {t:.3f} | {cpu[label]:.3f} | {rss} | {runs} |")
+            rss = f"{cmd.peak_kib / 1024:.1f} MiB" if cmd.memory else ""
+            srv = cmd.median_server_cpu()
+            srv_s = "" if srv is None else f"{srv:.3f}"
+            per = ""
+            if cmd.bytes:
+                per = f"{cmd.per_gib(cpu[label]):.3f}" + ("" if srv is None else f" (+ {cmd.per_gib(srv):.3f})")
+            lines.append(f"| {sc.name} | {label} | {t:.3f} | {cpu[label]:.3f} | {srv_s} | {per} | {rss} | {runs} |")
     if any(sc.rows for sc, *_ in results):
         lines += [
             "",
@@ -579,7 +671,9 @@ def main():
             med, cpu, times = run_scenario(sc, args.runs)
             for label, t in med.items():
                 runs = ", ".join(f"{x:.2f}" for x in times[label])
-                print(f"   {label:<22} {t:8.3f} s  cpu {cpu[label]:.3f} s  ({runs})")
+                srv = sc.commands[label].median_server_cpu()
+                srv = "" if srv is None else f"  server cpu {srv:.3f} s"
+                print(f"   {label:<22} {t:8.3f} s  cpu {cpu[label]:.3f} s{srv}  ({runs})")
             for r in sc.ratios:
                 v = med[r.reference] / med[r.measured] * r.scale
                 goal = "" if r.target is None else f" (target >= {r.target})"

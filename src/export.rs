@@ -65,7 +65,7 @@ impl<'a> Disk<'a> {
         work: impl Fn(&Run, &[u8]) -> Result<T, Error> + Sync,
         consume: impl FnMut(&Piece<T>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let opts = chunks::Options { chunk: CHUNK, grain, workers, map: false };
+        let opts = chunks::Options { chunk: CHUNK, grain, workers, map: false, gap: chunks::GAP };
         chunks::walk(self.reader, chunks::whole(self.size()), opts, work, consume)
     }
 }

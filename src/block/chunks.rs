@@ -35,7 +35,19 @@ pub struct Options {
     /// Lend chunks from the source's memory map where it has one (see
     /// `extent.rs`) instead of copying them into a buffer.
     pub map: bool,
+    /// Zero and unallocated runs shorter than this between data in one
+    /// chunk are not steps of their own: the chunk's data is read around
+    /// them and they are zeros in its buffer. A sparse disk with data in
+    /// every other cluster is then a few hundred chunk hand-offs per GiB
+    /// instead of tens of thousands of tiny steps (each a thread wake-up,
+    /// a status answer and a write). 0: every skippable run is a step (as
+    /// lending from a map needs: a map may not cover holes).
+    pub gap: u64,
 }
+
+/// A `gap` for walks that read into buffers: filling and checking a hole
+/// of this size costs about as much as handing one step between threads.
+pub const GAP: u64 = 256 << 10;
 
 /// A read (or status) failure, with where it happened.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +64,15 @@ impl From<ReadError> for io::Error {
     }
 }
 
+/// One step of a walk: a skippable run, or a data run (at most one chunk)
+/// with the short skippable runs inside it (`holes`, whole grains, sorted)
+/// that are not read but filled with zeros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub run: Run,
+    pub holes: Vec<Range<u64>>,
+}
+
 /// The walk's steps: skippable runs (`Zero`/`Unallocated`, whole grains or
 /// up to the end) and data runs (at most one chunk), in order, covering the
 /// ranges given and nothing else.
@@ -62,6 +83,7 @@ pub struct Planner<'a> {
     end: u64,
     chunk: u64,
     grain: u64,
+    gap: u64,
     /// The last status answer, reused while `pos` lies in it: one status
     /// call per run, not per chunk.
     last: Option<Run>,
@@ -69,10 +91,11 @@ pub struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     /// Walks `ranges` (sorted, disjoint, inside the source) of `reader`.
-    pub fn new(reader: &'a dyn ReadAt, ranges: Vec<Range<u64>>, chunk: u64, grain: u64) -> Self {
+    /// `gap`: see [`Options::gap`].
+    pub fn new(reader: &'a dyn ReadAt, ranges: Vec<Range<u64>>, chunk: u64, grain: u64, gap: u64) -> Self {
         let grain = grain.max(1);
         let chunk = chunk.max(grain) / grain * grain;
-        Planner { reader, ranges: ranges.into_iter(), pos: 0, end: 0, chunk, grain, last: None }
+        Planner { reader, ranges: ranges.into_iter(), pos: 0, end: 0, chunk, grain, gap, last: None }
     }
 
     fn status(&mut self, at: u64) -> io::Result<Run> {
@@ -85,9 +108,11 @@ impl<'a> Planner<'a> {
     }
 
     /// The next step from `self.pos` (which is below `self.end`).
-    fn step(&mut self) -> io::Result<Run> {
+    fn step(&mut self) -> io::Result<Step> {
         let (pos, end, g) = (self.pos, self.end, self.grain);
         let limit = pos.saturating_add(self.chunk).min(end);
+        let data = |to: u64, holes| Step { run: Run { offset: pos, len: to - pos, alloc: Alloc::Data }, holes };
+        let mut holes = Vec::new();
         let mut at = pos;
         while at < limit {
             let r = self.status(at)?;
@@ -103,17 +128,24 @@ impl<'a> Planner<'a> {
                 at = r.end();
                 continue;
             }
-            if at == pos && from == pos {
-                return Ok(Run { offset: pos, len: to - pos, alloc: r.alloc });
+            // A short hole with more of the chunk after it goes inside the
+            // data step.
+            if to - from < self.gap && to < limit {
+                holes.push(from..to);
+                at = to;
+                continue;
             }
-            return Ok(Run { offset: pos, len: from.min(limit) - pos, alloc: Alloc::Data });
+            if from == pos {
+                return Ok(Step { run: Run { offset: pos, len: to - pos, alloc: r.alloc }, holes });
+            }
+            return Ok(data(from.min(limit), holes));
         }
-        Ok(Run { offset: pos, len: limit - pos, alloc: Alloc::Data })
+        Ok(data(limit, holes))
     }
 }
 
 impl Iterator for Planner<'_> {
-    type Item = Result<Run, ReadError>;
+    type Item = Result<Step, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.pos >= self.end {
@@ -121,9 +153,9 @@ impl Iterator for Planner<'_> {
             (self.pos, self.end) = (r.start, r.end);
         }
         match self.step() {
-            Ok(run) => {
-                self.pos = run.end();
-                Some(Ok(run))
+            Ok(step) => {
+                self.pos = step.run.end();
+                Some(Ok(step))
             }
             Err(source) => {
                 let offset = self.pos;
@@ -186,7 +218,7 @@ where
 {
     let workers = opts.workers.max(1);
     std::thread::scope(|s| {
-        let mut plans: Vec<SyncSender<Result<Run, ReadError>>> = Vec::new();
+        let mut plans: Vec<SyncSender<Result<Step, ReadError>>> = Vec::new();
         let mut outs: Vec<Receiver<Result<Piece<T>, E>>> = Vec::new();
         let mut backs = Vec::new();
         for _ in 0..workers {
@@ -199,12 +231,12 @@ where
             let work = &work;
             s.spawn(move || {
                 for plan in plan_rx {
-                    let piece = plan.map_err(E::from).and_then(|run| match run.alloc {
-                        Alloc::Data => read(reader, run, opts.map, &back_rx).and_then(|bytes| {
-                            let done = work(&run, bytes.as_slice())?;
-                            Ok(Piece::Data { run, bytes, done })
+                    let piece = plan.map_err(E::from).and_then(|step| match step.run.alloc {
+                        Alloc::Data => read(reader, &step, opts.map, &back_rx).and_then(|bytes| {
+                            let done = work(&step.run, bytes.as_slice())?;
+                            Ok(Piece::Data { run: step.run, bytes, done })
                         }),
-                        _ => Ok(Piece::Skip(run)),
+                        _ => Ok(Piece::Skip(step.run)),
                     });
                     let failed = piece.is_err();
                     if out_tx.send(piece).is_err() || failed {
@@ -214,7 +246,8 @@ where
             });
         }
         s.spawn(move || {
-            let planner = Planner::new(reader, ranges, opts.chunk, opts.grain);
+            let gap = if opts.map { 0 } else { opts.gap };
+            let planner = Planner::new(reader, ranges, opts.chunk, opts.grain, gap);
             for (i, plan) in planner.enumerate() {
                 if plans[i % workers].send(plan).is_err() {
                     return;
@@ -236,9 +269,18 @@ where
 }
 
 /// A data chunk's bytes: lent from the map when asked and possible, else
-/// read into a recycled buffer.
-fn read<E: From<ReadError>>(reader: &dyn ReadAt, run: Run, map: bool, spare: &Receiver<Vec<u8>>) -> Result<Bytes, E> {
-    if map && let Some(e) = reader.locate(run.offset, run.len).filter(|e| e.len() == run.len && e.is_backed()) {
+/// read into a recycled buffer around its holes, which are zero-filled.
+fn read<E: From<ReadError>>(
+    reader: &dyn ReadAt,
+    step: &Step,
+    map: bool,
+    spare: &Receiver<Vec<u8>>,
+) -> Result<Bytes, E> {
+    let run = step.run;
+    if map
+        && step.holes.is_empty()
+        && let Some(e) = reader.locate(run.offset, run.len).filter(|e| e.len() == run.len && e.is_backed())
+    {
         return Ok(Bytes::Mapped(e));
     }
     let n = usize::try_from(run.len).map_err(|_| ReadError {
@@ -247,7 +289,18 @@ fn read<E: From<ReadError>>(reader: &dyn ReadAt, run: Run, map: bool, spare: &Re
     })?;
     let mut buf = spare.try_recv().unwrap_or_default();
     buf.resize(n, 0);
-    reader.read_exact_at(run.offset, &mut buf).map_err(|source| ReadError { offset: run.offset, source })?;
+    // Holes lie inside the run (the planner's invariant), so these
+    // offsets stay within the buffer.
+    let rel = |o: u64| (o - run.offset) as usize;
+    let mut at = run.offset;
+    for hole in step.holes.iter().chain(std::iter::once(&(run.end()..run.end()))) {
+        if hole.start > at {
+            let part = &mut buf[rel(at)..rel(hole.start)];
+            reader.read_exact_at(at, part).map_err(|source| ReadError { offset: at, source })?;
+        }
+        buf[rel(hole.start)..rel(hole.end)].fill(0);
+        at = hole.end;
+    }
     Ok(Bytes::Owned(buf))
 }
 
@@ -294,7 +347,7 @@ mod tests {
             size: 4500,
             bad: u64::MAX,
         };
-        let plans: Vec<Run> = Planner::new(&src, whole(4500), 1024, 256).map(Result::unwrap).collect();
+        let plans: Vec<Run> = Planner::new(&src, whole(4500), 1024, 256, 0).map(|s| s.unwrap().run).collect();
         let got: Vec<(u64, u64, Alloc)> = plans.iter().map(|r| (r.offset, r.len, r.alloc)).collect();
         assert_eq!(
             got,
@@ -310,10 +363,10 @@ mod tests {
         // A hole up to the end is skipped to the end, mid-grain; one that
         // starts mid-grain there is read with the data before it.
         let src = Scripted { runs: vec![(256, Alloc::Data), (244, Alloc::Zero)], size: 500, bad: u64::MAX };
-        let plans: Vec<Run> = Planner::new(&src, whole(500), 1024, 256).map(Result::unwrap).collect();
+        let plans: Vec<Run> = Planner::new(&src, whole(500), 1024, 256, 0).map(|s| s.unwrap().run).collect();
         assert_eq!(plans[1], Run { offset: 256, len: 244, alloc: Alloc::Zero });
         let src = Scripted { runs: vec![(300, Alloc::Data), (200, Alloc::Zero)], size: 500, bad: u64::MAX };
-        let plans: Vec<Run> = Planner::new(&src, whole(500), 1024, 256).map(Result::unwrap).collect();
+        let plans: Vec<Run> = Planner::new(&src, whole(500), 1024, 256, 0).map(|s| s.unwrap().run).collect();
         assert_eq!(plans, vec![Run { offset: 0, len: 500, alloc: Alloc::Data }]);
     }
 
@@ -321,7 +374,7 @@ mod tests {
     fn walk_hands_steps_over_in_order_with_their_work() {
         let src = Scripted { runs: vec![(4096, Alloc::Data), (8192, Alloc::Zero)], size: 40_000, bad: u64::MAX };
         let mut seen = Vec::new();
-        let opts = Options { chunk: 1024, grain: 512, workers: 3, map: false };
+        let opts = Options { chunk: 1024, grain: 512, workers: 3, map: false, gap: 0 };
         walk(
             &src,
             whole(40_000),
@@ -349,9 +402,57 @@ mod tests {
         assert!(seen.contains(&(4096, 8192, 0)));
     }
 
+    /// Short holes between data go inside the chunk's step and read as
+    /// zeros (never read from the source, even into a recycled buffer that
+    /// held data before); long ones and those at a chunk's end stay steps.
+    #[test]
+    fn short_holes_inside_a_chunk_are_zeros_in_its_buffer() {
+        let (u, z, d) = (Alloc::Unallocated, Alloc::Zero, Alloc::Data);
+        let runs = vec![(512, d), (512, u), (1024, d), (256, z), (256, d), (4096, u), (1024, d), (512, z), (512, d)];
+        let size = runs.iter().map(|r| r.0).sum::<u64>() * 3;
+        // The pattern three times over, so buffers are reused.
+        let src = Scripted { runs: [runs.clone(), runs.clone(), runs].concat(), size, bad: u64::MAX };
+        let steps: Vec<Step> = Planner::new(&src, whole(size), 4096, 256, 1024).map(Result::unwrap).collect();
+        let first: Vec<(u64, u64, Alloc, Vec<Range<u64>>)> =
+            steps.iter().take(3).map(|s| (s.run.offset, s.run.len, s.run.alloc, s.holes.clone())).collect();
+        assert_eq!(
+            first,
+            vec![
+                (0, 2560, d, vec![512..1024, 2048..2304]),
+                (2560, 4096, u, vec![]),
+                (6656, 4096, d, vec![7680..8192, 9216..9728]),
+            ]
+        );
+        let opts = Options { chunk: 4096, grain: 256, workers: 1, map: false, gap: 1024 };
+        let mut at = 0;
+        walk(
+            &src,
+            whole(size),
+            opts,
+            |_, _| Ok::<_, ReadError>(()),
+            |p| {
+                if let Piece::Data { run, bytes, .. } = p {
+                    for (i, &b) in bytes.as_slice().iter().enumerate() {
+                        let o = run.offset + i as u64;
+                        let want = if src.status(o, 1).unwrap().alloc == d { (o % 251) as u8 } else { 0 };
+                        assert_eq!(b, want, "byte {o}");
+                    }
+                }
+                let run = match p {
+                    Piece::Skip(r) | Piece::Data { run: r, .. } => r,
+                };
+                assert_eq!(run.offset, at);
+                at = run.end();
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(at, size);
+    }
+
     #[test]
     fn a_read_error_or_a_consumer_error_ends_the_walk() {
-        let opts = Options { chunk: 1024, grain: 512, workers: 2, map: false };
+        let opts = Options { chunk: 1024, grain: 512, workers: 2, map: false, gap: 0 };
         let src = Scripted { runs: vec![], size: 1 << 20, bad: 300_000 };
         let mut seen = 0;
         let r = walk(

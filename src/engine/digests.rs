@@ -341,7 +341,7 @@ impl MapReader {
 pub fn check(reader: &dyn ReadAt, size: u64, map: &mut MapReader) -> Result<String, DigestError> {
     let cs = u64::from(map.cluster_size);
     let mut content = Content::new(map.version);
-    let opts = chunks::Options { chunk: 4 << 20, grain: cs, workers: 2, map: false };
+    let opts = chunks::Options { chunk: 4 << 20, grain: cs, workers: 2, map: false, gap: chunks::GAP };
     let work = |_: &crate::block::Run, bytes: &[u8]| Ok(bytes.chunks(cs as usize).map(digest).collect::<Vec<_>>());
     chunks::walk(reader, chunks::whole(size), opts, work, |piece: &Piece<Vec<Digest>>| match piece {
         Piece::Skip(run) => match map.next_below(run.end().div_ceil(cs))? {

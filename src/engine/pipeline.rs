@@ -67,7 +67,7 @@ pub fn run(
     // itself, without copying every byte into a buffer first (that copy
     // took more time than the hashing). A full backup stores every data
     // cluster and reads into buffers.
-    let opts = chunks::Options { chunk: CHUNK, grain: cs, workers: READERS, map: incremental };
+    let opts = chunks::Options { chunk: CHUNK, grain: cs, workers: READERS, map: incremental, gap: chunks::GAP };
     let reader = source.reader();
     let bytes_read = &mut outcome.bytes_read;
     let work = |_: &Run, bytes: &[u8]| Ok::<_, EngineError>(bytes.chunks(cs as usize).map(digests::digest).collect());
@@ -105,26 +105,21 @@ pub fn run(
 }
 
 /// The change detector for one chunk: clusters whose digest differs from
-/// the base's are stored, in runs; the others are kept.
+/// the base's are stored (in runs, with one write for the chunk); the
+/// others are kept.
 fn detect(sink: &mut ImageSink, bytes: &Bytes, digests: &[Digest]) -> Result<(), EngineError> {
     let base = sink.base(digests.len() as u64)?;
-    let cs = sink.cluster_size() as usize;
-    let data = bytes.as_slice();
-    let mut i = 0;
-    while i < digests.len() {
-        let changed = digests[i] != base[i];
-        let mut j = i + 1;
-        while j < digests.len() && (digests[j] != base[j]) == changed {
-            j += 1;
+    let mut changed: Vec<Range<usize>> = Vec::new();
+    for (i, (d, b)) in digests.iter().zip(&base).enumerate() {
+        if d == b {
+            continue;
         }
-        if changed {
-            sink.store(&data[i * cs..(j * cs).min(data.len())], &digests[i..j], bytes.is_mapped())?;
-        } else {
-            sink.keep((j - i) as u64)?;
+        match changed.last_mut() {
+            Some(r) if r.end == i => r.end = i + 1,
+            _ => changed.push(i..i + 1),
         }
-        i = j;
     }
-    Ok(())
+    sink.store(bytes.as_slice(), digests, &changed, bytes.is_mapped())
 }
 
 /// Extents widened to whole clusters, clipped to the disk, sorted and

@@ -14,6 +14,7 @@ use super::repo::{PARTIAL, sync_dir};
 use crate::block::{Alloc, ReadAt, Run};
 use crate::qcow2::{Writer, WriterOptions};
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -216,63 +217,86 @@ impl ImageSink {
         Ok(())
     }
 
-    /// In order: the next clusters changed; `bytes` holds them (the last
-    /// one of the disk may be short) and `digests` their digests. Bytes lent
-    /// from a source's memory map (`mapped`) are copied first and hashed
-    /// again, so what is stored and its digest agree even if the source
-    /// changes under the map.
-    pub fn store(&mut self, bytes: &[u8], digests: &[Digest], mapped: bool) -> Result<(), EngineError> {
-        let end = self.in_order(digests.len() as u64)?;
-        let first = self.next;
-        while self.take_base(end)?.is_some() {}
+    /// In order: the next `digests.len()` clusters, held in `bytes` (the
+    /// last one of the disk may be short); those in `changed` (ascending,
+    /// disjoint ranges of indexes into `digests`) changed and are stored,
+    /// the others are kept. The chunk's data clusters go to the image in
+    /// one vectored write, straight from `bytes`. Bytes lent from a
+    /// source's memory map (`mapped`) are copied first and hashed again, so
+    /// what is stored and its digest agree even if the source changes under
+    /// the map.
+    pub fn store(
+        &mut self,
+        bytes: &[u8],
+        digests: &[Digest],
+        changed: &[Range<usize>],
+        mapped: bool,
+    ) -> Result<(), EngineError> {
+        self.in_order(digests.len() as u64)?;
+        let cs = self.cluster as usize;
+        // Ascending, disjoint, non-empty and inside the chunk.
+        let mut prev = 0;
+        let outside = |r: &Range<usize>| {
+            let bad = r.start < prev || r.start >= r.end || r.end > digests.len();
+            prev = r.end;
+            bad
+        };
+        if bytes.len().div_ceil(cs) != digests.len() || changed.iter().any(outside) {
+            return Err(EngineError::Repository("image sink: changed clusters outside the chunk".into()));
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = if mapped {
             scratch.clear();
             scratch.extend_from_slice(bytes);
-            let fresh: Vec<Digest> = scratch.chunks(self.cluster as usize).map(digests::digest).collect();
-            self.put(first, &scratch, &fresh)
+            let mut fresh = digests.to_vec();
+            for r in changed {
+                for (i, d) in fresh.iter_mut().enumerate().take(r.end).skip(r.start) {
+                    *d = digests::digest(&scratch[i * cs..((i + 1) * cs).min(scratch.len())]);
+                }
+            }
+            self.put(&scratch, &fresh, changed)
         } else {
-            self.put(first, bytes, digests)
+            self.put(bytes, digests, changed)
         };
         self.scratch = scratch;
-        result?;
-        self.next = end;
-        Ok(())
+        result
     }
 
-    /// Stores clusters from `first` and records their digests.
-    fn put(&mut self, first: u64, bytes: &[u8], digests: &[Digest]) -> Result<(), EngineError> {
-        self.write_run(first, bytes, digests)?;
-        for (k, d) in digests.iter().enumerate() {
-            self.map.push(first + k as u64, d)?;
-        }
-        self.changed += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// Writes clusters from `first`: consecutive whole data clusters as one
-    /// run (written straight from `bytes`), zero ones as zero clusters, a
-    /// short last one alone.
-    fn write_run(&mut self, first: u64, bytes: &[u8], digests: &[Digest]) -> Result<(), EngineError> {
+    /// Keeps and stores the clusters of one chunk (see `store`); the data
+    /// runs are written together at the end.
+    fn put(&mut self, bytes: &[u8], digests: &[Digest], changed: &[Range<usize>]) -> Result<(), EngineError> {
         let cs = self.cluster as usize;
-        let mut run: Option<usize> = None;
-        for (i, (c, d)) in bytes.chunks(cs).zip(digests).enumerate() {
-            if c.len() == cs && *d != ZERO {
-                run.get_or_insert(i);
-                continue;
+        let first = self.next;
+        let mut writes: Vec<(u64, &[u8])> = Vec::new();
+        let mut kept = 0;
+        for r in changed {
+            self.keep((r.start - kept) as u64)?;
+            let run_end = first + r.end as u64;
+            while self.take_base(run_end)?.is_some() {}
+            for i in r.clone() {
+                let (c, d) = (&bytes[i * cs..((i + 1) * cs).min(bytes.len())], &digests[i]);
+                let cluster = first + i as u64;
+                if *d == ZERO {
+                    self.writer.write_zero_cluster(cluster)?;
+                } else if c.len() < cs {
+                    self.writer.write_cluster(cluster, c)?;
+                } else {
+                    // Consecutive data clusters join the previous write.
+                    match writes.last_mut() {
+                        Some((at, w)) if *at + (w.len() / cs) as u64 == cluster => {
+                            *w = &bytes[(*at - first) as usize * cs..(i + 1) * cs];
+                        }
+                        _ => writes.push((cluster, c)),
+                    }
+                }
+                self.map.push(cluster, d)?;
+                self.changed += c.len() as u64;
             }
-            if let Some(start) = run.take() {
-                self.writer.write_clusters(first + start as u64, &bytes[start * cs..i * cs])?;
-            }
-            if *d == ZERO {
-                self.writer.write_zero_cluster(first + i as u64)?;
-            } else {
-                self.writer.write_cluster(first + i as u64, c)?;
-            }
+            self.next = run_end;
+            kept = r.end;
         }
-        if let Some(start) = run {
-            self.writer.write_clusters(first + start as u64, &bytes[start * cs..])?;
-        }
+        self.keep((digests.len() - kept) as u64)?;
+        self.writer.write_runs(&writes)?;
         Ok(())
     }
 

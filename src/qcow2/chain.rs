@@ -8,7 +8,7 @@
 use super::consts::*;
 use super::error::{Error, Result};
 use super::header::ClusterSize;
-use super::image::Image;
+use super::image::{Image, TableAtHand};
 use super::l2::Mapping;
 use crate::block::{Extent, Lru, ReadAt, Run, check_range};
 use std::collections::HashSet;
@@ -108,8 +108,14 @@ impl Layer {
     }
 
     fn map(&self, off: u64) -> Result<(Mapping, u64)> {
+        self.map_with(off, &mut TableAtHand::default())
+    }
+
+    /// [`Layer::map`] reusing the L2 table of the previous call (see
+    /// [`Image::map_with`]).
+    fn map_with(&self, off: u64, at_hand: &mut TableAtHand) -> Result<(Mapping, u64)> {
         match &self.data {
-            LayerData::Qcow2(i) => i.map(off),
+            LayerData::Qcow2(i) => i.map_with(off, at_hand),
             LayerData::Raw(f) => Ok((Mapping::Data(off), f.size() - off)),
         }
     }
@@ -314,15 +320,22 @@ impl Chain {
         // A cluster that does not resolve (corrupt entry, table past the end
         // of the file) becomes Mixed: reads that touch it walk the layers and
         // report its error, while its neighbours stay readable.
-        let r: Arc<[Resolved]> = (first..last).map(|c| self.resolve(c).unwrap_or(Resolved::Mixed)).collect();
+        // Each layer's L2 table is looked up once for the region, not once
+        // per cluster: the cost of a region stays one cheap step per layer
+        // and cluster, at any depth.
+        let mut at_hand: Vec<TableAtHand> = self.layers.iter().map(|_| TableAtHand::default()).collect();
+        let r: Arc<[Resolved]> =
+            (first..last).map(|c| self.resolve(c, &mut at_hand).unwrap_or(Resolved::Mixed)).collect();
         crate::util::lock(&self.resolved).insert(region, r.clone());
         Ok(r)
     }
 
-    fn resolve(&self, cluster: u64) -> Result<Resolved> {
+    /// `at_hand`: one table slot per layer, kept across the clusters of a
+    /// region.
+    fn resolve(&self, cluster: u64, at_hand: &mut [TableAtHand]) -> Result<Resolved> {
         let off = cluster << self.cluster.bits();
         let want = self.cluster.bytes().min(self.size - off);
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, (layer, at_hand)) in self.layers.iter().zip(at_hand.iter_mut()).enumerate() {
             let lsize = layer.virtual_size();
             if off >= lsize {
                 return Ok(Resolved::Unallocated);
@@ -330,7 +343,7 @@ impl Chain {
             if off + want > lsize {
                 return Ok(Resolved::Mixed);
             }
-            let (m, len) = layer.map(off)?;
+            let (m, len) = layer.map_with(off, at_hand)?;
             if len < want {
                 return Ok(Resolved::Mixed);
             }

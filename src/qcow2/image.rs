@@ -12,6 +12,11 @@ use std::sync::{Arc, Mutex};
 /// for random reads over a few GiB; bounded by bytes, not only count.
 const L2_CACHE_BYTES: u64 = 4 << 20;
 
+/// The L2 table (by L1 index; `None`: unallocated) last used by
+/// [`Image::map_with`].
+#[derive(Default)]
+pub struct TableAtHand(Option<(u64, Option<Arc<[u64]>>)>);
+
 pub struct Image {
     pub header: Header,
     file: Arc<dyn ReadAt>,
@@ -87,6 +92,14 @@ impl Image {
     /// that answer holds (at least 1, at most to the end of the cluster).
     /// `off` must be below the virtual size.
     pub fn map(&self, off: u64) -> Result<(Mapping, u64)> {
+        self.map_with(off, &mut TableAtHand::default())
+    }
+
+    /// [`Image::map`], reusing the L2 table `at_hand` holds when `off`
+    /// falls under the same L1 entry (and keeping the one it used there):
+    /// a walk over many clusters takes the cache's lock once per table,
+    /// not once per cluster.
+    pub fn map_with(&self, off: u64, at_hand: &mut TableAtHand) -> Result<(Mapping, u64)> {
         let h = &self.header;
         let cb = h.cluster.bits();
         let cluster = off >> cb;
@@ -97,7 +110,10 @@ impl Image {
         if l1_index >= self.l1.len() as u64 {
             return Err(Error::corrupt(h.l1_table_offset, format!("guest offset {off} is beyond the L1 table")));
         }
-        let Some(table) = self.l2_table(l1_index)? else {
+        if !matches!(&at_hand.0, Some((i, _)) if *i == l1_index) {
+            at_hand.0 = Some((l1_index, self.l2_table(l1_index)?));
+        }
+        let Some((_, Some(table))) = &at_hand.0 else {
             return Ok((Mapping::Unallocated, to_end));
         };
         let idx = (cluster % entries) as usize;

@@ -19,9 +19,8 @@ use std::sync::Arc;
 
 /// Sequential data clusters are gathered into writes of up to this size.
 const WRITE_BUFFER: usize = 4 << 20;
-/// Runs of new clusters at least this long are written straight from the
-/// caller's buffer instead of being gathered (copied) first.
-const DIRECT_WRITE: usize = 256 << 10;
+/// Slices in one vectored write (Linux's IOV_MAX).
+const MAX_IOVECS: usize = 1024;
 /// Gathered writes queued for the background writer beyond the one it is
 /// doing: bounds the memory in flight to a few WRITE_BUFFERs.
 const WRITES_QUEUED: usize = 2;
@@ -226,54 +225,66 @@ impl Writer {
     }
 
     /// Stores the whole guest clusters `first..` from `data` (a multiple of
-    /// the cluster size). Runs of new, non-zero clusters in an uncompressed
-    /// image are allocated together and written straight from `data`, with no
-    /// copy; everything else goes through `write_cluster`.
+    /// the cluster size); see [`Writer::write_runs`].
     pub fn write_clusters(&mut self, first: u64, data: &[u8]) -> Result<()> {
+        self.write_runs(&[(first, data)])
+    }
+
+    /// Stores runs of whole guest clusters: `(first, data)`, `data` a
+    /// multiple of the cluster size. New, non-zero clusters of an
+    /// uncompressed image are allocated one after another and written
+    /// straight from `data` with one vectored write per contiguous host
+    /// range: no copy into a buffer (that copy cost as much as hashing in a
+    /// full backup), and one syscall for a chunk's scattered runs.
+    /// Everything else goes through `write_cluster`.
+    pub fn write_runs(&mut self, runs: &[(u64, &[u8])]) -> Result<()> {
         let cs = self.opts.cluster.usize();
-        if !data.len().is_multiple_of(cs) {
-            return Err(Error::Unsupported(format!("write of {} bytes is not whole clusters", data.len())));
-        }
-        let n = (data.len() / cs) as u64;
-        if n == 0 {
-            return Ok(());
-        }
-        // The last cluster must be a whole one inside the virtual size.
-        let full = first.checked_add(n - 1).map(|l| self.check_cluster(l));
-        if !matches!(full, Some(Ok(w)) if w == cs as u64) {
-            return Err(Error::Unsupported(format!("{n} clusters from {first} pass the virtual size")));
-        }
-        let fresh = |w: &Self, i: u64, c: &[u8]| w.opts.compression.is_none() && w.entry(first + i) == 0 && !is_zero(c);
-        let mut i = 0u64;
-        while i < n {
-            let chunk = |k: u64| &data[(k as usize) * cs..(k as usize + 1) * cs];
-            if !fresh(self, i, chunk(i)) {
-                self.write_cluster(first + i, chunk(i))?;
-                i += 1;
+        let mut batch = Batch::default();
+        for &(first, data) in runs {
+            if !data.len().is_multiple_of(cs) {
+                return Err(Error::Unsupported(format!("write of {} bytes is not whole clusters", data.len())));
+            }
+            let n = (data.len() / cs) as u64;
+            if n == 0 {
                 continue;
             }
-            let mut j = i + 1;
-            while j < n && fresh(self, j, chunk(j)) {
-                j += 1;
+            // The last cluster must be a whole one inside the virtual size.
+            let full = first.checked_add(n - 1).map(|l| self.check_cluster(l));
+            if !matches!(full, Some(Ok(w)) if w == cs as u64) {
+                return Err(Error::Unsupported(format!("{n} clusters from {first} pass the virtual size")));
             }
-            let host = self.alloc_clusters(j - i);
-            let cb = self.opts.cluster.bits();
-            for k in i..j {
-                let h = host + (k - i) * cs as u64;
-                self.refcounts[(h >> cb) as usize] = 1;
-                self.set_entry(first + k, h | OFLAG_COPIED);
-            }
-            self.stats.data_clusters += j - i;
-            let bytes = &data[(i as usize) * cs..(j as usize) * cs];
-            if bytes.len() >= DIRECT_WRITE {
+            let chunk = |k: u64| &data[(k as usize) * cs..(k as usize + 1) * cs];
+            let fresh =
+                |w: &Self, i: u64| w.opts.compression.is_none() && w.entry(first + i) == 0 && !is_zero(chunk(i));
+            let mut i = 0u64;
+            while i < n {
+                if !fresh(self, i) {
+                    self.write_cluster(first + i, chunk(i))?;
+                    i += 1;
+                    continue;
+                }
+                let mut j = i + 1;
+                while j < n && fresh(self, j) {
+                    j += 1;
+                }
+                let host = self.alloc_clusters(j - i);
+                let cb = self.opts.cluster.bits();
+                for k in i..j {
+                    let h = host + (k - i) * cs as u64;
+                    self.refcounts[(h >> cb) as usize] = 1;
+                    self.set_entry(first + k, h | OFLAG_COPIED);
+                }
+                self.stats.data_clusters += j - i;
                 // Host ranges never overlap, so this may pass queued writes.
-                self.file.write_all_at(bytes, host).map_err(Error::io(host))?;
-            } else {
-                self.host_write(host, bytes)?;
+                if batch.end() != Some(host) || batch.bufs.len() == MAX_IOVECS {
+                    batch.write(&self.file)?;
+                    batch.at = host;
+                }
+                batch.push(&data[(i as usize) * cs..(j as usize) * cs]);
+                i = j;
             }
-            i = j;
         }
-        Ok(())
+        batch.write(&self.file)
     }
 
     /// Stores guest cluster `cluster`. `data` is the whole cluster, or up to
@@ -613,6 +624,43 @@ pub fn discard(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// Slices of callers' buffers bound for one contiguous host range.
+#[derive(Default)]
+struct Batch<'a> {
+    at: u64,
+    len: u64,
+    bufs: Vec<io::IoSlice<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    /// Where the next slice must go to join the batch (`None`: empty).
+    fn end(&self) -> Option<u64> {
+        (!self.bufs.is_empty()).then_some(self.at + self.len)
+    }
+
+    fn push(&mut self, data: &'a [u8]) {
+        self.bufs.push(io::IoSlice::new(data));
+        self.len += data.len() as u64;
+    }
+
+    /// Writes the batch (all of it: short writes continue) and empties it.
+    fn write(&mut self, file: &File) -> Result<()> {
+        let mut at = self.at;
+        let mut bufs = &mut self.bufs[..];
+        while !bufs.is_empty() {
+            let n = rustix::io::pwritev(file, bufs, at).map_err(|e| Error::io(at)(e.into()))?;
+            if n == 0 {
+                return Err(Error::io(at)(io::Error::from(io::ErrorKind::WriteZero)));
+            }
+            io::IoSlice::advance_slices(&mut bufs, n);
+            at += n as u64;
+        }
+        self.bufs.clear();
+        self.len = 0;
+        Ok(())
     }
 }
 
