@@ -121,4 +121,8 @@ impl SyncCatalog {
     pub fn corrupt_in_chain(&self, chain_id: i64) -> Result<Option<String>> {
         self.rt.block_on(self.inner.corrupt_in_chain(chain_id))
     }
+
+    pub fn set_notes(&self, backup_id: &str, notes: &[String]) -> Result<()> {
+        self.rt.block_on(self.inner.set_notes(backup_id, notes))
+    }
 }
