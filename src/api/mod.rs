@@ -13,6 +13,7 @@ mod chunks;
 mod conn;
 mod download;
 mod error;
+mod policies;
 mod prune;
 mod push;
 mod query;
@@ -151,11 +152,19 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/restore/{mount}/download", get(download::download))
         .route("/restore/{mount}/download-directory", get(download::download_directory))
         .route("/restore/{mount}/tickets", post(tickets::ticket))
+        .route("/policies", post(policies::create).get(policies::list))
+        .route("/policies/{name}", get(policies::show).put(policies::replace).delete(policies::remove))
+        .route("/policies/{name}/run", post(policies::run))
+        .route("/jobs", get(policies::jobs))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let metrics = Router::new()
+        .route("/metrics", get(policies::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(index))
         .route("/api/v1/health", get(health))
         .nest("/api/v1", api)
+        .merge(metrics)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

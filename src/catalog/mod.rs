@@ -10,11 +10,15 @@
 //! [`UtcTime`]: crate::util::time::UtcTime
 
 mod blocking;
+#[macro_use]
 mod model;
+mod jobs;
+mod policies;
 mod queries;
 mod retention;
 
 pub use blocking::SyncCatalog;
+pub use jobs::JobFilter;
 pub use model::*;
 
 use crate::util::time::UtcTime;
@@ -29,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "statuses", include_str!("migrations/0002_statuses.sql")),
     (5, "retention", include_str!("migrations/0005_retention.sql")),
+    (6, "policies", include_str!("migrations/0006_policies.sql")),
     (8, "backup_notes", include_str!("migrations/0008_backup_notes.sql")),
 ];
 /// Connections in the pool: the server's handlers and a few blocking jobs.

@@ -12,18 +12,18 @@ const BACKUP_COLUMNS: &str = "b.id, v.name AS vm, b.backup_type, b.status, b.sta
      b.bytes_read, b.bytes_written, b.error, b.notes";
 
 /// A text column holding one of a catalog enum's words.
-fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+pub(super) fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     let s: String = r.try_get(col)?;
     parse(&s).ok_or_else(|| CatalogError::Invalid(format!("{col} {s:?} is not a known value")))
 }
 
 /// A text column holding an RFC 3339 time.
-fn time(r: &SqliteRow, col: &str) -> Result<UtcTime> {
+pub(super) fn time(r: &SqliteRow, col: &str) -> Result<UtcTime> {
     let s: String = r.try_get(col)?;
     UtcTime::parse(&s).map_err(|e| CatalogError::Invalid(format!("{col}: {e}")))
 }
 
-fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<UtcTime>> {
+pub(super) fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<UtcTime>> {
     let s: Option<String> = r.try_get(col)?;
     s.map(|s| UtcTime::parse(&s).map_err(|e| CatalogError::Invalid(format!("{col}: {e}")))).transpose()
 }
@@ -252,9 +252,15 @@ impl Catalog {
 
     /// Ends a job that did not commit: `failed` with the error.
     pub async fn fail_backup(&self, id: &str, error: &str) -> Result<()> {
-        sqlx::query("UPDATE backups SET status = 'failed', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+        self.end_backup(id, BackupStatus::Failed, error).await
+    }
+
+    /// Ends a job that did not commit as `status`, with why.
+    async fn end_backup(&self, id: &str, status: BackupStatus, why: &str) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = ?, ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+            .bind(status.as_str())
             .bind(UtcTime::now().to_string())
-            .bind(error)
+            .bind(why)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -275,13 +281,7 @@ impl Catalog {
     /// Ends a job that was cancelled (by a user or a timeout): `aborted`,
     /// with the reason.
     pub async fn abort_backup(&self, id: &str, reason: &str) -> Result<()> {
-        sqlx::query("UPDATE backups SET status = 'aborted', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
-            .bind(UtcTime::now().to_string())
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.end_backup(id, BackupStatus::Aborted, reason).await
     }
 
     /// Marks every unfinished job of a VM as interrupted. Callers hold the

@@ -340,23 +340,20 @@ impl PushJob {
             let Some(Done { out, change_id }) = done.as_ref() else { continue };
             out.staged.commit(|_| {})?;
             written += out.stored_bytes;
-            rows.push(NewDisk {
-                chain: d.chain.clone(),
-                parent_id: d.parent.as_ref().map(|p| p.id),
-                image: DiskImage {
-                    disk_index: i as i64,
-                    disk_type: if d.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
-                    source: d.source.clone(),
-                    image_path: d.image_rel.clone(),
-                    digest_path: d.map_rel.clone(),
-                    change_id: Some(change_id.clone()),
-                    virtual_size: d.size as i64,
-                    cluster_size: 1 << DEFAULT_CLUSTER_BITS,
-                    stored_bytes: out.stored_bytes as i64,
-                    changed_bytes: out.changed_bytes as i64,
-                    content_digest: out.content_digest.clone(),
-                },
-            });
+            let image = DiskImage {
+                disk_index: i as i64,
+                disk_type: if d.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
+                source: d.source.clone(),
+                image_path: d.image_rel.clone(),
+                digest_path: d.map_rel.clone(),
+                change_id: Some(change_id.clone()),
+                virtual_size: d.size as i64,
+                cluster_size: 1 << DEFAULT_CLUSTER_BITS,
+                stored_bytes: out.stored_bytes as i64,
+                changed_bytes: out.changed_bytes as i64,
+                content_digest: out.content_digest.clone(),
+            };
+            rows.push(NewDisk { chain: d.chain.clone(), parent_id: d.parent.as_ref().map(|p| p.id), image });
         }
         let total = self.disks.iter().map(|d| d.size).sum();
         Ok(repo.block_on(repo.catalog.commit_backup(&self.id, self.vm_id, &rows, total, written))?)
