@@ -13,6 +13,9 @@ mod chunks;
 mod conn;
 mod download;
 mod error;
+mod policies;
+mod prune;
+mod push;
 mod query;
 mod restore;
 mod tickets;
@@ -50,6 +53,11 @@ pub struct Options {
     pub source_dirs: Vec<std::path::PathBuf>,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// The daemon's NBD listener: push targets (and exports) are published
+    /// there; `None` leaves them unavailable.
+    pub nbd: Option<crate::nbd::server::NbdService>,
+    /// A push job with no write for this long is aborted.
+    pub push_idle: Duration,
 }
 
 impl Default for Options {
@@ -62,6 +70,8 @@ impl Default for Options {
             source_dirs: Vec::new(),
             header_timeout: HEADER_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            nbd: None,
+            push_idle: crate::engine::push::DEFAULT_IDLE,
         }
     }
 }
@@ -73,6 +83,7 @@ pub(crate) struct AppState {
     jobs: Jobs,
     confine: crate::source::confine::Confinement,
     tickets: crate::restore::tickets::Tickets,
+    pushes: Option<Arc<crate::engine::push::Pushes>>,
 }
 
 type St = State<Arc<AppState>>;
@@ -86,18 +97,34 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = Arc::new(AppState {
-        repo,
+        repo: repo.clone(),
         token: opts.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
         sessions: Sessions::new(SessionLimits { idle: opts.session_idle, max: opts.max_sessions }),
         jobs: Jobs::default(),
         confine: crate::source::confine::Confinement::new(&opts.source_dirs),
         tickets: Default::default(),
+        pushes: opts.nbd.map(|n| Arc::new(crate::engine::push::Pushes::new(repo, n, opts.push_idle))),
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
-    let app = router(state);
+    let pushes = state.pushes.clone().map(|p| tokio::spawn(expire_pushes(p)));
+    let app = router(state.clone());
     let r = conn::serve(listener, app, opts.header_timeout, opts.max_connections, shutdown).await;
     sweeper.abort();
+    if let Some(p) = pushes {
+        p.abort();
+    }
+    tokio::task::spawn_blocking(move || push::shutdown(&state)).await?;
     r
+}
+
+/// Aborts push jobs that time out, for as long as the server runs.
+async fn expire_pushes(pushes: Arc<crate::engine::push::Pushes>) {
+    let mut tick = tokio::time::interval(pushes.sweep_interval());
+    loop {
+        tick.tick().await;
+        let p = pushes.clone();
+        let _ = tokio::task::spawn_blocking(move || p.expire()).await;
+    }
 }
 
 /// Expires idle restore sessions, for as long as the server runs.
@@ -114,8 +141,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/vms", get(backups::vms))
         .route("/backups", post(backups::start).get(backups::list))
         .route("/backups/chain/{vm}", get(backups::chain))
+        .route("/backups/changeid", get(push::changeid))
         .route("/backups/{id}", get(backups::detail).delete(backups::delete))
         .route("/backups/{id}/complete", post(backups::complete))
+        .route("/prune", post(prune::prune))
         .route("/restore/mount", post(restore::mount))
         .route("/restore/mounts", get(restore::mounts))
         .route("/restore/{mount}", axum::routing::delete(restore::unmount))
@@ -123,11 +152,19 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/restore/{mount}/download", get(download::download))
         .route("/restore/{mount}/download-directory", get(download::download_directory))
         .route("/restore/{mount}/tickets", post(tickets::ticket))
+        .route("/policies", post(policies::create).get(policies::list))
+        .route("/policies/{name}", get(policies::show).put(policies::replace).delete(policies::remove))
+        .route("/policies/{name}/run", post(policies::run))
+        .route("/jobs", get(policies::jobs))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let metrics = Router::new()
+        .route("/metrics", get(policies::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(index))
         .route("/api/v1/health", get(health))
         .nest("/api/v1", api)
+        .merge(metrics)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
