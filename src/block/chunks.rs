@@ -199,7 +199,9 @@ pub enum Piece<T> {
     /// Known to read as zeros (`run.alloc` says how); nothing was read.
     Skip(Run),
     /// Bytes that may hold data, and what the workers made of them.
-    Data { run: Run, bytes: Bytes, done: T },
+    /// `read`: how many of them were read from the source (short holes
+    /// inside the run are zeros that were not).
+    Data { run: Run, bytes: Bytes, done: T, read: u64 },
 }
 
 /// Walks `ranges` of `reader` and calls `consume` with every step, in
@@ -234,7 +236,8 @@ where
                     let piece = plan.map_err(E::from).and_then(|step| match step.run.alloc {
                         Alloc::Data => read(reader, &step, opts.map, &back_rx).and_then(|bytes| {
                             let done = work(&step.run, bytes.as_slice())?;
-                            Ok(Piece::Data { run: step.run, bytes, done })
+                            let holes: u64 = step.holes.iter().map(|h| h.end - h.start).sum();
+                            Ok(Piece::Data { run: step.run, bytes, done, read: step.run.len - holes })
                         }),
                         _ => Ok(Piece::Skip(step.run)),
                     });
@@ -383,7 +386,7 @@ mod tests {
             |p| {
                 match p {
                     Piece::Skip(r) => seen.push((r.offset, r.len, 0)),
-                    Piece::Data { run, bytes, done } => {
+                    Piece::Data { run, bytes, done, .. } => {
                         assert_eq!(done.0, run.offset);
                         assert_eq!(bytes.as_slice()[0], (run.offset % 251) as u8);
                         seen.push((run.offset, run.len, done.1));
@@ -431,12 +434,15 @@ mod tests {
             opts,
             |_, _| Ok::<_, ReadError>(()),
             |p| {
-                if let Piece::Data { run, bytes, .. } = p {
+                if let Piece::Data { run, bytes, read, .. } = p {
+                    let mut data = 0;
                     for (i, &b) in bytes.as_slice().iter().enumerate() {
                         let o = run.offset + i as u64;
-                        let want = if src.status(o, 1).unwrap().alloc == d { (o % 251) as u8 } else { 0 };
-                        assert_eq!(b, want, "byte {o}");
+                        let is_data = src.status(o, 1).unwrap().alloc == d;
+                        assert_eq!(b, if is_data { (o % 251) as u8 } else { 0 }, "byte {o}");
+                        data += u64::from(is_data);
                     }
+                    assert_eq!(*read, data, "bytes read at {}", run.offset);
                 }
                 let run = match p {
                     Piece::Skip(r) | Piece::Data { run: r, .. } => r,

@@ -84,8 +84,8 @@ pub fn run(
         }
         match piece {
             Piece::Skip(_) => sink.zeros(run.end().div_ceil(cs) - first)?,
-            Piece::Data { bytes, done, .. } => {
-                *bytes_read += run.len;
+            Piece::Data { bytes, done, read, .. } => {
+                *bytes_read += read;
                 detect(sink, bytes, done)?
             }
         }
