@@ -25,10 +25,11 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Embedded migrations, applied in order on open (docs/catalog.md).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 8;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "statuses", include_str!("migrations/0002_statuses.sql")),
+    (8, "backup_notes", include_str!("migrations/0008_backup_notes.sql")),
 ];
 /// Connections in the pool: the server's handlers and a few blocking jobs.
 const MAX_CONNECTIONS: u32 = 4;

@@ -220,6 +220,12 @@ enum Command {
         /// Restore sessions open at once, at most.
         #[arg(long, default_value_t = daemon::DEFAULT_MAX_SESSIONS)]
         max_sessions: usize,
+        /// NBD listener for push targets and exports: HOST:PORT or unix:PATH.
+        #[arg(long, default_value = backchain::nbd::server::DEFAULT_LISTEN)]
+        nbd_listen: String,
+        /// Seconds without a write after which a push job is aborted.
+        #[arg(long, default_value_t = backchain::engine::push::DEFAULT_IDLE.as_secs())]
+        push_idle: u64,
     },
 }
 
@@ -346,7 +352,17 @@ pub fn main() -> ExitCode {
             browse::with_tree(dir, &target, |t, inputs| browse::get(t, inputs, &path, &output))
         }
         Command::NbdExport { target, listen, writable } => nbd::nbd_export(dir, &target, &listen, writable),
-        Command::Serve { listen, token_file, source_dirs, mount, demo, session_idle, max_sessions } => {
+        Command::Serve {
+            listen,
+            token_file,
+            source_dirs,
+            mount,
+            demo,
+            session_idle,
+            max_sessions,
+            nbd_listen,
+            push_idle,
+        } => {
             let config = daemon::Config {
                 repo: repo_dir(dir),
                 listen,
@@ -356,6 +372,8 @@ pub fn main() -> ExitCode {
                 session_idle: std::time::Duration::from_secs(session_idle),
                 max_sessions,
                 source_dirs,
+                nbd_listen,
+                push_idle: std::time::Duration::from_secs(push_idle),
             };
             daemon::serve(config).map_err(CliError::from)
         }

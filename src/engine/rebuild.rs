@@ -16,7 +16,7 @@
 
 use super::EngineError;
 use super::digests::{self, MapReader};
-use crate::catalog::{AdoptedBackup, BackupType, Catalog, ChainRef, NewDisk, SyncCatalog};
+use crate::catalog::{AdoptedBackup, BackupType, Catalog, ChainRef, DiskImage, NewDisk, SyncCatalog};
 use crate::qcow2::{Chain, OpenOptions};
 use crate::repo::{self, CATALOG_FILE, FileKind, RepoFile, sync_dir};
 use crate::util::time::UtcTime;
@@ -243,10 +243,8 @@ fn examine(root: &Path, f: &RepoFile, known: &HashMap<String, Known>) -> Result<
         digests::check(&chain, size, &mut map).map_err(|e| format!("it does not match its digest map: {e}"))?;
     let changed = changed_bytes(&map_path, parent.map(|p| p.map.as_path())).map_err(|e| e.to_string())?;
     let stored = fs::metadata(&image).map_err(|e| e.to_string())?.len();
-    let disk = NewDisk {
+    let image = DiskImage {
         disk_index: i64::from(f.disk_index),
-        chain: parent.map_or(ChainRef::New, |p| ChainRef::Existing(p.chain_id)),
-        parent_id: parent.map(|p| p.disk_id),
         disk_type: if parent.is_some() { BackupType::Incremental } else { BackupType::Full },
         source: UNKNOWN_SOURCE.to_string(),
         image_path: f.rel.clone(),
@@ -257,6 +255,11 @@ fn examine(root: &Path, f: &RepoFile, known: &HashMap<String, Known>) -> Result<
         stored_bytes: stored as i64,
         changed_bytes: changed as i64,
         content_digest: content,
+    };
+    let disk = NewDisk {
+        chain: parent.map_or(ChainRef::New, |p| ChainRef::Existing(p.chain_id)),
+        parent_id: parent.map(|p| p.disk_id),
+        image,
     };
     Ok((disk, map_path))
 }
