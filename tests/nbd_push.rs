@@ -102,6 +102,12 @@ impl Hub {
         self.repo.join(format!("vms/{vm}/disk-{disk}/{id}.qcow2"))
     }
 
+    /// Ctrl-C: the server aborts the jobs still waiting and exits cleanly.
+    fn stop(mut self) {
+        run(std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]));
+        assert!(self.child.wait().unwrap().success(), "serve exits cleanly on SIGINT");
+    }
+
     fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -346,6 +352,15 @@ fn aborts_timeouts_and_a_killed_server_leave_nothing_behind() {
     std::fs::write(&src, &bytes).unwrap();
     compare(&hub.image("vm", 0, &e), &src);
     assert_eq!(hub.change_id("vm", 0), "e");
+
+    // A clean stop aborts what still waits.
+    let (f, uris) = hub.push("vm", json!([{"push": {"size": size}}]), "incremental");
+    qemu_io(&uris[0], &["write -P 4 0 64k".into()]);
+    hub.stop();
+    assert!(partials(&repo).is_empty(), "{:?}", partials(&repo));
+    let hub = Hub::start(&repo, &nbd, &[]);
+    let v = hub.backup(&f);
+    assert_eq!((v["status"].as_str(), v["error"].as_str()), (Some("aborted"), Some("the server stopped")), "{v}");
 }
 
 #[test]

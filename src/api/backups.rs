@@ -194,8 +194,7 @@ pub async fn delete(axum::extract::State(st): St, Path(id): Path<String>) -> Api
     }
     let repo = st.repo.clone();
     let gone = id.clone();
-    let removed = tokio::task::spawn_blocking(move || crate::engine::delete_backup(&repo, &gone)).await??;
-    st.sessions.close_backup(&id);
+    let done = tokio::task::spawn_blocking(move || crate::engine::delete_point(&repo, &gone)).await??;
     st.jobs.remove(&id);
-    Ok(Json(json!({"deleted": id, "files_removed": removed})))
+    Ok(Json(json!({"deleted": id, "merges": done.merges, "bytes_reclaimed": done.bytes_reclaimed})))
 }

@@ -13,6 +13,8 @@ mod chunks;
 mod conn;
 mod download;
 mod error;
+mod policies;
+mod prune;
 mod push;
 mod query;
 mod restore;
@@ -142,6 +144,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/backups/changeid", get(push::changeid))
         .route("/backups/{id}", get(backups::detail).delete(backups::delete))
         .route("/backups/{id}/complete", post(backups::complete))
+        .route("/prune", post(prune::prune))
         .route("/restore/mount", post(restore::mount))
         .route("/restore/mounts", get(restore::mounts))
         .route("/restore/{mount}", axum::routing::delete(restore::unmount))
@@ -149,11 +152,19 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/restore/{mount}/download", get(download::download))
         .route("/restore/{mount}/download-directory", get(download::download_directory))
         .route("/restore/{mount}/tickets", post(tickets::ticket))
+        .route("/policies", post(policies::create).get(policies::list))
+        .route("/policies/{name}", get(policies::show).put(policies::replace).delete(policies::remove))
+        .route("/policies/{name}/run", post(policies::run))
+        .route("/jobs", get(policies::jobs))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let metrics = Router::new()
+        .route("/metrics", get(policies::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(index))
         .route("/api/v1/health", get(health))
         .nest("/api/v1", api)
+        .merge(metrics)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -105,4 +105,28 @@ impl SyncCatalog {
     pub fn adopt_backup(&self, b: &AdoptedBackup) -> Result<Vec<(i64, i64)>> {
         self.rt.block_on(self.inner.adopt_backup(b))
     }
+
+    pub fn merges(&self, vm: &str) -> Result<Vec<MergeIntent>> {
+        self.rt.block_on(self.inner.merges(vm))
+    }
+
+    pub fn merge_vms(&self) -> Result<Vec<String>> {
+        self.rt.block_on(self.inner.merge_vms())
+    }
+
+    pub fn save_merge_journal(&self, id: i64, journal: &str) -> Result<()> {
+        self.rt.block_on(self.inner.save_merge_journal(id, journal))
+    }
+
+    pub fn finish_merge(&self, id: i64, restat: &[(String, u64)]) -> Result<()> {
+        self.rt.block_on(self.inner.finish_merge(id, restat))
+    }
+
+    pub fn record_verify(&self, disk_id: i64, error: Option<&str>) -> Result<()> {
+        self.rt.block_on(self.inner.record_verify(disk_id, error))
+    }
+
+    pub fn corrupt_in_chain(&self, chain_id: i64) -> Result<Option<String>> {
+        self.rt.block_on(self.inner.corrupt_in_chain(chain_id))
+    }
 }

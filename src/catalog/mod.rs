@@ -11,11 +11,16 @@
 
 mod adopt;
 mod blocking;
+#[macro_use]
 mod model;
+mod jobs;
+mod policies;
 mod queries;
+mod retention;
 
 pub use adopt::AdoptedBackup;
 pub use blocking::SyncCatalog;
+pub use jobs::JobFilter;
 pub use model::*;
 
 use crate::util::time::UtcTime;
@@ -29,6 +34,8 @@ pub const SCHEMA_VERSION: i64 = 8;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "statuses", include_str!("migrations/0002_statuses.sql")),
+    (5, "retention", include_str!("migrations/0005_retention.sql")),
+    (6, "policies", include_str!("migrations/0006_policies.sql")),
     (8, "backup_notes", include_str!("migrations/0008_backup_notes.sql")),
 ];
 /// Connections in the pool: the server's handlers and a few blocking jobs.
@@ -151,15 +158,20 @@ async fn apply_migrations(conn: &mut SqliteConnection) -> Result<()> {
     )
     .execute(&mut *conn)
     .await?;
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-        .fetch_one(&mut *conn)
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *conn)
         .await?
-        .try_get("v")?;
+        .iter()
+        .map(|r| r.try_get("version"))
+        .collect::<Result<_, _>>()?;
+    let current = applied.iter().copied().max().unwrap_or(0);
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
     if current > latest {
         return Err(CatalogError::TooNew(current));
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    // Every migration not applied yet, also one numbered below the newest
+    // applied (branches land their numbered migrations in any order).
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
         sqlx::raw_sql(sql).execute(&mut *conn).await?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)

@@ -63,6 +63,11 @@ impl BackupStatus {
 }
 
 text_enum!(
+    /// What the last verify of an image found.
+    VerifyState { Ok = "ok", Corrupt = "corrupt" }
+);
+
+text_enum!(
     /// The state of one disk image of a backup.
     ImageStatus { Completed = "completed", Failed = "failed" }
 );
@@ -93,7 +98,29 @@ pub struct Backup {
     /// What the user should know about how the backup was taken (a dirty
     /// bitmap not granted, a new chain started); empty for none.
     pub notes: Vec<String>,
+    /// When every disk was last verified (the oldest of their times); `None`
+    /// while a disk was never verified.
+    pub verified_at: Option<UtcTime>,
+    /// `corrupt` when a disk's last verify failed, `ok` when every disk's
+    /// passed, `None` while a disk was never verified.
+    pub verify_state: Option<VerifyState>,
     pub disks: Vec<BackupDisk>,
+}
+
+impl Backup {
+    /// Sets the backup's verify summary from its disks'.
+    pub(super) fn summarize_verify(&mut self) {
+        let states: Vec<Option<VerifyState>> = self.disks.iter().map(|d| d.verify_state).collect();
+        self.verify_state = if states.contains(&Some(VerifyState::Corrupt)) {
+            Some(VerifyState::Corrupt)
+        } else if !states.is_empty() && states.iter().all(|s| s.is_some()) {
+            Some(VerifyState::Ok)
+        } else {
+            None
+        };
+        self.verified_at =
+            self.disks.iter().map(|d| d.verified_at).collect::<Option<Vec<_>>>().and_then(|t| t.into_iter().min());
+    }
 }
 
 /// One disk image as the catalog records it: what it holds and where.
@@ -125,6 +152,27 @@ pub struct BackupDisk {
     #[serde(flatten)]
     pub image: DiskImage,
     pub status: ImageStatus,
+    pub verified_at: Option<UtcTime>,
+    pub verify_state: Option<VerifyState>,
+    /// What the last verify found wrong.
+    pub verify_error: Option<String>,
+}
+
+/// A merge recorded in the catalog: the dropped image of one disk, and the
+/// merge's journal once planned (`repo::merges` runs it).
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeIntent {
+    pub id: i64,
+    pub vm: String,
+    pub backup_id: String,
+    pub disk_index: i64,
+    /// The disk's folder, relative to the repository.
+    pub dir: String,
+    /// File names in `dir`.
+    pub image: String,
+    pub digests: String,
+    /// The journal's JSON (`qcow2::merge::Journal`), once planned.
+    pub journal: Option<String>,
 }
 
 // Readers see a row's image fields directly (`disk.image_path`): the split
@@ -170,4 +218,104 @@ impl Deref for NewDisk {
     fn deref(&self) -> &DiskImage {
         &self.image
     }
+}
+
+text_enum!(
+    /// Where a scheduler job stands (DESIGN.md: a backup's statuses plus
+    /// queued and skipped).
+    RunState {
+        Queued = "queued",
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+        /// Not run: the VM's previous run was still queued or running.
+        Skipped = "skipped",
+        /// Its process died while it ran.
+        Interrupted = "interrupted",
+        /// Stopped by a user or by the daemon's shutdown.
+        Aborted = "aborted",
+    }
+);
+
+impl RunState {
+    /// Queued or running: the job is not over.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+text_enum!(
+    /// What a scheduler job does.
+    JobKind { Backup = "backup", Verify = "verify" }
+);
+
+text_enum!(
+    /// Why a job was queued.
+    JobReason {
+        /// Its schedule elapsed.
+        Scheduled = "scheduled",
+        /// It elapsed while the daemon was down (the policy's `repeat_missed`).
+        Missed = "missed",
+        /// `policy run` or `POST /policies/{name}/run`.
+        Manual = "manual",
+        /// An earlier attempt failed.
+        Retry = "retry",
+    }
+);
+
+/// One job of the history.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub id: i64,
+    pub policy: Option<String>,
+    pub vm_name: String,
+    pub kind: JobKind,
+    pub reason: JobReason,
+    pub state: RunState,
+    pub attempt: i64,
+    pub queued_at: UtcTime,
+    /// A retry waits until then.
+    pub not_before: UtcTime,
+    pub started_at: Option<UtcTime>,
+    pub ended_at: Option<UtcTime>,
+    pub error: Option<String>,
+    pub notes: Option<String>,
+    pub backup_id: Option<String>,
+    pub bytes_read: i64,
+    pub bytes_written: i64,
+}
+
+/// A job to add to the queue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub policy: Option<String>,
+    pub vm_name: String,
+    pub kind: JobKind,
+    pub reason: JobReason,
+    pub attempt: i64,
+    pub not_before: UtcTime,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub state: RunState,
+    pub error: Option<String>,
+    pub notes: Option<String>,
+    pub backup_id: Option<String>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// A stored protection policy: its JSON document and what the scheduler
+/// keeps beside it.
+#[derive(Debug, Clone)]
+pub struct PolicyRow {
+    pub name: String,
+    pub spec: String,
+    pub enabled: bool,
+    pub created_at: UtcTime,
+    pub updated_at: UtcTime,
+    pub anchor: UtcTime,
+    pub verify_anchor: UtcTime,
 }

@@ -6,24 +6,24 @@ use sqlx::sqlite::SqliteRow;
 
 const DISK_COLUMNS: &str = "d.id, d.backup_id, d.disk_index, d.chain_id, d.parent_id, d.disk_type, d.source, \
      d.image_path, d.digest_path, d.change_id, d.virtual_size, d.cluster_size, d.stored_bytes, d.changed_bytes, \
-     d.content_digest, d.status";
+     d.content_digest, d.status, d.verified_at, d.verify_state, d.verify_error";
 
 const BACKUP_COLUMNS: &str = "b.id, v.name AS vm, b.backup_type, b.status, b.started_at, b.ended_at, b.bytes_total, \
      b.bytes_read, b.bytes_written, b.error, b.notes";
 
 /// A text column holding one of a catalog enum's words.
-fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+pub(super) fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     let s: String = r.try_get(col)?;
     parse(&s).ok_or_else(|| CatalogError::Invalid(format!("{col} {s:?} is not a known value")))
 }
 
 /// A text column holding an RFC 3339 time.
-fn time(r: &SqliteRow, col: &str) -> Result<UtcTime> {
+pub(super) fn time(r: &SqliteRow, col: &str) -> Result<UtcTime> {
     let s: String = r.try_get(col)?;
     UtcTime::parse(&s).map_err(|e| CatalogError::Invalid(format!("{col}: {e}")))
 }
 
-fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<UtcTime>> {
+pub(super) fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<UtcTime>> {
     let s: Option<String> = r.try_get(col)?;
     s.map(|s| UtcTime::parse(&s).map_err(|e| CatalogError::Invalid(format!("{col}: {e}")))).transpose()
 }
@@ -36,6 +36,12 @@ fn disk(r: &SqliteRow) -> Result<BackupDisk> {
         parent_id: r.try_get("parent_id")?,
         image: disk_image(r)?,
         status: word(r, "status", ImageStatus::parse)?,
+        verified_at: opt_time(r, "verified_at")?,
+        verify_state: r
+            .try_get::<Option<String>, _>("verify_state")?
+            .map(|s| VerifyState::parse(&s).ok_or_else(|| CatalogError::Invalid(format!("verify_state {s:?}"))))
+            .transpose()?,
+        verify_error: r.try_get("verify_error")?,
     })
 }
 
@@ -74,6 +80,8 @@ fn backup(r: &SqliteRow) -> Result<Backup> {
         bytes_written: r.try_get("bytes_written")?,
         error: r.try_get("error")?,
         notes: notes(r)?,
+        verified_at: None,
+        verify_state: None,
         disks: Vec::new(),
     })
 }
@@ -200,9 +208,15 @@ impl Catalog {
 
     /// Ends a job that did not commit: `failed` with the error.
     pub async fn fail_backup(&self, id: &str, error: &str) -> Result<()> {
-        sqlx::query("UPDATE backups SET status = 'failed', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+        self.end_backup(id, BackupStatus::Failed, error).await
+    }
+
+    /// Ends a job that did not commit as `status`, with why.
+    async fn end_backup(&self, id: &str, status: BackupStatus, why: &str) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = ?, ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+            .bind(status.as_str())
             .bind(UtcTime::now().to_string())
-            .bind(error)
+            .bind(why)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -223,13 +237,7 @@ impl Catalog {
     /// Ends a job that was cancelled (by a user or a timeout): `aborted`,
     /// with the reason.
     pub async fn abort_backup(&self, id: &str, reason: &str) -> Result<()> {
-        sqlx::query("UPDATE backups SET status = 'aborted', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
-            .bind(UtcTime::now().to_string())
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.end_backup(id, BackupStatus::Aborted, reason).await
     }
 
     /// Marks every unfinished job of a VM as interrupted. Callers hold the
@@ -252,6 +260,7 @@ impl Catalog {
             let sql = format!("SELECT {DISK_COLUMNS} FROM backup_disks d WHERE d.backup_id = ? ORDER BY d.disk_index");
             let rows = sqlx::query(&sql).bind(&b.id).fetch_all(&self.pool).await?;
             b.disks = rows.iter().map(disk).collect::<Result<_, _>>()?;
+            b.summarize_verify();
         }
         Ok(backups)
     }
@@ -372,50 +381,6 @@ impl Catalog {
             .bind(d.parent_id)
             .bind(d.stored_bytes)
             .bind(d.id)
-            .bind(d.chain_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("DELETE FROM backups WHERE id = ?").bind(id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(b.disks)
-    }
-
-    /// Removes a completed backup whose images a merge folds into their
-    /// neighbours (retention): per disk, its child takes its parent (and
-    /// becomes the chain's full when it had none). Returns its disk rows.
-    pub async fn drop_merged_backup(&self, id: &str) -> Result<Vec<BackupDisk>> {
-        let b = self.backup(id).await?;
-        if b.status.is_active() {
-            return Err(CatalogError::Conflict(format!("backup {id} is still running")));
-        }
-        let mut tx = self.pool.begin().await?;
-        for d in &b.disks {
-            let child: Option<i64> = sqlx::query("SELECT id FROM backup_disks WHERE parent_id = ?")
-                .bind(d.id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("id"))
-                .transpose()?;
-            sqlx::query(
-                "UPDATE backup_disks SET parent_id = ?, \
-                 disk_type = CASE WHEN ? IS NULL THEN 'full' ELSE disk_type END WHERE parent_id = ?",
-            )
-            .bind(d.parent_id)
-            .bind(d.parent_id)
-            .bind(d.id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE chains SET image_count = image_count - 1, total_bytes = total_bytes - ?, \
-                 first_disk_id = CASE WHEN first_disk_id = ? THEN ? ELSE first_disk_id END, \
-                 latest_disk_id = CASE WHEN latest_disk_id = ? THEN ? ELSE latest_disk_id END WHERE id = ?",
-            )
-            .bind(d.stored_bytes)
-            .bind(d.id)
-            .bind(child)
-            .bind(d.id)
-            .bind(d.parent_id)
             .bind(d.chain_id)
             .execute(&mut *tx)
             .await?;

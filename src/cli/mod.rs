@@ -12,8 +12,10 @@ mod out;
 mod browse;
 mod calendar;
 mod image;
+mod keep;
 mod mount;
 mod nbd;
+mod policy;
 mod repair;
 mod repo;
 mod target;
@@ -72,29 +74,16 @@ enum Command {
     Prune {
         #[arg(long)]
         vm: String,
-        /// Keep the N newest backups (--keep N is the same).
-        #[arg(long, alias = "keep")]
-        keep_last: Option<u32>,
-        /// Keep the newest backup of each of the last N hours with backups.
-        #[arg(long)]
-        keep_hourly: Option<u32>,
-        #[arg(long)]
-        keep_daily: Option<u32>,
-        /// ISO weeks, Monday to Sunday.
-        #[arg(long)]
-        keep_weekly: Option<u32>,
-        #[arg(long)]
-        keep_monthly: Option<u32>,
-        #[arg(long)]
-        keep_yearly: Option<u32>,
+        #[command(flatten)]
+        keep: keep::KeepArgs,
         /// Only print what would be kept or dropped, and why.
         #[arg(long)]
         dry_run: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Drop one restore point: today the newest of its chain (one that no
-    /// later backup depends on); `prune` merges older ones away.
+    /// Drop one restore point, wherever it is in its chains: its images are
+    /// merged into their neighbours, so every other point keeps its bytes.
     Delete {
         backup_id: String,
         #[arg(long)]
@@ -145,6 +134,16 @@ enum Command {
     /// Re-read backups and check structure, chain links and digests.
     Verify {
         backup_id: Option<String>,
+        /// Only the backups of this VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Skip backups whose every disk passed a verify within DAYS days
+        /// (re-verify older passes; corrupt ones are always verified again).
+        #[arg(long, value_name = "DAYS")]
+        outdated_after: Option<u32>,
+        /// Skip backups whose every disk passed a verify, however long ago.
+        #[arg(long)]
+        skip_verified: bool,
         #[arg(long)]
         json: bool,
     },
@@ -195,17 +194,36 @@ enum Command {
     },
     /// The normalized form and next elapses of a calendar event.
     Calendar(calendar::CalendarArgs),
-    /// Serve the HTTP API over the repository.
+    /// Protection policies: add, set, list, show, rm, run.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// The job history, newest first.
+    Jobs {
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long)]
+        vm: Option<String>,
+        /// queued, running, completed, failed, skipped, interrupted or aborted.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the HTTP API over the repository and run the policies on their
+    /// schedules. Flags override the `--config` file, which overrides the
+    /// defaults.
     Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = daemon::DEFAULT_LISTEN)]
-        listen: String,
+        /// Address to listen on (default 127.0.0.1:8082).
+        #[arg(long)]
+        listen: Option<String>,
         /// A file holding the bearer token that every request must present
         /// (default: REPO/api.token, created with mode 0600 when missing).
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// A folder under which HTTP requests may name local disk sources
-        /// (repeatable; none by default: only nbd:// sources then).
+        /// A folder under which HTTP requests and policies may name local
+        /// disk sources (repeatable; none by default: only nbd:// sources then).
         #[arg(long = "source-dir")]
         source_dirs: Vec<PathBuf>,
         /// Also keep a FUSE mount of the whole repository here.
@@ -214,18 +232,31 @@ enum Command {
         /// On an empty repository, back up a bundled sample disk first.
         #[arg(long)]
         demo: bool,
-        /// Seconds after which an unused restore session closes.
-        #[arg(long, default_value_t = daemon::DEFAULT_IDLE_SECS)]
-        session_idle: u64,
+        /// Seconds after which an unused restore session closes (default 3600).
+        #[arg(long)]
+        session_idle: Option<u64>,
         /// Restore sessions open at once, at most.
-        #[arg(long, default_value_t = daemon::DEFAULT_MAX_SESSIONS)]
-        max_sessions: usize,
-        /// NBD listener for push targets and exports: HOST:PORT or unix:PATH.
-        #[arg(long, default_value = backchain::nbd::server::DEFAULT_LISTEN)]
-        nbd_listen: String,
-        /// Seconds without a write after which a push job is aborted.
-        #[arg(long, default_value_t = backchain::engine::push::DEFAULT_IDLE.as_secs())]
-        push_idle: u64,
+        #[arg(long)]
+        max_sessions: Option<usize>,
+        /// Scheduler jobs running at once, at most (default 2).
+        #[arg(long)]
+        max_jobs: Option<usize>,
+        /// Days the job history is kept (default 90).
+        #[arg(long)]
+        job_history_days: Option<u32>,
+        /// Seconds running jobs get to end after SIGTERM (default 60).
+        #[arg(long)]
+        shutdown_grace: Option<u64>,
+        /// A TOML file with these settings, by the flags' names with `_`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// NBD listener for push targets and exports: HOST:PORT or unix:PATH
+        /// (default 127.0.0.1:10809).
+        #[arg(long)]
+        nbd_listen: Option<String>,
+        /// Seconds without a write after which a push job is aborted (default 3600).
+        #[arg(long)]
+        push_idle: Option<u64>,
     },
 }
 
@@ -282,7 +313,7 @@ pub fn main() -> ExitCode {
         Command::Export { target, format, output, compress } => match target::parse(&target) {
             target::Target::Image(p) => image::export(&p, None, format, &output, compress),
             target::Target::Backup { id, disk } => with_repo(dir, |r| {
-                let images = target::backup_images(r, &id, disk)?;
+                let (images, _guard) = target::backup_images(r, &id, disk)?;
                 if images.len() != 1 {
                     return Err(CliError::msg(format!(
                         "backup {id} has {} disks: export one of them as {id}:N",
@@ -321,29 +352,20 @@ pub fn main() -> ExitCode {
             repair::run(dir, repair::RepairArgs { rebuild_catalog, remove_orphans, json })
         }
         Command::Delete { backup_id, json } => with_repo(dir, |r| repo::delete(r, &backup_id, json)),
-        Command::Prune {
-            vm,
-            keep_last,
-            keep_hourly,
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-            keep_yearly,
-            dry_run,
-            json,
-        } => {
-            let keep = backchain::engine::retention::KeepOptions {
-                keep_last,
-                keep_hourly,
-                keep_daily,
-                keep_weekly,
-                keep_monthly,
-                keep_yearly,
-            };
+        Command::Prune { vm, keep, dry_run, json } => {
+            let keep = keep.options();
             let req = backchain::engine::prune::PruneRequest { vm, keep, dry_run };
             with_repo(dir, |r| repo::prune(r, &req, json))
         }
-        Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
+        Command::Verify { backup_id, vm, outdated_after, skip_verified, json } => {
+            let req = backchain::engine::verify::VerifyRequest {
+                id: backup_id,
+                vm,
+                skip_verified,
+                outdated_after_days: outdated_after,
+            };
+            with_repo(dir, |r| repo::verify(r, &req, json))
+        }
         Command::Ls { target, path, json } => {
             browse::with_tree(dir, &target, |t, _| browse::ls(t, path.as_deref(), json))
         }
@@ -352,6 +374,10 @@ pub fn main() -> ExitCode {
             browse::with_tree(dir, &target, |t, inputs| browse::get(t, inputs, &path, &output))
         }
         Command::NbdExport { target, listen, writable } => nbd::nbd_export(dir, &target, &listen, writable),
+        Command::Policy(cmd) => with_new_repo(dir, |r| policy::policy(r, cmd)),
+        Command::Jobs { policy, vm, state, limit, json } => {
+            with_repo(dir, |r| policy::jobs(r, policy.as_deref(), vm.as_deref(), state.as_deref(), limit, json))
+        }
         Command::Serve {
             listen,
             token_file,
@@ -362,21 +388,29 @@ pub fn main() -> ExitCode {
             max_sessions,
             nbd_listen,
             push_idle,
-        } => {
-            let config = daemon::Config {
-                repo: repo_dir(dir),
+            max_jobs,
+            job_history_days,
+            shutdown_grace,
+            config,
+        } => (|| {
+            let flags = daemon::config::Settings {
                 listen,
                 token_file,
+                source_dir: source_dirs,
                 mount,
-                demo,
-                session_idle: std::time::Duration::from_secs(session_idle),
+                demo: demo.then_some(true),
+                session_idle,
                 max_sessions,
-                source_dirs,
+                max_jobs,
+                job_history_days,
+                shutdown_grace_secs: shutdown_grace,
                 nbd_listen,
-                push_idle: std::time::Duration::from_secs(push_idle),
+                push_idle_secs: push_idle,
             };
+            let file = config.as_deref().map(daemon::config::Settings::read).transpose()?.unwrap_or_default();
+            let config = daemon::Config::from_settings(repo_dir(dir), flags.over(file));
             daemon::serve(config).map_err(CliError::from)
-        }
+        })(),
     };
     match result {
         Ok(()) => match out::failure() {

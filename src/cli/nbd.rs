@@ -18,10 +18,12 @@ pub fn nbd_export(repo: Option<PathBuf>, target: &str, listen: &str, writable: b
         return Err(CliError::msg("--writable needs the write overlay, which is not built yet: export read-only"));
     }
     check_listen(listen)?;
-    let disks: Vec<(usize, PathBuf, Option<u64>)> = match target::parse(target) {
-        target::Target::Image(p) => vec![(0, p, None)],
+    // `_guard`: a backup's reader lock, held for as long as it is exported.
+    let (disks, _guard): (Vec<(usize, PathBuf, Option<u64>)>, _) = match target::parse(target) {
+        target::Target::Image(p) => (vec![(0, p, None)], None),
         target::Target::Backup { id, disk } => with_repo(repo, |r| {
-            Ok(target::backup_images(r, &id, disk)?.into_iter().map(|(i, p, size)| (i, p, Some(size))).collect())
+            let (images, guard) = target::backup_images(r, &id, disk)?;
+            Ok((images.into_iter().map(|(i, p, size)| (i, p, Some(size))).collect(), Some(guard)))
         })?,
     };
     let table = ExportTable::new();

@@ -1,9 +1,10 @@
 //! `backchain serve`: assembles the daemon out of the library. It builds the
 //! runtime, opens the repository (filling it with the demo when asked),
 //! keeps a FUSE mount of the whole repository when asked, and runs the HTTP
-//! API and the NBD listener (push targets, exports) until Ctrl-C. The
-//! scheduler will be started here too.
+//! API, the NBD listener (push targets, exports) and the policy scheduler
+//! until Ctrl-C or SIGTERM.
 
+pub mod config;
 mod demo;
 pub mod token;
 
@@ -53,6 +54,12 @@ pub struct Config {
     pub nbd_listen: String,
     /// A push job with no write for this long is aborted.
     pub push_idle: Duration,
+    /// Scheduler jobs run at once.
+    pub max_jobs: usize,
+    /// Job history older than this many days is forgotten.
+    pub job_history_days: u32,
+    /// How long running jobs may take to end after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 /// The whole repository as a folder, for as long as the server runs
@@ -81,6 +88,7 @@ fn clear_stale_socket(addr: &str) {
 /// `backchain serve`: opens the repository, optionally fills it with the
 /// demo, and serves until Ctrl-C.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    init_logging();
     if let Some(f) = &config.token_file {
         token::read(f)?;
     }
@@ -92,6 +100,17 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let repo = Arc::new(Repo::open(&config.repo, rt.handle().clone())?);
     let (token, token_path) = token::load_or_create(&config.repo, config.token_file.as_deref())?;
     let demo_ids = if config.demo { demo::fill(&repo)? } else { Vec::new() };
+    // Jobs of a dead daemon are `interrupted` before anyone can ask.
+    let scheduler = crate::schedule::Scheduler::new(
+        repo.clone(),
+        crate::schedule::SchedulerOptions {
+            max_jobs: config.max_jobs,
+            history_days: config.job_history_days,
+            shutdown_grace: config.shutdown_grace,
+            ..Default::default()
+        },
+    );
+    rt.block_on(scheduler.recover()).map_err(|e| ServeError::Engine(e.into()))?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
     clear_stale_socket(&config.nbd_listen);
     let nbd_listener = rt
@@ -106,6 +125,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if config.demo {
         eprintln!("{}", demo::examples(&format!("http://{addr}"), &token_path, &demo_ids));
     }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    rt.spawn(async move {
+        stop_signal().await;
+        tracing::info!("stopping: no new jobs; running jobs get the shutdown grace");
+        let _ = stop.send(true);
+    });
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let jobs = rt.spawn(scheduler.run(until(stopped.clone())));
     let opts = api::Options {
         token: Some(token),
         session_idle: config.session_idle,
@@ -119,12 +148,40 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let nbd_task = rt.spawn(nbd::run(nbd_listener, nbd.exports, async {
         let _ = nbd_stopped.await;
     }));
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let r = rt.block_on(api::run(listener, repo.clone(), opts, shutdown));
+    let r = rt.block_on(api::run(listener, repo.clone(), opts, until(stopped)));
     let _ = stop_nbd.send(());
-    let _ = rt.block_on(tokio::time::timeout(Duration::from_secs(10), nbd_task));
+    match rt.block_on(jobs) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the scheduler stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "the scheduler failed"),
+    }
+    // Connections finish the requests they have read; a stuck one does not hold the exit.
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), nbd_task).await });
     repo.close();
+    // A job past the grace still holds a blocking thread: do not wait for
+    // it (its files are cleaned up at the next start).
+    rt.shutdown_timeout(Duration::from_secs(1));
     Ok(r?)
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Structured log lines on stderr (the journal under systemd). `RUST_LOG`
+/// is not read: the level is info.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
 }

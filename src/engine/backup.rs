@@ -74,9 +74,15 @@ struct Plan {
 }
 
 /// Why the parent `p` cannot carry an incremental of a disk of `size`
-/// bytes: its chain does not open (a moved or damaged image) or its digest
-/// map does not read or match. `None` when it can.
+/// bytes: verify marked an image of its chain corrupt, its chain does not
+/// open (a moved or damaged image) or its digest map does not read or
+/// match. `None` when it can.
 fn parent_fault(repo: &Repo, p: &BackupDisk, size: u64) -> Option<String> {
+    match repo.db().corrupt_in_chain(p.chain_id) {
+        Ok(Some(bad)) => return Some(format!("verify found backup {bad} of its chain corrupt")),
+        Err(e) => return Some(format!("the catalog does not say whether its chain is sound: {e}")),
+        Ok(None) => {}
+    }
     let opts = crate::qcow2::OpenOptions { confine_to: Some(repo.root().to_path_buf()), ..Default::default() };
     if let Err(e) = crate::qcow2::Chain::open(&repo.path(&p.image_path), &opts) {
         return Some(format!("its image chain does not open: {e}"));

@@ -1,17 +1,20 @@
 //! The repository on disk: `catalog.db`, `vms/<vm>/disk-<N>/<backup-id>.qcow2`
-//! (+ `.digests`), and `locks/<vm>.lock`; its locks, its recovery after a
-//! crash, and the one lookup of a restore point ("a completed backup → its
+//! (+ `.digests`), `locks/<vm>.lock` and `locks/point-<backup-id>.lock`; its
+//! locks, its recovery after a crash (merges included), and the one lookup of a restore point ("a completed backup → its
 //! disks") that every front end and the engine use. See docs/repository.md.
 //!
 //! It sits below the engine and the front ends and above the catalog: it
 //! knows files and catalog rows, never HTTP, jobs or trees.
 
 mod files;
+mod lock;
+mod merges;
 mod point;
 mod recover;
 pub mod space;
 
 pub use files::{FileKind, Orphan, RepoFile, scan};
+pub use merges::{MergeDone, MergeLocks, MergeRunError, allocated, file_chain};
 pub use point::RestorePoint;
 
 use crate::catalog::{BackupStatus, Catalog, CatalogError, SyncCatalog};
@@ -38,6 +41,9 @@ pub enum RepoError {
     Catalog(#[from] CatalogError),
     #[error("no backup {0}")]
     NoBackup(String),
+    /// A prune or delete is merging the point away.
+    #[error("restore point {0} is being merged away by a prune or delete")]
+    Merging(String),
     #[error("backup {id} is {status}, not completed")]
     NotCompleted { id: String, status: BackupStatus },
     #[error("backup {id} has no disk {disk} ({count} disks)")]
@@ -108,6 +114,8 @@ pub struct Repo {
     /// [`Repo::db`].
     pub catalog: Catalog,
     db: SyncCatalog,
+    /// Opened read-only on a full disk: nothing may be recorded.
+    read_only: bool,
 }
 
 /// A held per-VM lock; released when dropped (or when the process dies).
@@ -148,7 +156,7 @@ impl Repo {
         let root = root.canonicalize().map_err(|e| RepoError::io(root, e))?;
         let catalog = rt.block_on(Catalog::open_sqlite(&root.join(CATALOG_FILE)))?;
         let db = SyncCatalog::new(catalog.clone(), rt);
-        let repo = Self { root, catalog, db };
+        let repo = Self { root, catalog, db, read_only: false };
         repo.recover_all()?;
         Ok(repo)
     }
@@ -174,7 +182,12 @@ impl Repo {
         let catalog = rt.block_on(Catalog::open_sqlite_read_only(&root.join(CATALOG_FILE)))?;
         eprintln!("backchain: note: {}: the catalog is opened read-only", space::full_state(&root));
         let db = SyncCatalog::new(catalog.clone(), rt);
-        Ok(Self { root, catalog, db })
+        Ok(Self { root, catalog, db, read_only: true })
+    }
+
+    /// Opened read-only (its disk is full): reads work, records do not.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn root(&self) -> &Path {

@@ -17,6 +17,7 @@ impl Repo {
             }
             if let Some(lock) = self.try_lock(&name)? {
                 self.recover(&name, &lock)?;
+                self.finish_merges(&name, &lock)?;
             }
         }
         Ok(())
@@ -38,6 +39,23 @@ impl Repo {
             .map(|b| b.id)
             .collect();
         remove_partials(&self.vm_dir(vm), &dead)
+    }
+}
+
+impl Repo {
+    /// Finishes the merges a crash left in VM `vm` (under its lock). One that
+    /// cannot finish now (a reader holds its point for the instant it takes
+    /// to find the point gone, or an image is damaged) must not stop the
+    /// repository from opening: it is reported and retried at the next open.
+    fn finish_merges(&self, vm: &str, lock: &VmLock) -> Result<(), RepoError> {
+        match self.run_merges(vm, lock, &mut Default::default()) {
+            Ok(_) => Ok(()),
+            Err(super::MergeRunError::Repo(e)) => Err(e),
+            Err(e) => {
+                eprintln!("backchain: warning: {e}; it is retried at the next start");
+                Ok(())
+            }
+        }
     }
 }
 
