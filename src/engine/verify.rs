@@ -93,8 +93,8 @@ pub fn run(repo: &Repo, req: &VerifyRequest) -> Result<Vec<DiskReport>, EngineEr
     }
     let now = UtcTime::now();
     let mut reports = Vec::new();
-    if req.id.is_none() && req.vm.is_none() {
-        reports.extend(orphans(repo)?);
+    if req.id.is_none() {
+        reports.extend(orphans(repo, req.vm.as_deref())?);
     }
     for p in &points {
         let b = &p.backup;
@@ -113,7 +113,10 @@ pub fn run(repo: &Repo, req: &VerifyRequest) -> Result<Vec<DiskReport>, EngineEr
                 continue;
             }
             let result = verify_disk(repo, d);
-            repo.db().record_verify(d.id, result.as_ref().err().map(String::as_str))?;
+            // On a full disk the catalog is read-only: report, record nothing.
+            if !repo.is_read_only() {
+                repo.db().record_verify(d.id, result.as_ref().err().map(String::as_str))?;
+            }
             let problems: Vec<String> = result.err().into_iter().collect();
             reports.push(report(problems.is_empty(), false, Some(UtcTime::now()), problems));
         }
@@ -123,10 +126,11 @@ pub fn run(repo: &Repo, req: &VerifyRequest) -> Result<Vec<DiskReport>, EngineEr
 
 /// Files no catalog row names, as faults: a lost or rolled-back catalog
 /// shows here, not as "0 disk images verified".
-fn orphans(repo: &Repo) -> Result<Vec<DiskReport>, EngineError> {
+fn orphans(repo: &Repo, vm: Option<&str>) -> Result<Vec<DiskReport>, EngineError> {
     Ok(repo
         .orphans()?
         .into_iter()
+        .filter(|o| vm.is_none_or(|vm| o.file.vm == vm))
         .map(|o| DiskReport {
             backup_id: o.file.stem,
             disk_index: i64::from(o.file.disk_index),

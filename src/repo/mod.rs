@@ -114,6 +114,8 @@ pub struct Repo {
     /// [`Repo::db`].
     pub catalog: Catalog,
     db: SyncCatalog,
+    /// Opened read-only on a full disk: nothing may be recorded.
+    read_only: bool,
 }
 
 /// A held per-VM lock; released when dropped (or when the process dies).
@@ -154,7 +156,7 @@ impl Repo {
         let root = root.canonicalize().map_err(|e| RepoError::io(root, e))?;
         let catalog = rt.block_on(Catalog::open_sqlite(&root.join(CATALOG_FILE)))?;
         let db = SyncCatalog::new(catalog.clone(), rt);
-        let repo = Self { root, catalog, db };
+        let repo = Self { root, catalog, db, read_only: false };
         repo.recover_all()?;
         Ok(repo)
     }
@@ -180,7 +182,12 @@ impl Repo {
         let catalog = rt.block_on(Catalog::open_sqlite_read_only(&root.join(CATALOG_FILE)))?;
         eprintln!("backchain: note: {}: the catalog is opened read-only", space::full_state(&root));
         let db = SyncCatalog::new(catalog.clone(), rt);
-        Ok(Self { root, catalog, db })
+        Ok(Self { root, catalog, db, read_only: true })
+    }
+
+    /// Opened read-only (its disk is full): reads work, records do not.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn root(&self) -> &Path {
