@@ -540,7 +540,7 @@ fn serve_demo_and_listen_rules() {
         backchain()
             .arg("--repo")
             .arg(&repo)
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--mount"])
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--mount"])
             .arg(&mnt)
             .stderr(std::process::Stdio::piped())
             .spawn()

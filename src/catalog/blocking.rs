@@ -62,6 +62,10 @@ impl SyncCatalog {
         self.rt.block_on(self.inner.commit_backup(id, vm_id, disks, read, written))
     }
 
+    pub fn set_notes(&self, backup_id: &str, notes: &[String]) -> Result<()> {
+        self.rt.block_on(self.inner.set_notes(backup_id, notes))
+    }
+
     pub fn fail_backup(&self, id: &str, error: &str) -> Result<()> {
         self.rt.block_on(self.inner.fail_backup(id, error))
     }

@@ -27,11 +27,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Embedded migrations, applied in order on open (docs/catalog.md).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 8;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "statuses", include_str!("migrations/0002_statuses.sql")),
     (6, "policies", include_str!("migrations/0006_policies.sql")),
+    (8, "backup_notes", include_str!("migrations/0008_backup_notes.sql")),
 ];
 /// Connections in the pool: the server's handlers and a few blocking jobs.
 const MAX_CONNECTIONS: u32 = 4;
@@ -92,6 +93,15 @@ impl Catalog {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// A write transaction, its lock taken up front (`BEGIN IMMEDIATE`). A
+    /// deferred one that reads first and then writes fails at once with
+    /// "database is locked" when another connection writes meanwhile (the
+    /// busy timeout cannot help a read lock that must be upgraded): two
+    /// jobs of the scheduler committing and pruning at once hit that.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
 }
 
 /// Applies the migrations the catalog lacks, in one write transaction taken
@@ -118,7 +128,11 @@ async fn apply_migrations(conn: &mut SqliteConnection) -> Result<()> {
     if current > latest {
         return Err(CatalogError::TooNew(current));
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    // Every migration not applied yet, also one numbered below the latest
+    // applied: migrations were numbered per feature branch, so a catalog may
+    // have 8 without 6.
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *conn).await?;
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
         sqlx::raw_sql(sql).execute(&mut *conn).await?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)

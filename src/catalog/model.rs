@@ -5,6 +5,7 @@
 use crate::util::time::UtcTime;
 use serde::Serialize;
 use std::fmt;
+use std::ops::Deref;
 
 /// Declares a catalog enum with its one text form per variant.
 macro_rules! text_enum {
@@ -89,16 +90,18 @@ pub struct Backup {
     pub bytes_read: i64,
     pub bytes_written: i64,
     pub error: Option<String>,
+    /// What the user should know about how the backup was taken (a dirty
+    /// bitmap not granted, a new chain started); empty for none.
+    pub notes: Vec<String>,
     pub disks: Vec<BackupDisk>,
 }
 
+/// One disk image as the catalog records it: what it holds and where.
+/// The same fields describe a committed row ([`BackupDisk`]), a row about to
+/// be written ([`NewDisk`]) and the engine's report of a finished disk.
 #[derive(Debug, Clone, Serialize)]
-pub struct BackupDisk {
-    pub id: i64,
-    pub backup_id: String,
+pub struct DiskImage {
     pub disk_index: i64,
-    pub chain_id: i64,
-    pub parent_id: Option<i64>,
     pub disk_type: BackupType,
     pub source: String,
     /// Relative to the repository.
@@ -110,7 +113,27 @@ pub struct BackupDisk {
     pub stored_bytes: i64,
     pub changed_bytes: i64,
     pub content_digest: String,
+}
+
+/// A committed disk image: its row ids, its place in a chain and its status.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupDisk {
+    pub id: i64,
+    pub backup_id: String,
+    pub chain_id: i64,
+    pub parent_id: Option<i64>,
+    #[serde(flatten)]
+    pub image: DiskImage,
     pub status: ImageStatus,
+}
+
+// Readers see a row's image fields directly (`disk.image_path`): the split
+// exists to share the fields, not to make every caller spell `.image`.
+impl Deref for BackupDisk {
+    type Target = DiskImage;
+    fn deref(&self) -> &DiskImage {
+        &self.image
+    }
 }
 
 /// The images of one VM disk: a full image and its incrementals.
@@ -137,19 +160,16 @@ pub enum ChainRef {
 /// A disk image to record when its backup commits.
 #[derive(Debug, Clone)]
 pub struct NewDisk {
-    pub disk_index: i64,
     pub chain: ChainRef,
     pub parent_id: Option<i64>,
-    pub disk_type: BackupType,
-    pub source: String,
-    pub image_path: String,
-    pub digest_path: String,
-    pub change_id: Option<String>,
-    pub virtual_size: i64,
-    pub cluster_size: i64,
-    pub stored_bytes: i64,
-    pub changed_bytes: i64,
-    pub content_digest: String,
+    pub image: DiskImage,
+}
+
+impl Deref for NewDisk {
+    type Target = DiskImage;
+    fn deref(&self) -> &DiskImage {
+        &self.image
+    }
 }
 
 text_enum!(

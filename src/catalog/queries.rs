@@ -9,7 +9,7 @@ const DISK_COLUMNS: &str = "d.id, d.backup_id, d.disk_index, d.chain_id, d.paren
      d.content_digest, d.status";
 
 const BACKUP_COLUMNS: &str = "b.id, v.name AS vm, b.backup_type, b.status, b.started_at, b.ended_at, b.bytes_total, \
-     b.bytes_read, b.bytes_written, b.error";
+     b.bytes_read, b.bytes_written, b.error, b.notes";
 
 /// A text column holding one of a catalog enum's words.
 pub(super) fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
@@ -32,9 +32,16 @@ fn disk(r: &SqliteRow) -> Result<BackupDisk> {
     Ok(BackupDisk {
         id: r.try_get("id")?,
         backup_id: r.try_get("backup_id")?,
-        disk_index: r.try_get("disk_index")?,
         chain_id: r.try_get("chain_id")?,
         parent_id: r.try_get("parent_id")?,
+        image: disk_image(r)?,
+        status: word(r, "status", ImageStatus::parse)?,
+    })
+}
+
+fn disk_image(r: &SqliteRow) -> Result<DiskImage> {
+    Ok(DiskImage {
+        disk_index: r.try_get("disk_index")?,
         disk_type: word(r, "disk_type", BackupType::parse)?,
         source: r.try_get("source")?,
         image_path: r.try_get("image_path")?,
@@ -45,8 +52,13 @@ fn disk(r: &SqliteRow) -> Result<BackupDisk> {
         stored_bytes: r.try_get("stored_bytes")?,
         changed_bytes: r.try_get("changed_bytes")?,
         content_digest: r.try_get("content_digest")?,
-        status: word(r, "status", ImageStatus::parse)?,
     })
+}
+
+/// The notes column: a JSON array of strings, NULL for none.
+fn notes(r: &SqliteRow) -> Result<Vec<String>> {
+    let s: Option<String> = r.try_get("notes")?;
+    s.map_or(Ok(Vec::new()), |s| serde_json::from_str(&s).map_err(|e| CatalogError::Invalid(format!("notes: {e}"))))
 }
 
 fn backup(r: &SqliteRow) -> Result<Backup> {
@@ -61,6 +73,7 @@ fn backup(r: &SqliteRow) -> Result<Backup> {
         bytes_read: r.try_get("bytes_read")?,
         bytes_written: r.try_get("bytes_written")?,
         error: r.try_get("error")?,
+        notes: notes(r)?,
         disks: Vec::new(),
     })
 }
@@ -80,7 +93,7 @@ impl Catalog {
     }
 
     pub async fn set_vm_disks(&self, vm_id: i64, sources: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM vm_disks WHERE vm_id = ?").bind(vm_id).execute(&mut *tx).await?;
         for (i, s) in sources.iter().enumerate() {
             sqlx::query("INSERT INTO vm_disks (vm_id, disk_index, source) VALUES (?, ?, ?)")
@@ -166,7 +179,7 @@ impl Catalog {
     /// Commits a finished backup in one transaction: its disk images, their
     /// chains, and the job's final status.
     pub async fn commit_backup(&self, id: &str, vm_id: i64, disks: &[NewDisk], read: u64, written: u64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = UtcTime::now().to_string();
         for d in disks {
             let chain_id: i64 = match d.chain {
@@ -240,13 +253,36 @@ impl Catalog {
         Ok(())
     }
 
+    /// Moves an unfinished job to `status` (a push target: `waiting` for
+    /// its agent, then `running` while it commits).
+    pub async fn set_backup_status(&self, id: &str, status: BackupStatus) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = ? WHERE id = ? AND status IN ('pending', 'waiting', 'running')")
+            .bind(status.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a job that was cancelled (by a user or a timeout): `aborted`,
+    /// with the reason.
+    pub async fn abort_backup(&self, id: &str, reason: &str) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = 'aborted', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+            .bind(UtcTime::now().to_string())
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Marks every unfinished job of a VM as interrupted. Callers hold the
     /// VM's lock, which proves no job of that VM is running.
     pub async fn mark_interrupted(&self, vm_id: i64) -> Result<u64> {
         let r = sqlx::query(
             "UPDATE backups SET status = 'interrupted', ended_at = ?, pid = NULL, \
              error = 'the backup process stopped before the backup was committed' \
-             WHERE vm_id = ? AND status IN ('pending', 'running')",
+             WHERE vm_id = ? AND status IN ('pending', 'waiting', 'running')",
         )
         .bind(UtcTime::now().to_string())
         .bind(vm_id)
@@ -326,6 +362,14 @@ impl Catalog {
     }
 
     /// Records the change id a push agent reports for one disk of a backup.
+    /// Records the notes of a backup (replacing any).
+    pub async fn set_notes(&self, backup_id: &str, notes: &[String]) -> Result<()> {
+        let text = (!notes.is_empty()).then(|| serde_json::to_string(notes)).transpose();
+        let text = text.map_err(|e| CatalogError::Invalid(format!("notes: {e}")))?;
+        sqlx::query("UPDATE backups SET notes = ? WHERE id = ?").bind(text).bind(backup_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_change_id(&self, backup_id: &str, disk_index: i64, change_id: &str) -> Result<()> {
         let done = sqlx::query("UPDATE backup_disks SET change_id = ? WHERE backup_id = ? AND disk_index = ?")
             .bind(change_id)
@@ -347,7 +391,7 @@ impl Catalog {
         if b.status.is_active() {
             return Err(CatalogError::Conflict(format!("backup {id} is still running")));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let dependents: Vec<String> = sqlx::query(
             "SELECT DISTINCT c.backup_id FROM backup_disks c JOIN backup_disks p ON c.parent_id = p.id \
              WHERE p.backup_id = ? ORDER BY c.backup_id",
@@ -389,7 +433,7 @@ impl Catalog {
         if b.status.is_active() {
             return Err(CatalogError::Conflict(format!("backup {id} is still running")));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for d in &b.disks {
             let child: Option<i64> = sqlx::query("SELECT id FROM backup_disks WHERE parent_id = ?")
                 .bind(d.id)

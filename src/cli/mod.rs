@@ -214,6 +214,13 @@ enum Command {
         /// Restore sessions open at once, at most.
         #[arg(long)]
         max_sessions: Option<usize>,
+        /// NBD listener for push targets and exports: HOST:PORT or unix:PATH
+        /// (default 127.0.0.1:10809).
+        #[arg(long)]
+        nbd_listen: Option<String>,
+        /// Seconds without a write after which a push job is aborted.
+        #[arg(long)]
+        push_idle: Option<u64>,
         /// Scheduler jobs running at once, at most (default 2).
         #[arg(long)]
         max_jobs: Option<usize>,
@@ -344,6 +351,8 @@ pub fn main() -> ExitCode {
             demo,
             session_idle,
             max_sessions,
+            nbd_listen,
+            push_idle,
             max_jobs,
             job_history_days,
             shutdown_grace,
@@ -357,6 +366,8 @@ pub fn main() -> ExitCode {
                 demo: demo.then_some(true),
                 session_idle,
                 max_sessions,
+                nbd_listen,
+                push_idle,
                 max_jobs,
                 job_history_days,
                 shutdown_grace_secs: shutdown_grace,

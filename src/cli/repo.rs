@@ -69,8 +69,8 @@ pub fn backup(
             "disk {}: {} backup, {} changed, {} stored in {}",
             d.disk_index,
             d.disk_type.as_str(),
-            backchain::util::human_size(d.changed_bytes),
-            backchain::util::human_size(d.stored_bytes),
+            backchain::util::human_size(d.changed_bytes as u64),
+            backchain::util::human_size(d.stored_bytes as u64),
             d.image_path
         );
     }

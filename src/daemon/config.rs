@@ -5,6 +5,7 @@
 //! listen = "127.0.0.1:8082"
 //! token_file = "/etc/backchain/token"
 //! source_dir = ["/var/lib/libvirt/images"]
+//! nbd_listen = "127.0.0.1:10809"
 //! max_jobs = 2
 //! job_history_days = 90
 //! shutdown_grace_secs = 60
@@ -32,6 +33,8 @@ pub struct Settings {
     pub demo: Option<bool>,
     pub session_idle: Option<u64>,
     pub max_sessions: Option<usize>,
+    pub nbd_listen: Option<String>,
+    pub push_idle: Option<u64>,
     pub max_jobs: Option<usize>,
     pub job_history_days: Option<u32>,
     pub shutdown_grace_secs: Option<u64>,
@@ -61,6 +64,8 @@ impl Settings {
             demo: self.demo.or(file.demo),
             session_idle: self.session_idle.or(file.session_idle),
             max_sessions: self.max_sessions.or(file.max_sessions),
+            nbd_listen: self.nbd_listen.or(file.nbd_listen),
+            push_idle: self.push_idle.or(file.push_idle),
             max_jobs: self.max_jobs.or(file.max_jobs),
             job_history_days: self.job_history_days.or(file.job_history_days),
             shutdown_grace_secs: self.shutdown_grace_secs.or(file.shutdown_grace_secs),
@@ -82,6 +87,8 @@ impl super::Config {
             session_idle: Duration::from_secs(s.session_idle.unwrap_or(super::DEFAULT_IDLE_SECS)),
             max_sessions: s.max_sessions.unwrap_or(super::DEFAULT_MAX_SESSIONS),
             source_dirs: s.source_dir,
+            nbd_listen: s.nbd_listen.unwrap_or_else(|| crate::nbd::server::DEFAULT_LISTEN.to_string()),
+            push_idle: s.push_idle.map_or(crate::engine::push::DEFAULT_IDLE, Duration::from_secs),
             max_jobs: s.max_jobs.unwrap_or(DEFAULT_MAX_JOBS),
             job_history_days: s.job_history_days.unwrap_or(DEFAULT_HISTORY_DAYS),
             shutdown_grace: s.shutdown_grace_secs.map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),

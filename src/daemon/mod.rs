@@ -1,8 +1,8 @@
 //! `backchain serve`: assembles the daemon out of the library. It builds the
 //! runtime, opens the repository (filling it with the demo when asked),
 //! keeps a FUSE mount of the whole repository when asked, and runs the HTTP
-//! API and the policy scheduler until Ctrl-C or SIGTERM. The NBD listener
-//! will be started here too.
+//! API, the NBD listener (push targets, exports) and the policy scheduler
+//! until Ctrl-C or SIGTERM.
 
 pub mod config;
 mod demo;
@@ -10,6 +10,7 @@ pub mod token;
 
 use crate::api;
 use crate::engine::EngineError;
+use crate::nbd::server as nbd;
 use crate::repo::{Repo, RepoError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,10 @@ pub struct Config {
     pub max_sessions: usize,
     /// Roots under which HTTP requests may name local disk sources.
     pub source_dirs: Vec<PathBuf>,
+    /// The NBD listener: `HOST:PORT` or `unix:PATH`.
+    pub nbd_listen: String,
+    /// A push job with no write for this long is aborted.
+    pub push_idle: Duration,
     /// Scheduler jobs run at once.
     pub max_jobs: usize,
     /// Job history older than this many days is forgotten.
@@ -66,6 +71,18 @@ fn mount_repository(repo: &Arc<Repo>, dir: &Path) -> Result<backchain_fuse::Moun
     let handle = backchain_fuse::mount(Arc::new(tree), dir, &opts)?;
     eprintln!("backchain: repository mounted at {}", handle.mountpoint().display());
     Ok(handle)
+}
+
+/// Removes the unix socket of `unix:PATH` when nothing answers on it: a
+/// daemon that was killed leaves its socket behind. A live one stays (and
+/// the bind then fails, as it should).
+fn clear_stale_socket(addr: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(path) = addr.strip_prefix("unix:").map(Path::new) else { return };
+    let socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// `backchain serve`: opens the repository, optionally fills it with the
@@ -95,9 +112,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     );
     rt.block_on(scheduler.recover()).map_err(|e| ServeError::Engine(e.into()))?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
+    clear_stale_socket(&config.nbd_listen);
+    let nbd_listener = rt
+        .block_on(nbd::Listener::bind(&config.nbd_listen))
+        .map_err(|e| ServeError::Config(format!("--nbd-listen {}: {e}", config.nbd_listen)))?;
+    let nbd = nbd::NbdService { exports: nbd::ExportTable::new(), addr: nbd_listener.local_addr()? };
     let _mount = config.mount.as_deref().map(|dir| mount_repository(&repo, dir)).transpose()?;
     let addr = listener.local_addr()?;
     eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
+    eprintln!("backchain: NBD (push targets, exports) on {}", nbd.addr);
     eprintln!("backchain: requests need the bearer token in {}", token_path.display());
     if config.demo {
         eprintln!("{}", demo::examples(&format!("http://{addr}"), &token_path, &demo_ids));
@@ -117,9 +140,18 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         session_idle: config.session_idle,
         max_sessions: config.max_sessions,
         source_dirs: config.source_dirs,
+        nbd: Some(nbd.clone()),
+        push_idle: config.push_idle,
         ..Default::default()
     };
+    let (stop_nbd, nbd_stopped) = tokio::sync::oneshot::channel::<()>();
+    let nbd_task = rt.spawn(nbd::run(nbd_listener, nbd.exports, async {
+        let _ = nbd_stopped.await;
+    }));
     let r = rt.block_on(api::run(listener, repo.clone(), opts, until(stopped)));
+    let _ = stop_nbd.send(());
+    // The timer needs the runtime's context: build it inside block_on.
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), nbd_task).await });
     match rt.block_on(jobs) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "the scheduler stopped with an error"),

@@ -7,6 +7,7 @@ pub mod digests;
 pub mod jobs;
 pub mod pipeline;
 pub mod prune;
+pub mod push;
 pub mod retention;
 pub mod sink;
 pub mod verify;

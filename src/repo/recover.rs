@@ -34,7 +34,7 @@ impl Repo {
             .db()
             .list_backups(Some(vm))?
             .into_iter()
-            .filter(|b| matches!(b.status, BackupStatus::Failed | BackupStatus::Interrupted))
+            .filter(|b| matches!(b.status, BackupStatus::Failed | BackupStatus::Interrupted | BackupStatus::Aborted))
             .map(|b| b.id)
             .collect();
         remove_partials(&self.vm_dir(vm), &dead)
