@@ -31,7 +31,7 @@ fn serve(repo: &Path, args: &[&str]) -> Daemon {
     let mut child = backchain()
         .arg("--repo")
         .arg(repo)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0"])
         .args(args)
         .stderr(Stdio::piped())
         .spawn()

@@ -140,6 +140,15 @@ impl Catalog {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// A write transaction, its lock taken up front (`BEGIN IMMEDIATE`). A
+    /// deferred one that reads first and then writes fails at once with
+    /// "database is locked" when another connection writes meanwhile (the
+    /// busy timeout cannot help a read lock that must be upgraded): two
+    /// jobs of the scheduler committing and pruning at once hit that.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
 }
 
 /// Applies the migrations the catalog lacks, in one write transaction taken

@@ -35,7 +35,7 @@ impl Catalog {
     /// Stores a new policy `row` covering `vms`. A taken name or a VM that
     /// belongs to another policy is a conflict.
     pub async fn insert_policy(&self, row: &PolicyRow, vms: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let taken =
             sqlx::query("SELECT 1 FROM policies WHERE name = ?").bind(&row.name).fetch_optional(&mut *tx).await?;
         if taken.is_some() {
@@ -59,7 +59,7 @@ impl Catalog {
     /// Replaces policy `row.name`'s document, VMs, enabled flag and anchors
     /// (its creation time stays).
     pub async fn update_policy(&self, row: &PolicyRow, vms: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let r = sqlx::query(
             "UPDATE policies SET spec = ?, enabled = ?, updated_at = ?, anchor = ?, verify_anchor = ? WHERE name = ?",
         )

@@ -101,7 +101,7 @@ impl Catalog {
     }
 
     pub async fn set_vm_disks(&self, vm_id: i64, sources: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM vm_disks WHERE vm_id = ?").bind(vm_id).execute(&mut *tx).await?;
         for (i, s) in sources.iter().enumerate() {
             sqlx::query("INSERT INTO vm_disks (vm_id, disk_index, source) VALUES (?, ?, ?)")
@@ -187,7 +187,7 @@ impl Catalog {
     /// Commits a finished backup in one transaction: its disk images, their
     /// chains, and the job's final status.
     pub async fn commit_backup(&self, id: &str, vm_id: i64, disks: &[NewDisk], read: u64, written: u64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = UtcTime::now().to_string();
         for d in disks {
             insert_disk(&mut tx, id, vm_id, d, &now).await?;
@@ -356,7 +356,7 @@ impl Catalog {
         if b.status.is_active() {
             return Err(CatalogError::Conflict(format!("backup {id} is still running")));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let dependents: Vec<String> = sqlx::query(
             "SELECT DISTINCT c.backup_id FROM backup_disks c JOIN backup_disks p ON c.parent_id = p.id \
              WHERE p.backup_id = ? ORDER BY c.backup_id",
