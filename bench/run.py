@@ -353,9 +353,11 @@ SCENARIOS = {
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import backup_scenarios  # noqa: E402
 import restore_scenarios  # noqa: E402
+import nbd_scenarios  # noqa: E402
 
 SCENARIOS.update(backup_scenarios.scenarios(sys.modules[__name__]))
 SCENARIOS.update(restore_scenarios.scenarios(sys.modules[__name__]))
+SCENARIOS.update(nbd_scenarios.scenarios(sys.modules[__name__]))
 
 
 # ---------------------------------------------------------------- running

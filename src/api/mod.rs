@@ -13,6 +13,7 @@ mod chunks;
 mod conn;
 mod download;
 mod error;
+mod exports;
 mod query;
 mod restore;
 mod tickets;
@@ -50,6 +51,8 @@ pub struct Options {
     pub source_dirs: Vec<std::path::PathBuf>,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Restore-point exports, when the daemon runs an NBD listener.
+    pub exports: Option<Arc<crate::restore::exports::Exports>>,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             source_dirs: Vec::new(),
             header_timeout: HEADER_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            exports: None,
         }
     }
 }
@@ -73,6 +77,7 @@ pub(crate) struct AppState {
     jobs: Jobs,
     confine: crate::source::confine::Confinement,
     tickets: crate::restore::tickets::Tickets,
+    exports: Option<Arc<crate::restore::exports::Exports>>,
 }
 
 type St = State<Arc<AppState>>;
@@ -92,6 +97,7 @@ pub async fn run(
         jobs: Jobs::default(),
         confine: crate::source::confine::Confinement::new(&opts.source_dirs),
         tickets: Default::default(),
+        exports: opts.exports,
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
     let app = router(state);
@@ -123,6 +129,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/restore/{mount}/download", get(download::download))
         .route("/restore/{mount}/download-directory", get(download::download_directory))
         .route("/restore/{mount}/tickets", post(tickets::ticket))
+        .route("/exports", post(exports::create).get(exports::list))
+        .route("/exports/{id}", axum::routing::delete(exports::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(index))

@@ -23,10 +23,11 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Embedded migrations, applied in order on open (docs/catalog.md).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 4;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "statuses", include_str!("migrations/0002_statuses.sql")),
+    (4, "exports", include_str!("migrations/0004_exports.sql")),
 ];
 /// Connections in the pool: the server's handlers and a few blocking jobs.
 const MAX_CONNECTIONS: u32 = 4;
@@ -105,15 +106,20 @@ async fn apply_migrations(conn: &mut SqliteConnection) -> Result<()> {
     )
     .execute(&mut *conn)
     .await?;
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-        .fetch_one(&mut *conn)
+    // Every migration not applied yet, not only those above the newest
+    // applied: numbers are handed out to parallel work, so one may land
+    // after a higher one.
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *conn)
         .await?
-        .try_get("v")?;
+        .iter()
+        .map(|r| r.try_get("version"))
+        .collect::<Result<_, _>>()?;
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-    if current > latest {
+    if let Some(&current) = applied.iter().max().filter(|&&v| v > latest) {
         return Err(CatalogError::TooNew(current));
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
         sqlx::raw_sql(sql).execute(&mut *conn).await?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)

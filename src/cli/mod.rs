@@ -206,6 +206,16 @@ enum Command {
         /// Restore sessions open at once, at most.
         #[arg(long, default_value_t = daemon::DEFAULT_MAX_SESSIONS)]
         max_sessions: usize,
+        /// The NBD listener (exports, push targets): HOST:PORT or unix:PATH
+        /// [default: 127.0.0.1:10809]. Off loopback it requires TLS.
+        #[arg(long)]
+        nbd_listen: Option<String>,
+        /// PEM x509 certificate for NBD over TLS (STARTTLS), with --nbd-tls-key.
+        #[arg(long)]
+        nbd_tls_cert: Option<PathBuf>,
+        /// PEM private key of --nbd-tls-cert.
+        #[arg(long)]
+        nbd_tls_key: Option<PathBuf>,
     },
 }
 
@@ -329,7 +339,18 @@ pub fn main() -> ExitCode {
             browse::with_tree(dir, &target, |t, inputs| browse::get(t, inputs, &path, &output))
         }
         Command::NbdExport { target, listen, writable } => nbd::nbd_export(dir, &target, &listen, writable),
-        Command::Serve { listen, token_file, source_dirs, mount, demo, session_idle, max_sessions } => {
+        Command::Serve {
+            listen,
+            token_file,
+            source_dirs,
+            mount,
+            demo,
+            session_idle,
+            max_sessions,
+            nbd_listen,
+            nbd_tls_cert,
+            nbd_tls_key,
+        } => {
             let config = daemon::Config {
                 repo: repo_dir(dir),
                 listen,
@@ -339,6 +360,7 @@ pub fn main() -> ExitCode {
                 session_idle: std::time::Duration::from_secs(session_idle),
                 max_sessions,
                 source_dirs,
+                nbd: daemon::nbd::NbdConfig { listen: nbd_listen, tls_cert: nbd_tls_cert, tls_key: nbd_tls_key },
             };
             daemon::serve(config).map_err(CliError::from)
         }

@@ -1,10 +1,11 @@
 //! `backchain serve`: assembles the daemon out of the library. It builds the
 //! runtime, opens the repository (filling it with the demo when asked),
 //! keeps a FUSE mount of the whole repository when asked, and runs the HTTP
-//! API until Ctrl-C. The NBD listener and the scheduler will be started here
-//! too.
+//! API and the NBD listener ([`nbd`]) until Ctrl-C or SIGTERM. The
+//! scheduler will be started here too.
 
 mod demo;
+pub mod nbd;
 pub mod token;
 
 use crate::api;
@@ -48,6 +49,7 @@ pub struct Config {
     pub max_sessions: usize,
     /// Roots under which HTTP requests may name local disk sources.
     pub source_dirs: Vec<PathBuf>,
+    pub nbd: nbd::NbdConfig,
 }
 
 /// The whole repository as a folder, for as long as the server runs
@@ -67,6 +69,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(f) = &config.token_file {
         token::read(f)?;
     }
+    let nbd_tls = nbd::tls(&config.nbd)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let addrs: Vec<SocketAddr> = rt
         .block_on(tokio::net::lookup_host(&config.listen))
@@ -83,17 +86,46 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if config.demo {
         eprintln!("{}", demo::examples(&format!("http://{addr}"), &token_path, &demo_ids));
     }
+    let nbd = rt.block_on(nbd::bind(repo.clone(), &config.nbd, nbd_tls))?;
     let opts = api::Options {
         token: Some(token),
         session_idle: config.session_idle,
         max_sessions: config.max_sessions,
         source_dirs: config.source_dirs,
+        exports: nbd.as_ref().map(|n| n.exports.clone()),
         ..Default::default()
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    rt.spawn(async move {
+        stop_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&s| s).await;
     };
-    let r = rt.block_on(api::run(listener, repo.clone(), opts, shutdown));
+    let nbd = nbd.map(|n| {
+        let run = crate::nbd::server::run_tls(n.listener, n.table, n.tls, stopped(stop_rx.clone()));
+        (rt.spawn(run), n.exports)
+    });
+    let r = rt.block_on(api::run(listener, repo.clone(), opts, stopped(stop_rx)));
+    if let Some((task, exports)) = nbd {
+        let _ = rt.block_on(task);
+        // Overlays left clean; the exports stay recorded for the next start.
+        if let Err(e) = exports.close_all() {
+            eprintln!("backchain: closing exports: {e}");
+        }
+    }
     repo.close();
     Ok(r?)
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn stop_signal() {
+    use futures_util::future::select;
+    use std::pin::pin;
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    let _ = select(pin!(tokio::signal::ctrl_c()), pin!(term.recv())).await;
 }

@@ -11,7 +11,7 @@ pub mod retention;
 pub mod sink;
 pub mod verify;
 
-pub use delete::delete_backup;
+pub use delete::{delete_backup, lock_unused};
 pub use jobs::{Job, JobState, Jobs};
 
 /// The repository moved to `crate::repo`; this path stays for code written

@@ -96,7 +96,7 @@ pub struct PruneReport {
 /// The lock file of restore point `id`: readers hold it shared, a merge
 /// dropping the point exclusive.
 pub fn point_lock_file(repo: &Repo, id: &str) -> PathBuf {
-    repo.path(&format!("locks/point-{id}.lock"))
+    repo.point_lock_file(id)
 }
 
 /// Prunes VM `req.vm` by the retention options: plans (a pure function of
@@ -151,6 +151,10 @@ pub fn prune_vm(repo: &Repo, req: &PruneRequest, offset: &dyn Fn(i64) -> i64) ->
     };
     if req.dry_run {
         return Ok(report);
+    }
+    // Nothing changes while a point to drop is exported or read.
+    for (b, _) in backups.iter().zip(&plan).filter(|(_, d)| !d.keep) {
+        drop(super::lock_unused(repo, &b.id)?);
     }
     let before = usage(&repo.vm_dir(&req.vm));
     // The chains as their files link them, before the catalog forgets the

@@ -189,6 +189,13 @@ impl Repo {
         self.root.join(rel)
     }
 
+    /// The lock file of restore point `id`: its readers (sessions, mounts,
+    /// exports) hold it shared, a merge or delete dropping it exclusive
+    /// (`crate::util::flock`).
+    pub fn point_lock_file(&self, id: &str) -> PathBuf {
+        self.root.join("locks").join(format!("point-{id}.lock"))
+    }
+
     /// Takes VM `vm`'s lock without waiting; `None` when another process (or
     /// thread) holds it.
     pub fn try_lock(&self, vm: &str) -> Result<Option<VmLock>, RepoError> {
