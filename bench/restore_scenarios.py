@@ -139,8 +139,9 @@ def bc(ctx, info, *args):
 # ---------------------------------------------------------------- issue 4
 
 
-def cat_vs_export(h, ctx, vm):
-    info = restore_repo(h, ctx)
+def cat_vs_export(h, ctx, vm, info=None):
+    """`info`: the repository holding `vm` (default: the shared one)."""
+    info = info or restore_repo(h, ctx)
     target = f"{info['ids'][vm]}:0"
     path = f"{info['vol'][vm]}/big.bin"
     big = info["sizes"]["big"]
@@ -171,11 +172,11 @@ def cat_ntfs(h, ctx):
     return cat_vs_export(h, ctx, "ntfs")
 
 
-def ls_many(h, ctx):
+def ls_many(h, ctx, info=None, vm="ext4"):
     """backchain ls of a 100,000-entry ext4 folder: time and peak memory."""
-    info = restore_repo(h, ctx)
-    target = f"{info['ids']['ext4']}:0"
-    folder = f"{info['vol']['ext4']}/many"
+    info = info or restore_repo(h, ctx)
+    target = f"{info['ids'][vm]}:0"
+    folder = f"{info['vol'][vm]}/many"
     n = info["sizes"]["many"]
 
     def extra(med, commands):
@@ -186,8 +187,8 @@ def ls_many(h, ctx):
         return rows
 
     return h.Scenario(
-        name="ls-many",
-        description=f"`backchain ls` of an ext4 folder of {n:,} files (text and --json), output to /dev/null",
+        name="ls-many" if vm == "ext4" else f"ls-many-{vm}",
+        description=f"`backchain ls` of an {vm} folder of {n:,} files (text and --json), output to /dev/null",
         commands={
             "backchain ls": h.Command(bc(ctx, info, "ls", target, folder), memory=True),
             "backchain ls --json": h.Command(bc(ctx, info, "ls", target, folder, "--json"), memory=True),
@@ -411,27 +412,36 @@ assert len(e) == int(sys.argv[1]), len(e)
 """
 
 
+def fresh_mount_run(ctx, info, target, mnt, script, *args):
+    """A shell command that mounts `target` at `mnt`, runs the python
+    `script` with `args`, unmounts and exits with the script's status. A fresh
+    mount per run: the kernel would otherwise answer every lookup and getattr
+    from its dentry/attribute cache (immutable backups get long timeouts).
+    The mount itself is timed separately by mount-first-ls."""
+    b = " ".join(f'"{a}"' for a in bc(ctx, info))
+    quoted = " ".join(f'"{a}"' for a in args)
+    _cleanup.append(lambda: umount(ctx, info, mnt))
+    return f'{b} mount {target} "{mnt}" && python3 "{script}" {quoted}; st=$?; {b} umount "{mnt}"; exit $st'
+
+
+def many_walk(ctx, info, vm, name, script):
+    """What a walk of the `many/` folder of `vm` needs: the backup target, a
+    mount point `mnt-NAME`, the folder's tree path, its entry count, and
+    `script` written to NAME.py."""
+    mnt = ctx.work / f"mnt-{name}"
+    mnt.mkdir(exist_ok=True)
+    walk_py = ctx.work / f"{name}.py"
+    walk_py.write_text(script)
+    return f"{info['ids'][vm]}:0", mnt, f"{info['vol'][vm]}/many", info["sizes"]["many"], walk_py
+
+
 def fuse_walk(h, ctx):
     """scandir + stat of the 100,000-file folder through FUSE vs ls --json."""
     info = restore_repo(h, ctx)
-    target = f"{info['ids']['ext4']}:0"
-    mnt = ctx.work / "mnt-walk"
-    mnt.mkdir(exist_ok=True)
-    folder = f"{info['vol']['ext4']}/many"
-    n = info["sizes"]["many"]
-    walk_py = ctx.work / "walk.py"
-    walk_py.write_text(WALK)
+    target, mnt, folder, n, walk_py = many_walk(ctx, info, "ext4", "walk", WALK)
     ls_py = ctx.work / "ls_json.py"
     ls_py.write_text(LS_JSON)
-    b = " ".join(f'"{a}"' for a in bc(ctx, info))
-    # A fresh mount per run: the kernel would otherwise answer every lookup
-    # and getattr from its dentry/attribute cache (immutable backups get long
-    # timeouts). The mount itself is timed separately by mount-first-ls.
-    walk = (
-        f'{b} mount {target} "{mnt}" && python3 "{walk_py}" "{mnt}{folder}" {n}; st=$?; '
-        f'{b} umount "{mnt}"; exit $st'
-    )
-    _cleanup.append(lambda: umount(ctx, info, mnt))
+    walk = fresh_mount_run(ctx, info, target, mnt, walk_py, f"{mnt}{folder}", n)
     return h.Scenario(
         name="fuse-walk",
         description=f"listing plus stat of every entry of an ext4 folder of {n:,} files: python os.scandir + "
@@ -511,7 +521,7 @@ class Server:
             port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}/api/v1"
         self.log = open(ctx.work / f"serve-{port}.log", "wb")
-        argv = bc(ctx, info, "serve", "--listen", f"127.0.0.1:{port}")
+        argv = bc(ctx, info, "serve", "--listen", f"127.0.0.1:{port}", "--nbd-listen", "127.0.0.1:0")
         self.proc = subprocess.Popen([str(a) for a in argv], stdout=self.log, stderr=subprocess.STDOUT)
         _cleanup.append(self.stop)
         deadline = time.monotonic() + LIVE_TIMEOUT

@@ -295,7 +295,7 @@ def http_server(ctx):
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
     proc = subprocess.Popen(
-        [str(ctx.backchain), "--repo", str(repo), "serve", "--listen", f"127.0.0.1:{port}"],
+        [str(ctx.backchain), "--repo", str(repo), "serve", "--listen", f"127.0.0.1:{port}", "--nbd-listen", "127.0.0.1:0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -352,11 +352,17 @@ SCENARIOS = {
 # beside this file; they build on this module's classes and input helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import backup_scenarios  # noqa: E402
+import push_scenarios  # noqa: E402
 import restore_scenarios  # noqa: E402
+import fs_scenarios  # noqa: E402
+import retention_scenarios  # noqa: E402
 import nbd_scenarios  # noqa: E402
 
 SCENARIOS.update(backup_scenarios.scenarios(sys.modules[__name__]))
 SCENARIOS.update(restore_scenarios.scenarios(sys.modules[__name__]))
+SCENARIOS.update(push_scenarios.scenarios(sys.modules[__name__]))
+SCENARIOS.update(fs_scenarios.scenarios(sys.modules[__name__]))
+SCENARIOS.update(retention_scenarios.scenarios(sys.modules[__name__]))
 SCENARIOS.update(nbd_scenarios.scenarios(sys.modules[__name__]))
 
 

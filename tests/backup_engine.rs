@@ -510,10 +510,11 @@ fn a_lost_catalog_is_refused_and_reads_create_nothing() {
     }
 }
 
-/// `backchain delete` drops the newest restore point of a chain and its
-/// files; one that a later backup depends on is refused (issue 12 item 8).
+/// `backchain delete` drops the newest restore point of a chain with its
+/// files, and a point later backups depend on by merging it into its child
+/// (issue 12 item 8, issue 15 item 5): the child keeps its bytes.
 #[test]
-fn delete_drops_the_newest_point_and_refuses_a_parent() {
+fn delete_drops_the_newest_point_and_merges_a_parent() {
     let d = tempdir();
     let repo = d.path().join("repo");
     let mut rng = Rng::new(14);
@@ -522,16 +523,25 @@ fn delete_drops_the_newest_point_and_refuses_a_parent() {
     let full = backup(&repo, "vm", &[&disk], &[]);
     change(&disk, 3, &mut rng);
     let inc = backup(&repo, "vm", &[&disk], &[]);
+    let snap = d.path().join("snap.raw");
+    fs::copy(&disk, &snap).unwrap();
+    change(&disk, 3, &mut rng);
+    let top = backup(&repo, "vm", &[&disk], &[]);
     let full_id = full["backup_id"].as_str().unwrap();
     let inc_id = inc["backup_id"].as_str().unwrap();
-    let err = run_fail(bc(&repo).args(["delete", full_id]));
-    assert_eq!(err.lines().count(), 1, "{err}");
-    let inc_image = repo.join(inc["disks"][0]["image_path"].as_str().unwrap());
-    assert!(inc_image.exists());
-    let out = json(&run(bc(&repo).args(["delete", inc_id, "--json"])));
-    assert_eq!(out["deleted"], inc_id);
-    assert!(!inc_image.exists());
+    let top_image = repo.join(top["disks"][0]["image_path"].as_str().unwrap());
+    let out = json(&run(bc(&repo).args(["delete", top["backup_id"].as_str().unwrap(), "--json"])));
+    assert_eq!(out["deleted"], top["backup_id"]);
+    assert!(!top_image.exists());
+    let full_image = repo.join(full["disks"][0]["image_path"].as_str().unwrap());
+    let out = json(&run(bc(&repo).args(["delete", full_id, "--json"])));
+    assert_eq!(out["deleted"], full_id);
+    assert!(!full_image.exists());
     let list = json(&run(bc(&repo).args(["list", "--json"])));
     let ids: Vec<&str> = list.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [full_id]);
+    assert_eq!(ids, [inc_id]);
+    assert_eq!(list[0]["backup_type"], "full", "{list}");
+    let inc_image = repo.join(inc["disks"][0]["image_path"].as_str().unwrap());
+    qemu_img(&["compare", "-f", "qcow2", "-F", "raw", inc_image.to_str().unwrap(), snap.to_str().unwrap()]);
+    qemu_img(&["check", inc_image.to_str().unwrap()]);
 }

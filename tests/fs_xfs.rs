@@ -13,13 +13,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use backchain::block::{RawFile, ReadAt};
 use backchain::volume::fs::{self, Filesystem, FsError, FsKind, NodeId, NodeKind, Rdev};
-use common::{Rng, backchain, random, run, run_fail, sha_fs, tempdir, tool, write};
+use common::{FuseMount, LoopMount, Rng, backchain, mkfs_xfs, random, run, run_fail, sha_fs, tempdir, tool, write};
 use sha2::{Digest, Sha256};
 
 /// Names long enough that a few hundred fill several folder blocks.
@@ -84,32 +83,6 @@ fn build_tree(root: &Path, proto: bool) {
         write(&root.join("old.txt"), b"from 1969\n");
         let before = UNIX_EPOCH - Duration::new(1_000_000, 0) + Duration::new(0, 7);
         File::open(root.join("old.txt")).unwrap().set_modified(before).unwrap();
-    }
-}
-
-/// mkfs.xfs refuses volumes under 300 MB unless it runs under the XFS
-/// test suite, which these variables announce; small images keep tests fast.
-fn mkfs_xfs(img: &Path, size: &str, args: &[&str]) {
-    run(tool("truncate").args(["-s", size]).arg(img));
-    let mut c = tool("mkfs.xfs");
-    c.env("TEST_DIR", "/tmp").env("TEST_DEV", "backchain").env("QA_CHECK_FS", "1");
-    run(c.args(["-q", "-f"]).args(args).arg(img));
-}
-
-/// A kernel loop mount, unmounted when dropped.
-struct LoopMount(PathBuf);
-
-impl LoopMount {
-    fn new(img: &Path, at: &Path) -> Self {
-        std::fs::create_dir_all(at).unwrap();
-        run(tool("mount").args(["-o", "loop"]).arg(img).arg(at));
-        LoopMount(at.to_path_buf())
-    }
-}
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 
@@ -433,14 +406,6 @@ fn v5_matches_source_tree_through_library_cli_and_fuse() {
     let n = compare_mounted(&mnt.join(vol.trim_start_matches('/')), &src);
     assert!(n > 1900, "{n} files through FUSE");
     drop(guard);
-}
-
-struct FuseMount(PathBuf);
-
-impl Drop for FuseMount {
-    fn drop(&mut self) {
-        let _ = backchain().arg("umount").arg(&self.0).output();
-    }
 }
 
 /// Walks a FUSE-mounted copy against the source: names, kinds, modes,

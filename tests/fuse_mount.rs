@@ -289,7 +289,7 @@ fn serve_keeps_a_repository_mount_while_it_runs() {
     let mut server = backchain()
         .arg("--repo")
         .arg(&repo)
-        .args(["serve", "--listen", "127.0.0.1:0", "--mount"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--mount"])
         .arg(&mnt)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -484,15 +484,19 @@ fn backups_over_http_and_delete_rules() {
     let vms = s.call("GET", "/vms", None).json();
     assert_eq!(vms["vms"].as_array().unwrap().len(), 2);
 
-    // The full backup has a dependent: 409; the incremental goes first.
+    // The full backup has a dependent: it is merged into it (the
+    // incremental's image becomes the full, under its own name); then the
+    // last point goes.
+    let inc_bytes = qemu_raw(&inc_image, s.dir.path());
     let r = s.call("DELETE", &format!("/backups/{full}"), None);
-    assert_eq!((r.status, r.error_code().as_str()), (409, "conflict"));
-    assert!(image.exists());
-    assert_eq!(s.call("DELETE", &format!("/backups/{inc}"), None).status, 200);
-    assert!(!inc_image.exists());
-    assert_eq!(s.call("DELETE", &format!("/backups/{full}"), None).status, 200);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["merges"].as_array().unwrap().len(), 1);
     assert!(!image.exists());
     assert_eq!(s.call("GET", &format!("/backups/{full}"), None).status, 404);
+    assert!(qemu_raw(&inc_image, s.dir.path()) == inc_bytes, "the kept point keeps its bytes");
+    assert_eq!(s.call("GET", &format!("/backups/{inc}"), None).json()["disks"][0]["disk_type"], "full");
+    assert_eq!(s.call("DELETE", &format!("/backups/{inc}"), None).status, 200);
+    assert!(!inc_image.exists());
 
     // Refusals: a bad body, a bad name, a missing source (found when the
     // source is resolved for the --source-dir check).
@@ -540,7 +544,7 @@ fn serve_demo_and_listen_rules() {
         backchain()
             .arg("--repo")
             .arg(&repo)
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--mount"])
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--mount"])
             .arg(&mnt)
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -845,4 +849,61 @@ fn listings_show_special_types_xattr_names_and_acls() {
     assert_eq!(get("null")["type"], "chardevice");
     assert_eq!(get("null")["device"], json!({"major": 1, "minor": 3}));
     assert_eq!(get("fifo")["type"], "fifo");
+}
+
+/// `POST /prune` (issue 15): a dry run decides and changes nothing; a
+/// restore session on a point to drop makes `DELETE /backups/{id}` answer
+/// 409 and the prune skip it (409 with the report); once the session is
+/// closed the prune drops it, and the kept point keeps its bytes.
+#[test]
+fn prune_over_http_and_sessions_hold_their_points() {
+    let s = server(Options::default());
+    let mut ids = vec![s.backup_id.clone()];
+    let mut disk = s.disk.clone();
+    for k in 0..3u8 {
+        disk[(P1.0 * SECTOR) as usize + 4096 * k as usize..][..4096].fill(k + 1);
+        std::fs::write(&s.disk_path, &disk).unwrap();
+        let req =
+            BackupRequest { vm: "vm1".into(), disks: vec![s.disk_path.display().to_string()], ..Default::default() };
+        ids.push(backup::run(&s.repo, &req, &backchain::engine::NoProgress).unwrap().backup_id);
+    }
+    let newest = s.repo.path(&format!("vms/vm1/disk-0/{}.qcow2", ids[3]));
+    let bad = s.call("POST", "/prune", Some(json!({"vm_name": "vm1"})));
+    assert_eq!((bad.status, bad.error_code().as_str()), (400, "bad_request"));
+    assert_eq!(s.call("POST", "/prune", Some(json!({"vm_name": "nope", "keep_last": 1}))).status, 404);
+
+    let r = s.call("POST", "/prune", Some(json!({"vm_name": "vm1", "keep_last": 1, "dry_run": true})));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let plan = r.json();
+    assert_eq!((plan["kept"].as_u64(), plan["dropped"].as_u64()), (Some(1), Some(3)), "{plan}");
+    assert_eq!(plan["backups"][0]["action"], "keep");
+    assert_eq!(plan["backups"][3]["action"], "drop");
+    assert_eq!(s.call("GET", "/backups?vm_name=vm1", None).json()["backups"].as_array().unwrap().len(), 4);
+
+    let m = s.call("POST", "/restore/mount", Some(json!({"backup_id": ids[1]})));
+    assert_eq!(m.status, 201, "{}", String::from_utf8_lossy(&m.body));
+    let mount = m.json()["mount_id"].as_str().unwrap().to_string();
+    let r = s.call("DELETE", &format!("/backups/{}", ids[1]), None);
+    assert_eq!((r.status, r.error_code().as_str()), (409, "busy"));
+    assert!(String::from_utf8_lossy(&r.body).contains("in use by a reader"));
+    let r = s.call("POST", "/prune", Some(json!({"vm_name": "vm1", "keep": 1})));
+    assert_eq!((r.status, r.error_code().as_str()), (409, "busy"));
+    let v = r.json();
+    assert_eq!(v["report"]["busy"], json!([ids[1]]), "{v}");
+    assert_eq!(v["report"]["dropped"].as_u64(), Some(2), "{v}");
+    // The session still reads its point.
+    let f = s.call("GET", &format!("/restore/{mount}/files?path=/"), None);
+    assert_eq!(f.status, 200);
+    assert_eq!(s.call("DELETE", &format!("/restore/{mount}"), None).status, 200);
+
+    let r = s.call("POST", "/prune", Some(json!({"vm_name": "vm1", "keep_last": 1})));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["dropped"].as_u64(), Some(1));
+    let left = s.call("GET", "/backups?vm_name=vm1", None).json();
+    assert_eq!(left["backups"].as_array().unwrap().len(), 1, "{left}");
+    run(tool("qemu-img").args(["compare", "-f", "raw", "-F", "qcow2"]).arg(&s.disk_path).arg(&newest));
+    run(tool("qemu-img").args(["check"]).arg(&newest));
+    let b = s.call("GET", &format!("/backups/{}", ids[3]), None).json();
+    assert_eq!(b["disks"][0]["disk_type"], "full", "{b}");
+    assert!(b["verify_state"].is_null(), "{b}");
 }

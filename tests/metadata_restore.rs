@@ -1,7 +1,8 @@
 //! Every kind of file and its metadata survives a restore: devices, FIFOs,
 //! sockets, hard links, setuid bits, xattrs, SELinux labels, capabilities
 //! and ACLs, from an ext4 volume built by `mkfs.ext4 -d` from the tree of
-//! `fixtures/metadata/make_tree.sh`.
+//! `fixtures/metadata/make_tree.sh`, and from an XFS volume holding the
+//! same tree (copied in through a kernel loop mount).
 //! Oracles: the source tree as the host kernel shows it (lstat, listxattr,
 //! `getfacl`), GNU tar and Info-ZIP unzip extracting our archives, and the
 //! kernel's view through our FUSE mount; `fixtures/metadata/compare.py`
@@ -22,13 +23,38 @@ struct Volume {
     dir: PathBuf,
 }
 
+/// The filesystem a test volume is built as.
+#[derive(Clone, Copy)]
+enum Fs {
+    /// `mkfs.ext4 -d`.
+    Ext4,
+    /// mkfs.xfs, then `cp -a` through a kernel loop mount (which keeps
+    /// xattrs, ACLs and hard links), with the fixture's times set again.
+    Xfs,
+}
+
 fn volume() -> Volume {
+    volume_on(Fs::Ext4)
+}
+
+fn volume_on(fs: Fs) -> Volume {
     let t = tempdir();
     let src = t.path().join("src");
     run(tool("bash").arg(format!("{FIXTURES}/make_tree.sh")).arg(&src));
     let img = t.path().join("fs.img");
-    std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
-    run(tool("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-I", "256", "-d"]).arg(&src).arg(&img));
+    match fs {
+        Fs::Ext4 => {
+            std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+            run(tool("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-I", "256", "-d"]).arg(&src).arg(&img));
+        }
+        Fs::Xfs => {
+            mkfs_xfs(&img, "64M", &[]);
+            let m = LoopMount::new(&img, &t.path().join("loop"));
+            run(tool("cp").arg("-a").arg(format!("{}/.", src.display())).arg(&m.0));
+            let touch = "find . -depth -exec touch -h -d '2024-05-06 07:08:09' {} +";
+            run(tool("sh").args(["-c", touch]).current_dir(&m.0));
+        }
+    }
     let img = img.to_str().unwrap().to_string();
     let out = run(backchain().args(["ls", &img, "/"]));
     let line = String::from_utf8(out.stdout).unwrap();
@@ -80,7 +106,16 @@ fn the_listing_shows_special_types_and_device_numbers() {
 /// but the socket, which tar cannot hold and the notes name.
 #[test]
 fn tar_gz_restores_the_tree_with_gnu_tar() {
-    let v = volume();
+    tar_restores(volume());
+}
+
+/// The same from XFS, whose xattrs and ACLs live in its attribute forks.
+#[test]
+fn tar_gz_restores_an_xfs_tree_with_gnu_tar() {
+    tar_restores(volume_on(Fs::Xfs));
+}
+
+fn tar_restores(v: Volume) {
     let tgz = v.dir.join("t.tar.gz");
     run(backchain().args(["get", &v.img, &format!("{}/", v.folder), "-o"]).arg(&tgz));
     let out = v.dir.join("out");
@@ -124,23 +159,24 @@ fn zip_keeps_owners_and_names_what_it_cannot_hold() {
     compare(&v.src, &out, &args);
 }
 
-struct Mount(PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = backchain().arg("umount").arg(&self.0).output();
-    }
-}
-
 /// Through the kernel: every entry's type, mode, owner, times, rdev,
 /// content, symlink target, hard-link grouping and xattrs equal the source.
 #[test]
 fn a_mount_shows_every_kind_of_file_as_the_source() {
+    mount_shows_the_source(volume());
+}
+
+#[test]
+fn a_mount_shows_every_kind_of_file_of_xfs_as_the_source() {
+    mount_shows_the_source(volume_on(Fs::Xfs));
+}
+
+fn mount_shows_the_source(v: Volume) {
     assert!(Path::new("/dev/fuse").exists(), "FUSE needs /dev/fuse");
-    let v = volume();
     let mnt = v.dir.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     run(backchain().arg("--repo").arg(v.dir.join("repo")).arg("mount").arg(&v.img).arg(&mnt));
-    let _m = Mount(mnt.clone());
+    let _m = FuseMount(mnt.clone());
     let vol = mnt.join(v.folder.trim_start_matches('/'));
     compare(&v.src, &vol, &["--ignore", "lost+found"]);
     assert_eq!(getfacl(&vol, &["lost+found"]), getfacl(&v.src, &[]));

@@ -235,11 +235,14 @@ fn read_only_export_equals_backchain_export() {
     let msg = run_fail(backchain().arg("--repo").arg(&repo).args(["delete", &ids[1]]));
     assert!(msg.contains("exported"), "{msg}");
     // Pruning the full under it is fine (merges keep every byte it shows),
-    // unless the full is exported too.
+    // unless the full is exported too: then it is kept, as busy.
     let (st, full) = hub.call("POST", "/exports", Some(json!({"backup_id": ids[0], "disk_index": 0})));
     assert_eq!(st, 201, "{full}");
-    let msg = run_fail(backchain().arg("--repo").arg(&repo).args(["prune", "--vm", "vm", "--keep-last", "1"]));
-    assert!(msg.contains("exported"), "{msg}");
+    let pruned =
+        backchain().arg("--repo").arg(&repo).args(["prune", "--vm", "vm", "--keep-last", "1", "--json"]).output();
+    let out = String::from_utf8_lossy(&pruned.unwrap().stdout).into_owned();
+    assert!(out.contains(&ids[0]) && out.contains("busy"), "{out}");
+    assert!(export_raw(&repo, &ids[0], dir.path()).len() as u64 == SIZE, "the exported full is kept");
     let (st, _) = hub.call("DELETE", &format!("/exports/{}", full["export_id"].as_str().unwrap()), None);
     assert_eq!(st, 200);
     run(backchain().arg("--repo").arg(&repo).args(["prune", "--vm", "vm", "--keep-last", "1"]));

@@ -7,9 +7,11 @@
 mod common;
 #[path = "common/nbd_peer.rs"]
 mod nbd_peer;
+#[path = "common/nbd_raw.rs"]
+mod nbd_raw;
 
 use backchain::nbd::consts::*;
-use backchain::nbd::handshake::{OptionHeader, OptionReplyHeader};
+use backchain::nbd::handshake::OptionHeader;
 use backchain::nbd::option::ExportRequest;
 use backchain::nbd::reply::{ReplyHeader, parse as parse_reply};
 use backchain::nbd::request::Request;
@@ -17,6 +19,7 @@ use backchain::nbd::server::{Export, ExportTable, Listener, MemExport, ReadOnly,
 use backchain::qcow2::{Chain, OpenOptions};
 use common::{qemu_img, qemu_io, qemu_raw, run as run_cmd, tempdir, tool};
 use nbd_peer::{nbdcopy_bytes, nbdinfo_map, push_merged};
+use nbd_raw::option_reply;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::ops::Range;
@@ -207,15 +210,6 @@ fn raw_client(addr: &str, export: &str) -> TcpStream {
         }
         assert_eq!(rep, REP_INFO);
     }
-}
-
-fn option_reply(s: &mut impl Read) -> (u32, Vec<u8>) {
-    let mut raw = [0u8; 20];
-    s.read_exact(&mut raw).unwrap();
-    let h = OptionReplyHeader::parse(&raw).unwrap();
-    let mut data = vec![0u8; h.len as usize];
-    s.read_exact(&mut data).unwrap();
-    (h.reply, data)
 }
 
 /// Sends one request (with payload) and returns the simple reply's error.

@@ -3,7 +3,7 @@
 //! and calls [`mount`] (background) or [`mount_foreground`].
 //!
 //! The mount is read-only (every modifying request fails with EROFS), caches
-//! attributes and names as long as each node's [`Attr::ttl`] allows, answers
+//! attributes and names as long as each node's [`Stat::ttl`] allows, answers
 //! reads of mapped bytes at once and every other request from worker threads
 //! (reads apart from metadata, so a slow read never stalls a listing), reads
 //! large files with direct I/O ([`DirectIo`]), and cleans up a dead mount
@@ -22,4 +22,4 @@ pub use mount::{
     FUSE_DEVICE, MountError, MountHandle, clean_stale_mount, is_mounted, mount, mount_foreground, unmount,
 };
 pub use options::{DIRECT_IO_MIN_SIZE, DirectIo, MountOptions, SUBTYPE};
-pub use tree::{Attr, DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, NodeError, ReadOnlyTree, Statfs, Xattr};
+pub use tree::{DirEntry, IMMUTABLE_TTL, KEEP_CACHE_MIN_TTL, Kind, NodeError, ReadOnlyTree, Stat, Statfs, Xattr};

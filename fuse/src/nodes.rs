@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo};
 
-use crate::tree::{Attr, KEEP_CACHE_MIN_TTL, Kind, NodeError, ReadOnlyTree};
+use crate::tree::{KEEP_CACHE_MIN_TTL, Kind, NodeError, ReadOnlyTree, Stat};
 
 /// FUSE's inode number for the root folder.
 pub(crate) const FUSE_ROOT_ID: u64 = 1;
@@ -37,7 +37,7 @@ impl Inodes {
         }
     }
 
-    pub(crate) fn file_attr(self, attr: &Attr) -> Result<FileAttr, NodeError> {
+    pub(crate) fn file_attr(self, attr: &Stat) -> Result<FileAttr, NodeError> {
         Ok(FileAttr {
             ino: INodeNo(self.to_kernel(attr.ino)?),
             size: attr.size,
@@ -160,7 +160,7 @@ pub(crate) fn entry_attr(inodes: Inodes, tree: &dyn ReadOnlyTree, ino: u64, kind
 
 /// Open flags for a node: cached pages and listings survive reopening when
 /// the node is immutable.
-pub(crate) fn open_flags(attr: &Attr) -> FopenFlags {
+pub(crate) fn open_flags(attr: &Stat) -> FopenFlags {
     if attr.ttl >= KEEP_CACHE_MIN_TTL {
         FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
     } else {

@@ -29,7 +29,7 @@ impl Pool {
     /// request is always answered.
     pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) {
         let job: Job = Box::new(job);
-        let refused = match &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+        let refused = match &*lock(&self.tx) {
             Some(tx) => tx.send(job).err().map(|e| e.0),
             None => Some(job),
         };
@@ -40,14 +40,20 @@ impl Pool {
 
     /// Stops accepting jobs; workers finish what is queued, then exit.
     pub(crate) fn shutdown(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        lock(&self.tx).take();
     }
+}
+
+/// A poisoned lock still guards consistent data here (a sender or a
+/// receiver), so a panic elsewhere must not stop the pool.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn worker(rx: &Mutex<Receiver<Job>>) {
     loop {
         // The lock is held only while waiting for the next job.
-        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+        let job = match lock(rx).recv() {
             Ok(job) => job,
             Err(_) => return,
         };

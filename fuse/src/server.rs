@@ -473,7 +473,7 @@ impl Filesystem for Server {
 mod tests {
     use super::*;
     use crate::nodes::listable;
-    use crate::tree::{Attr, DirEntry};
+    use crate::tree::{DirEntry, Stat};
 
     /// A folder of `n` entries named by number, inode numbers from 10.
     struct Numbered(u64);
@@ -482,11 +482,11 @@ mod tests {
         fn root(&self) -> u64 {
             7
         }
-        fn lookup(&self, _: u64, _: &OsStr) -> Result<Attr, NodeError> {
+        fn lookup(&self, _: u64, _: &OsStr) -> Result<Stat, NodeError> {
             Err(NodeError::NotFound)
         }
-        fn getattr(&self, ino: u64) -> Result<Attr, NodeError> {
-            Ok(Attr::new(ino, Kind::Directory, 0, 0o755))
+        fn getattr(&self, ino: u64) -> Result<Stat, NodeError> {
+            Ok(Stat::new(ino, Kind::Directory, 0, 0o755))
         }
         fn readdir(&self, _: u64, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), NodeError> {
             for i in offset..self.0 {

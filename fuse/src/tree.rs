@@ -24,9 +24,9 @@ pub enum Kind {
     Socket,
 }
 
-/// The attributes of one node.
+/// What `stat` shows for one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
+pub struct Stat {
     /// The tree's inode number: never 0, and 1 only for the root (see
     /// [`ReadOnlyTree::root`]).
     pub ino: u64,
@@ -59,11 +59,11 @@ pub struct Attr {
 /// Files with at least this ttl keep their cached pages when reopened.
 pub const KEEP_CACHE_MIN_TTL: Duration = Duration::from_secs(60);
 
-impl Attr {
+impl Stat {
     /// Attributes with the usual defaults: owned by root, timestamps at the
     /// epoch, blocks derived from the size, `IMMUTABLE_TTL`.
-    pub fn new(ino: u64, kind: Kind, size: u64, perm: u16) -> Attr {
-        Attr {
+    pub fn new(ino: u64, kind: Kind, size: u64, perm: u16) -> Stat {
+        Stat {
             ino,
             kind,
             size,
@@ -168,10 +168,10 @@ pub trait ReadOnlyTree: Send + Sync + 'static {
     fn root(&self) -> u64;
 
     /// The entry `name` of folder `parent`.
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, NodeError>;
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Stat, NodeError>;
 
     /// The attributes of `ino`.
-    fn getattr(&self, ino: u64) -> Result<Attr, NodeError>;
+    fn getattr(&self, ino: u64) -> Result<Stat, NodeError>;
 
     /// Lists folder `ino` from entry number `offset` on (0 = the first
     /// entry; `.` and `..` are not counted), in an order that never changes

@@ -33,7 +33,7 @@ fn mount_sample(dir: &tempfile::TempDir) -> (Arc<MemTree>, backchain_fuse::Mount
     (tree, handle, mnt)
 }
 
-fn check_attr(path: &Path, want: &backchain_fuse::Attr) {
+fn check_attr(path: &Path, want: &backchain_fuse::Stat) {
     let m = fs::symlink_metadata(path).unwrap();
     let kind = match want.kind {
         Kind::File => libc::S_IFREG,
@@ -507,8 +507,8 @@ struct Growing {
 const GROWING_ROOT: u64 = 2;
 
 impl Growing {
-    fn entry(&self, i: u64) -> backchain_fuse::Attr {
-        let mut a = backchain_fuse::Attr::new(10 + i, Kind::File, i, 0o644);
+    fn entry(&self, i: u64) -> backchain_fuse::Stat {
+        let mut a = backchain_fuse::Stat::new(10 + i, Kind::File, i, 0o644);
         a.mtime = time(1_700_000_000 + i, 0);
         a
     }
@@ -518,7 +518,7 @@ impl ReadOnlyTree for Growing {
     fn root(&self) -> u64 {
         GROWING_ROOT
     }
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<backchain_fuse::Attr, backchain_fuse::NodeError> {
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<backchain_fuse::Stat, backchain_fuse::NodeError> {
         let n = self.count.load(Ordering::SeqCst);
         let i = name.to_str().and_then(|s| s.strip_prefix("backup-")).and_then(|s| s.parse::<u64>().ok());
         match i {
@@ -526,9 +526,9 @@ impl ReadOnlyTree for Growing {
             _ => Err(backchain_fuse::NodeError::NotFound),
         }
     }
-    fn getattr(&self, ino: u64) -> Result<backchain_fuse::Attr, backchain_fuse::NodeError> {
+    fn getattr(&self, ino: u64) -> Result<backchain_fuse::Stat, backchain_fuse::NodeError> {
         if ino == GROWING_ROOT {
-            let mut a = backchain_fuse::Attr::new(ino, Kind::Directory, 0, 0o755);
+            let mut a = backchain_fuse::Stat::new(ino, Kind::Directory, 0, 0o755);
             a.mtime = time(1_700_000_000 + self.count.load(Ordering::SeqCst), 0);
             a.ttl = Duration::ZERO;
             return Ok(a);

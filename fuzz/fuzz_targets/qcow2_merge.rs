@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let journal = dir.join("j.merge.json");
     std::fs::write(&journal, data).unwrap();
     let _ = Journal::load(&journal);
+    let _ = Journal::parse(data);
     let Ok(h) = Header::read(&MemImage(data.to_vec())) else { return };
     if h.size == 0 || h.size > MAX_SIZE || h.backing_file.is_some() {
         return;

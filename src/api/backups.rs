@@ -5,6 +5,7 @@ use super::St;
 use super::error::{ApiError, ApiResult};
 use crate::catalog::CatalogError;
 use crate::engine::backup::{self, BackupRequest, Requested};
+use crate::engine::push::DiskSpec;
 use crate::engine::{Job, JobState};
 use crate::repo::check_vm_name;
 use crate::source::confine::Refused;
@@ -43,9 +44,19 @@ pub fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesReject
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// A disk to back up: read from `source`, or pushed by an agent
+/// (`{push: {size}}`).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DiskReq {
-    source: String,
+    source: Option<String>,
+    push: Option<PushReq>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushReq {
+    size: u64,
 }
 
 #[derive(Deserialize)]
@@ -68,16 +79,27 @@ pub async fn start(axum::extract::State(st): St, body: Result<Bytes, BytesReject
         "incremental" => Requested::Incremental,
         other => return Err(ApiError::bad_request(format!("backup_type {other:?}: use auto, full or incremental"))),
     };
-    for d in &req.disks {
-        st.confine.check(&d.source).map_err(|e| match e {
-            Refused::Unreadable(..) => ApiError::bad_request(e.to_string()),
-            _ => ApiError::new(StatusCode::FORBIDDEN, "source_not_allowed", e.to_string()),
-        })?;
+    let mut disks = Vec::new();
+    for (i, d) in req.disks.into_iter().enumerate() {
+        match (d.source, d.push) {
+            (Some(source), None) => {
+                st.confine.check(&source).map_err(|e| match e {
+                    Refused::Unreadable(..) => ApiError::bad_request(e.to_string()),
+                    _ => ApiError::new(StatusCode::FORBIDDEN, "source_not_allowed", e.to_string()),
+                })?;
+                disks.push(DiskSpec::Source(source));
+            }
+            (None, Some(p)) => disks.push(DiskSpec::Push { size: p.size }),
+            _ => return Err(ApiError::bad_request(format!("disk {i}: give either source or push"))),
+        }
+    }
+    if disks.iter().any(|d| matches!(d, DiskSpec::Push { .. })) {
+        return super::push::start(&st, req.vm_name, disks, kind).await;
     }
     let id = backup::new_backup_id();
     let request = BackupRequest {
         vm: req.vm_name,
-        disks: req.disks.into_iter().map(|d| d.source).collect(),
+        disks: disks.into_iter().filter_map(|d| if let DiskSpec::Source(s) = d { Some(s) } else { None }).collect(),
         kind,
         compression: None,
         id: Some(id.clone()),
@@ -97,6 +119,11 @@ pub async fn detail(axum::extract::State(st): St, Path(id): Path<String>) -> Api
                 None => json!({"bytes_done": b.bytes_read, "bytes_total": b.bytes_total}),
             };
             v["progress"] = progress;
+            if let Some(p) = super::push::detail(&st, &id) {
+                v["status"] = json!(p.status);
+                v["error"] = json!(p.error);
+                v["push"] = json!({"disks": p.disks});
+            }
             // The catalog row is written before the job ends: the job knows
             // first whether it failed before its commit.
             if let Some(j) = job
@@ -148,6 +175,9 @@ pub async fn complete(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let req: CompleteReq = json_body(body)?;
+    if let Some(done) = super::push::complete(&st, &id, req.disk_index, req.change_id.clone()).await {
+        return done;
+    }
     if req.change_id.is_empty() || req.change_id.len() > 1024 {
         return Err(ApiError::bad_request("change_id must be 1 to 1024 characters"));
     }
@@ -156,13 +186,15 @@ pub async fn complete(
 }
 
 pub async fn delete(axum::extract::State(st): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if let Some(aborted) = super::push::abort(&st, &id).await {
+        return aborted;
+    }
     if st.jobs.get(&id).is_some_and(|j| j.is_running()) {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("backup {id} is still running")));
     }
     let repo = st.repo.clone();
     let gone = id.clone();
-    let removed = tokio::task::spawn_blocking(move || crate::engine::delete_backup(&repo, &gone)).await??;
-    st.sessions.close_backup(&id);
+    let done = tokio::task::spawn_blocking(move || crate::engine::delete_point(&repo, &gone)).await??;
     st.jobs.remove(&id);
-    Ok(Json(json!({"deleted": id, "files_removed": removed})))
+    Ok(Json(json!({"deleted": id, "merges": done.merges, "bytes_reclaimed": done.bytes_reclaimed})))
 }

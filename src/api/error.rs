@@ -73,6 +73,7 @@ impl From<RepoError> for ApiError {
             RepoError::Catalog(c) => c.into(),
             RepoError::NoBackup(_) | RepoError::NoDisk { .. } => Self::not_found(e.to_string()),
             RepoError::NotCompleted { .. } => Self::new(StatusCode::CONFLICT, "not_completed", e.to_string()),
+            RepoError::Merging(_) => Self::new(StatusCode::CONFLICT, "busy", e.to_string()),
             RepoError::Image { .. } => Self::new(StatusCode::CONFLICT, "unavailable", e.to_string()),
             RepoError::Io { .. } | RepoError::Missing(_) | RepoError::CatalogLost { .. } => {
                 Self::internal(e.to_string())

@@ -14,6 +14,8 @@ mod conn;
 mod download;
 mod error;
 mod exports;
+mod prune;
+mod push;
 mod query;
 mod restore;
 mod tickets;
@@ -53,6 +55,11 @@ pub struct Options {
     pub max_connections: usize,
     /// Restore-point exports, when the daemon runs an NBD listener.
     pub exports: Option<Arc<crate::restore::exports::Exports>>,
+    /// The daemon's NBD listener: push targets (and exports) are published
+    /// there; `None` leaves them unavailable.
+    pub nbd: Option<crate::nbd::server::NbdService>,
+    /// A push job with no write for this long is aborted.
+    pub push_idle: Duration,
 }
 
 impl Default for Options {
@@ -66,6 +73,8 @@ impl Default for Options {
             header_timeout: HEADER_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             exports: None,
+            nbd: None,
+            push_idle: crate::engine::push::DEFAULT_IDLE,
         }
     }
 }
@@ -78,6 +87,7 @@ pub(crate) struct AppState {
     confine: crate::source::confine::Confinement,
     tickets: crate::restore::tickets::Tickets,
     exports: Option<Arc<crate::restore::exports::Exports>>,
+    pushes: Option<Arc<crate::engine::push::Pushes>>,
 }
 
 type St = State<Arc<AppState>>;
@@ -91,19 +101,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = Arc::new(AppState {
-        repo,
+        repo: repo.clone(),
         token: opts.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
         sessions: Sessions::new(SessionLimits { idle: opts.session_idle, max: opts.max_sessions }),
         jobs: Jobs::default(),
         confine: crate::source::confine::Confinement::new(&opts.source_dirs),
         tickets: Default::default(),
         exports: opts.exports,
+        pushes: opts.nbd.map(|n| Arc::new(crate::engine::push::Pushes::new(repo, n, opts.push_idle))),
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
-    let app = router(state);
+    let pushes = state.pushes.clone().map(|p| tokio::spawn(expire_pushes(p)));
+    let app = router(state.clone());
     let r = conn::serve(listener, app, opts.header_timeout, opts.max_connections, shutdown).await;
     sweeper.abort();
+    if let Some(p) = pushes {
+        p.abort();
+    }
+    tokio::task::spawn_blocking(move || push::shutdown(&state)).await?;
     r
+}
+
+/// Aborts push jobs that time out, for as long as the server runs.
+async fn expire_pushes(pushes: Arc<crate::engine::push::Pushes>) {
+    let mut tick = tokio::time::interval(pushes.sweep_interval());
+    loop {
+        tick.tick().await;
+        let p = pushes.clone();
+        let _ = tokio::task::spawn_blocking(move || p.expire()).await;
+    }
 }
 
 /// Expires idle restore sessions, for as long as the server runs.
@@ -120,8 +146,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/vms", get(backups::vms))
         .route("/backups", post(backups::start).get(backups::list))
         .route("/backups/chain/{vm}", get(backups::chain))
+        .route("/backups/changeid", get(push::changeid))
         .route("/backups/{id}", get(backups::detail).delete(backups::delete))
         .route("/backups/{id}/complete", post(backups::complete))
+        .route("/prune", post(prune::prune))
         .route("/restore/mount", post(restore::mount))
         .route("/restore/mounts", get(restore::mounts))
         .route("/restore/{mount}", axum::routing::delete(restore::unmount))

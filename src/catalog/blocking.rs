@@ -62,6 +62,10 @@ impl SyncCatalog {
         self.rt.block_on(self.inner.commit_backup(id, vm_id, disks, read, written))
     }
 
+    pub fn set_notes(&self, backup_id: &str, notes: &[String]) -> Result<()> {
+        self.rt.block_on(self.inner.set_notes(backup_id, notes))
+    }
+
     pub fn fail_backup(&self, id: &str, error: &str) -> Result<()> {
         self.rt.block_on(self.inner.fail_backup(id, error))
     }
@@ -112,5 +116,29 @@ impl SyncCatalog {
 
     pub fn check_not_exported(&self, id: &str) -> Result<()> {
         self.rt.block_on(self.inner.check_not_exported(id))
+    }
+
+    pub fn merges(&self, vm: &str) -> Result<Vec<MergeIntent>> {
+        self.rt.block_on(self.inner.merges(vm))
+    }
+
+    pub fn merge_vms(&self) -> Result<Vec<String>> {
+        self.rt.block_on(self.inner.merge_vms())
+    }
+
+    pub fn save_merge_journal(&self, id: i64, journal: &str) -> Result<()> {
+        self.rt.block_on(self.inner.save_merge_journal(id, journal))
+    }
+
+    pub fn finish_merge(&self, id: i64, restat: &[(String, u64)]) -> Result<()> {
+        self.rt.block_on(self.inner.finish_merge(id, restat))
+    }
+
+    pub fn record_verify(&self, disk_id: i64, error: Option<&str>) -> Result<()> {
+        self.rt.block_on(self.inner.record_verify(disk_id, error))
+    }
+
+    pub fn corrupt_in_chain(&self, chain_id: i64) -> Result<Option<String>> {
+        self.rt.block_on(self.inner.corrupt_in_chain(chain_id))
     }
 }

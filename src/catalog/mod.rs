@@ -12,6 +12,7 @@
 mod blocking;
 mod model;
 mod queries;
+mod retention;
 
 pub use blocking::SyncCatalog;
 pub use model::*;
@@ -23,11 +24,13 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Embedded migrations, applied in order on open (docs/catalog.md).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 8;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "statuses", include_str!("migrations/0002_statuses.sql")),
     (4, "exports", include_str!("migrations/0004_exports.sql")),
+    (5, "retention", include_str!("migrations/0005_retention.sql")),
+    (8, "backup_notes", include_str!("migrations/0008_backup_notes.sql")),
 ];
 /// Connections in the pool: the server's handlers and a few blocking jobs.
 const MAX_CONNECTIONS: u32 = 4;
@@ -106,19 +109,19 @@ async fn apply_migrations(conn: &mut SqliteConnection) -> Result<()> {
     )
     .execute(&mut *conn)
     .await?;
-    // Every migration not applied yet, not only those above the newest
-    // applied: numbers are handed out to parallel work, so one may land
-    // after a higher one.
     let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
         .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|r| r.try_get("version"))
         .collect::<Result<_, _>>()?;
+    let current = applied.iter().copied().max().unwrap_or(0);
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-    if let Some(&current) = applied.iter().max().filter(|&&v| v > latest) {
+    if current > latest {
         return Err(CatalogError::TooNew(current));
     }
+    // Every migration not applied yet, also one numbered below the newest
+    // applied (branches land their numbered migrations in any order).
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
         sqlx::raw_sql(sql).execute(&mut *conn).await?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")

@@ -5,6 +5,7 @@
 use crate::util::time::UtcTime;
 use serde::Serialize;
 use std::fmt;
+use std::ops::Deref;
 
 /// Declares a catalog enum with its one text form per variant.
 macro_rules! text_enum {
@@ -62,6 +63,11 @@ impl BackupStatus {
 }
 
 text_enum!(
+    /// What the last verify of an image found.
+    VerifyState { Ok = "ok", Corrupt = "corrupt" }
+);
+
+text_enum!(
     /// The state of one disk image of a backup.
     ImageStatus { Completed = "completed", Failed = "failed" }
 );
@@ -89,16 +95,40 @@ pub struct Backup {
     pub bytes_read: i64,
     pub bytes_written: i64,
     pub error: Option<String>,
+    /// What the user should know about how the backup was taken (a dirty
+    /// bitmap not granted, a new chain started); empty for none.
+    pub notes: Vec<String>,
+    /// When every disk was last verified (the oldest of their times); `None`
+    /// while a disk was never verified.
+    pub verified_at: Option<UtcTime>,
+    /// `corrupt` when a disk's last verify failed, `ok` when every disk's
+    /// passed, `None` while a disk was never verified.
+    pub verify_state: Option<VerifyState>,
     pub disks: Vec<BackupDisk>,
 }
 
+impl Backup {
+    /// Sets the backup's verify summary from its disks'.
+    pub(super) fn summarize_verify(&mut self) {
+        let states: Vec<Option<VerifyState>> = self.disks.iter().map(|d| d.verify_state).collect();
+        self.verify_state = if states.contains(&Some(VerifyState::Corrupt)) {
+            Some(VerifyState::Corrupt)
+        } else if !states.is_empty() && states.iter().all(|s| s.is_some()) {
+            Some(VerifyState::Ok)
+        } else {
+            None
+        };
+        self.verified_at =
+            self.disks.iter().map(|d| d.verified_at).collect::<Option<Vec<_>>>().and_then(|t| t.into_iter().min());
+    }
+}
+
+/// One disk image as the catalog records it: what it holds and where.
+/// The same fields describe a committed row ([`BackupDisk`]), a row about to
+/// be written ([`NewDisk`]) and the engine's report of a finished disk.
 #[derive(Debug, Clone, Serialize)]
-pub struct BackupDisk {
-    pub id: i64,
-    pub backup_id: String,
+pub struct DiskImage {
     pub disk_index: i64,
-    pub chain_id: i64,
-    pub parent_id: Option<i64>,
     pub disk_type: BackupType,
     pub source: String,
     /// Relative to the repository.
@@ -110,7 +140,48 @@ pub struct BackupDisk {
     pub stored_bytes: i64,
     pub changed_bytes: i64,
     pub content_digest: String,
+}
+
+/// A committed disk image: its row ids, its place in a chain and its status.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupDisk {
+    pub id: i64,
+    pub backup_id: String,
+    pub chain_id: i64,
+    pub parent_id: Option<i64>,
+    #[serde(flatten)]
+    pub image: DiskImage,
     pub status: ImageStatus,
+    pub verified_at: Option<UtcTime>,
+    pub verify_state: Option<VerifyState>,
+    /// What the last verify found wrong.
+    pub verify_error: Option<String>,
+}
+
+/// A merge recorded in the catalog: the dropped image of one disk, and the
+/// merge's journal once planned (`repo::merges` runs it).
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeIntent {
+    pub id: i64,
+    pub vm: String,
+    pub backup_id: String,
+    pub disk_index: i64,
+    /// The disk's folder, relative to the repository.
+    pub dir: String,
+    /// File names in `dir`.
+    pub image: String,
+    pub digests: String,
+    /// The journal's JSON (`qcow2::merge::Journal`), once planned.
+    pub journal: Option<String>,
+}
+
+// Readers see a row's image fields directly (`disk.image_path`): the split
+// exists to share the fields, not to make every caller spell `.image`.
+impl Deref for BackupDisk {
+    type Target = DiskImage;
+    fn deref(&self) -> &DiskImage {
+        &self.image
+    }
 }
 
 /// The images of one VM disk: a full image and its incrementals.
@@ -137,19 +208,16 @@ pub enum ChainRef {
 /// A disk image to record when its backup commits.
 #[derive(Debug, Clone)]
 pub struct NewDisk {
-    pub disk_index: i64,
     pub chain: ChainRef,
     pub parent_id: Option<i64>,
-    pub disk_type: BackupType,
-    pub source: String,
-    pub image_path: String,
-    pub digest_path: String,
-    pub change_id: Option<String>,
-    pub virtual_size: i64,
-    pub cluster_size: i64,
-    pub stored_bytes: i64,
-    pub changed_bytes: i64,
-    pub content_digest: String,
+    pub image: DiskImage,
+}
+
+impl Deref for NewDisk {
+    type Target = DiskImage;
+    fn deref(&self) -> &DiskImage {
+        &self.image
+    }
 }
 
 /// A restore-point export over NBD, as recorded so it survives restarts.

@@ -6,10 +6,10 @@ use sqlx::sqlite::SqliteRow;
 
 const DISK_COLUMNS: &str = "d.id, d.backup_id, d.disk_index, d.chain_id, d.parent_id, d.disk_type, d.source, \
      d.image_path, d.digest_path, d.change_id, d.virtual_size, d.cluster_size, d.stored_bytes, d.changed_bytes, \
-     d.content_digest, d.status";
+     d.content_digest, d.status, d.verified_at, d.verify_state, d.verify_error";
 
 const BACKUP_COLUMNS: &str = "b.id, v.name AS vm, b.backup_type, b.status, b.started_at, b.ended_at, b.bytes_total, \
-     b.bytes_read, b.bytes_written, b.error";
+     b.bytes_read, b.bytes_written, b.error, b.notes";
 
 /// A text column holding one of a catalog enum's words.
 fn word<T>(r: &SqliteRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
@@ -32,9 +32,22 @@ fn disk(r: &SqliteRow) -> Result<BackupDisk> {
     Ok(BackupDisk {
         id: r.try_get("id")?,
         backup_id: r.try_get("backup_id")?,
-        disk_index: r.try_get("disk_index")?,
         chain_id: r.try_get("chain_id")?,
         parent_id: r.try_get("parent_id")?,
+        image: disk_image(r)?,
+        status: word(r, "status", ImageStatus::parse)?,
+        verified_at: opt_time(r, "verified_at")?,
+        verify_state: r
+            .try_get::<Option<String>, _>("verify_state")?
+            .map(|s| VerifyState::parse(&s).ok_or_else(|| CatalogError::Invalid(format!("verify_state {s:?}"))))
+            .transpose()?,
+        verify_error: r.try_get("verify_error")?,
+    })
+}
+
+fn disk_image(r: &SqliteRow) -> Result<DiskImage> {
+    Ok(DiskImage {
+        disk_index: r.try_get("disk_index")?,
         disk_type: word(r, "disk_type", BackupType::parse)?,
         source: r.try_get("source")?,
         image_path: r.try_get("image_path")?,
@@ -45,8 +58,13 @@ fn disk(r: &SqliteRow) -> Result<BackupDisk> {
         stored_bytes: r.try_get("stored_bytes")?,
         changed_bytes: r.try_get("changed_bytes")?,
         content_digest: r.try_get("content_digest")?,
-        status: word(r, "status", ImageStatus::parse)?,
     })
+}
+
+/// The notes column: a JSON array of strings, NULL for none.
+fn notes(r: &SqliteRow) -> Result<Vec<String>> {
+    let s: Option<String> = r.try_get("notes")?;
+    s.map_or(Ok(Vec::new()), |s| serde_json::from_str(&s).map_err(|e| CatalogError::Invalid(format!("notes: {e}"))))
 }
 
 fn backup(r: &SqliteRow) -> Result<Backup> {
@@ -61,6 +79,9 @@ fn backup(r: &SqliteRow) -> Result<Backup> {
         bytes_read: r.try_get("bytes_read")?,
         bytes_written: r.try_get("bytes_written")?,
         error: r.try_get("error")?,
+        notes: notes(r)?,
+        verified_at: None,
+        verify_state: None,
         disks: Vec::new(),
     })
 }
@@ -231,13 +252,36 @@ impl Catalog {
 
     /// Ends a job that did not commit: `failed` with the error.
     pub async fn fail_backup(&self, id: &str, error: &str) -> Result<()> {
-        sqlx::query("UPDATE backups SET status = 'failed', ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+        self.end_backup(id, BackupStatus::Failed, error).await
+    }
+
+    /// Ends a job that did not commit as `status`, with why.
+    async fn end_backup(&self, id: &str, status: BackupStatus, why: &str) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = ?, ended_at = ?, error = ?, pid = NULL WHERE id = ?")
+            .bind(status.as_str())
             .bind(UtcTime::now().to_string())
-            .bind(error)
+            .bind(why)
             .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Moves an unfinished job to `status` (a push target: `waiting` for
+    /// its agent, then `running` while it commits).
+    pub async fn set_backup_status(&self, id: &str, status: BackupStatus) -> Result<()> {
+        sqlx::query("UPDATE backups SET status = ? WHERE id = ? AND status IN ('pending', 'waiting', 'running')")
+            .bind(status.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a job that was cancelled (by a user or a timeout): `aborted`,
+    /// with the reason.
+    pub async fn abort_backup(&self, id: &str, reason: &str) -> Result<()> {
+        self.end_backup(id, BackupStatus::Aborted, reason).await
     }
 
     /// Marks every unfinished job of a VM as interrupted. Callers hold the
@@ -246,7 +290,7 @@ impl Catalog {
         let r = sqlx::query(
             "UPDATE backups SET status = 'interrupted', ended_at = ?, pid = NULL, \
              error = 'the backup process stopped before the backup was committed' \
-             WHERE vm_id = ? AND status IN ('pending', 'running')",
+             WHERE vm_id = ? AND status IN ('pending', 'waiting', 'running')",
         )
         .bind(UtcTime::now().to_string())
         .bind(vm_id)
@@ -260,6 +304,7 @@ impl Catalog {
             let sql = format!("SELECT {DISK_COLUMNS} FROM backup_disks d WHERE d.backup_id = ? ORDER BY d.disk_index");
             let rows = sqlx::query(&sql).bind(&b.id).fetch_all(&self.pool).await?;
             b.disks = rows.iter().map(disk).collect::<Result<_, _>>()?;
+            b.summarize_verify();
         }
         Ok(backups)
     }
@@ -326,6 +371,14 @@ impl Catalog {
     }
 
     /// Records the change id a push agent reports for one disk of a backup.
+    /// Records the notes of a backup (replacing any).
+    pub async fn set_notes(&self, backup_id: &str, notes: &[String]) -> Result<()> {
+        let text = (!notes.is_empty()).then(|| serde_json::to_string(notes)).transpose();
+        let text = text.map_err(|e| CatalogError::Invalid(format!("notes: {e}")))?;
+        sqlx::query("UPDATE backups SET notes = ? WHERE id = ?").bind(text).bind(backup_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_change_id(&self, backup_id: &str, disk_index: i64, change_id: &str) -> Result<()> {
         let done = sqlx::query("UPDATE backup_disks SET change_id = ? WHERE backup_id = ? AND disk_index = ?")
             .bind(change_id)
@@ -373,51 +426,6 @@ impl Catalog {
             .bind(d.parent_id)
             .bind(d.stored_bytes)
             .bind(d.id)
-            .bind(d.chain_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("DELETE FROM backups WHERE id = ?").bind(id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(b.disks)
-    }
-
-    /// Removes a completed backup whose images a merge folds into their
-    /// neighbours (retention): per disk, its child takes its parent (and
-    /// becomes the chain's full when it had none). Returns its disk rows.
-    pub async fn drop_merged_backup(&self, id: &str) -> Result<Vec<BackupDisk>> {
-        let b = self.backup(id).await?;
-        if b.status.is_active() {
-            return Err(CatalogError::Conflict(format!("backup {id} is still running")));
-        }
-        let mut tx = self.pool.begin().await?;
-        refuse_exported(&mut tx, id).await?;
-        for d in &b.disks {
-            let child: Option<i64> = sqlx::query("SELECT id FROM backup_disks WHERE parent_id = ?")
-                .bind(d.id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("id"))
-                .transpose()?;
-            sqlx::query(
-                "UPDATE backup_disks SET parent_id = ?, \
-                 disk_type = CASE WHEN ? IS NULL THEN 'full' ELSE disk_type END WHERE parent_id = ?",
-            )
-            .bind(d.parent_id)
-            .bind(d.parent_id)
-            .bind(d.id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE chains SET image_count = image_count - 1, total_bytes = total_bytes - ?, \
-                 first_disk_id = CASE WHEN first_disk_id = ? THEN ? ELSE first_disk_id END, \
-                 latest_disk_id = CASE WHEN latest_disk_id = ? THEN ? ELSE latest_disk_id END WHERE id = ?",
-            )
-            .bind(d.stored_bytes)
-            .bind(d.id)
-            .bind(child)
-            .bind(d.id)
-            .bind(d.parent_id)
             .bind(d.chain_id)
             .execute(&mut *tx)
             .await?;

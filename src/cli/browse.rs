@@ -35,11 +35,9 @@ pub fn with_tree(
             f(&tree::for_image(&p, &OpenOptions::default())?, &inputs)
         }
         Target::Backup { id, disk } => super::with_repo(dir, |repo: &Repo| {
-            let inputs = target::backup_images(repo, &id, disk)?
-                .into_iter()
-                .flat_map(|(_, image, _)| target::chain_files(&image))
-                .collect::<Vec<_>>();
-            f(&target::backup_tree(repo, &id, disk)?, &inputs)
+            let (images, _guard) = target::backup_images(repo, &id, disk)?;
+            let inputs = images.into_iter().flat_map(|(_, image, _)| target::chain_files(&image)).collect::<Vec<_>>();
+            f(&target::backup_tree(repo, &id, disk)?.0, &inputs)
         }),
     }
 }

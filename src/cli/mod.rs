@@ -92,8 +92,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Drop one restore point: today the newest of its chain (one that no
-    /// later backup depends on); `prune` merges older ones away.
+    /// Drop one restore point, wherever it is in its chains: its images are
+    /// merged into their neighbours, so every other point keeps its bytes.
     Delete {
         backup_id: String,
         #[arg(long)]
@@ -131,6 +131,16 @@ enum Command {
     /// Re-read backups and check structure, chain links and digests.
     Verify {
         backup_id: Option<String>,
+        /// Only the backups of this VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Skip backups whose every disk passed a verify within DAYS days
+        /// (re-verify older passes; corrupt ones are always verified again).
+        #[arg(long, value_name = "DAYS")]
+        outdated_after: Option<u32>,
+        /// Skip backups whose every disk passed a verify, however long ago.
+        #[arg(long)]
+        skip_verified: bool,
         #[arg(long)]
         json: bool,
     },
@@ -206,16 +216,19 @@ enum Command {
         /// Restore sessions open at once, at most.
         #[arg(long, default_value_t = daemon::DEFAULT_MAX_SESSIONS)]
         max_sessions: usize,
-        /// The NBD listener (exports, push targets): HOST:PORT or unix:PATH
-        /// [default: 127.0.0.1:10809]. Off loopback it requires TLS.
-        #[arg(long)]
-        nbd_listen: Option<String>,
         /// PEM x509 certificate for NBD over TLS (STARTTLS), with --nbd-tls-key.
         #[arg(long)]
         nbd_tls_cert: Option<PathBuf>,
         /// PEM private key of --nbd-tls-cert.
         #[arg(long)]
         nbd_tls_key: Option<PathBuf>,
+        /// NBD listener for push targets and exports: HOST:PORT or unix:PATH
+        /// (off loopback it requires TLS: --nbd-tls-cert and --nbd-tls-key).
+        #[arg(long, default_value = backchain::nbd::server::DEFAULT_LISTEN)]
+        nbd_listen: String,
+        /// Seconds without a write after which a push job is aborted.
+        #[arg(long, default_value_t = backchain::engine::push::DEFAULT_IDLE.as_secs())]
+        push_idle: u64,
     },
 }
 
@@ -272,7 +285,7 @@ pub fn main() -> ExitCode {
         Command::Export { target, format, output, compress } => match target::parse(&target) {
             target::Target::Image(p) => image::export(&p, None, format, &output, compress),
             target::Target::Backup { id, disk } => with_repo(dir, |r| {
-                let images = target::backup_images(r, &id, disk)?;
+                let (images, _guard) = target::backup_images(r, &id, disk)?;
                 if images.len() != 1 {
                     return Err(CliError::msg(format!(
                         "backup {id} has {} disks: export one of them as {id}:N",
@@ -330,7 +343,15 @@ pub fn main() -> ExitCode {
             let req = backchain::engine::prune::PruneRequest { vm, keep, dry_run };
             with_repo(dir, |r| repo::prune(r, &req, json))
         }
-        Command::Verify { backup_id, json } => with_repo(dir, |r| repo::verify(r, backup_id.as_deref(), json)),
+        Command::Verify { backup_id, vm, outdated_after, skip_verified, json } => {
+            let req = backchain::engine::verify::VerifyRequest {
+                id: backup_id,
+                vm,
+                skip_verified,
+                outdated_after_days: outdated_after,
+            };
+            with_repo(dir, |r| repo::verify(r, &req, json))
+        }
         Command::Ls { target, path, json } => {
             browse::with_tree(dir, &target, |t, _| browse::ls(t, path.as_deref(), json))
         }
@@ -350,6 +371,7 @@ pub fn main() -> ExitCode {
             nbd_listen,
             nbd_tls_cert,
             nbd_tls_key,
+            push_idle,
         } => {
             let config = daemon::Config {
                 repo: repo_dir(dir),
@@ -360,7 +382,10 @@ pub fn main() -> ExitCode {
                 session_idle: std::time::Duration::from_secs(session_idle),
                 max_sessions,
                 source_dirs,
-                nbd: daemon::nbd::NbdConfig { listen: nbd_listen, tls_cert: nbd_tls_cert, tls_key: nbd_tls_key },
+                nbd_tls_cert,
+                nbd_tls_key,
+                nbd_listen,
+                push_idle: std::time::Duration::from_secs(push_idle),
             };
             daemon::serve(config).map_err(CliError::from)
         }

@@ -39,16 +39,17 @@ pub fn mount(repo_dir: PathBuf, a: MountArgs) -> Result<(), CliError> {
         return spawn_background(&repo_dir, &a);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (tree, fsname) = match a.target.as_deref().map(target::parse) {
+    // `_guard`: a backup's reader lock, held for as long as it is mounted.
+    let (tree, fsname, _guard) = match a.target.as_deref().map(target::parse) {
         None => {
             let repo = Arc::new(Repo::open_existing(&repo_dir, rt.handle().clone())?);
-            (backchain::restore::repository_tree(repo), "backchain-repo".to_string())
+            (backchain::restore::repository_tree(repo), "backchain-repo".to_string(), None)
         }
-        Some(Target::Image(p)) => (tree::for_image(&p, &OpenOptions::default())?, p.display().to_string()),
+        Some(Target::Image(p)) => (tree::for_image(&p, &OpenOptions::default())?, p.display().to_string(), None),
         Some(Target::Backup { id, disk }) => {
             let repo = Repo::open_existing(&repo_dir, rt.handle().clone())?;
-            let t: Tree = target::backup_tree(&repo, &id, disk)?;
-            (t, id)
+            let (t, guard): (Tree, _) = target::backup_tree(&repo, &id, disk)?;
+            (t, id, Some(guard))
         }
     };
     let opts = bf::MountOptions { allow_other: a.allow_other, direct_io: a.direct_io, fsname, ..Default::default() };

@@ -11,7 +11,6 @@ use backchain::block::{ReadAt, Slice};
 use backchain::nbd::server::{Export, ExportTable, Listener, ReadOnly, is_local, run};
 use backchain::qcow2::{self, OpenOptions, Overlay};
 use backchain::restore::exports::OverlayExport;
-use backchain::util::flock::PointLock;
 use futures_util::future::select;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -21,15 +20,12 @@ pub fn nbd_export(repo: Option<PathBuf>, target: &str, listen: &str, writable: b
     if !is_local(listen) {
         return Err(CliError::msg(format!("NBD without TLS listens only on loopback or unix:PATH, not {listen}")));
     }
-    let mut locks = Vec::new();
-    let disks: Vec<(usize, PathBuf, Option<u64>)> = match target::parse(target) {
-        target::Target::Image(p) => vec![(0, p, None)],
+    // `_guard`: a backup's reader lock, held for as long as it is exported.
+    let (disks, _guard): (Vec<(usize, PathBuf, Option<u64>)>, _) = match target::parse(target) {
+        target::Target::Image(p) => (vec![(0, p, None)], None),
         target::Target::Backup { id, disk } => with_repo(repo, |r| {
-            let lock_file = r.point_lock_file(&id);
-            let lock = PointLock::try_shared(&lock_file)?
-                .ok_or_else(|| CliError::msg(format!("restore point {id} is being merged away; try again later")))?;
-            locks.push(lock);
-            Ok(target::backup_images(r, &id, disk)?.into_iter().map(|(i, p, size)| (i, p, Some(size))).collect())
+            let (images, guard) = target::backup_images(r, &id, disk)?;
+            Ok((images.into_iter().map(|(i, p, size)| (i, p, Some(size))).collect(), Some(guard)))
         })?,
     };
     let table = ExportTable::new();

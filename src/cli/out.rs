@@ -14,7 +14,7 @@ static FAILED: Mutex<Option<io::ErrorKind>> = Mutex::new(None);
 
 /// Writes one formatted piece to stdout, unless output already failed.
 pub fn write(args: fmt::Arguments<'_>) {
-    let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut failed = backchain::util::lock(&FAILED);
     if failed.is_some() {
         return;
     }
@@ -45,5 +45,5 @@ pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// A write error other than a closed pipe, to report at exit.
 pub fn failure() -> Option<io::ErrorKind> {
-    FAILED.lock().unwrap_or_else(|p| p.into_inner()).filter(|k| *k != io::ErrorKind::BrokenPipe)
+    backchain::util::lock(&FAILED).filter(|k| *k != io::ErrorKind::BrokenPipe)
 }

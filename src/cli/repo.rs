@@ -69,8 +69,8 @@ pub fn backup(
             "disk {}: {} backup, {} changed, {} stored in {}",
             d.disk_index,
             d.disk_type.as_str(),
-            backchain::util::human_size(d.changed_bytes),
-            backchain::util::human_size(d.stored_bytes),
+            backchain::util::human_size(d.changed_bytes as u64),
+            backchain::util::human_size(d.stored_bytes as u64),
             d.image_path
         );
     }
@@ -114,7 +114,7 @@ pub fn prune(repo: &Repo, req: &backchain::engine::prune::PruneRequest, json: bo
     let report = backchain::engine::prune::prune_vm(repo, req, &backchain::util::time::local_offset)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return busy_error(&report.busy);
     }
     for b in &report.backups {
         let why = match &b.reason {
@@ -123,6 +123,7 @@ pub fn prune(repo: &Repo, req: &backchain::engine::prune::PruneRequest, json: bo
             Reason::Unfinished => "failed or interrupted: never a restore point".into(),
             Reason::NotSelected => "no rule keeps it".into(),
         };
+        let why = if b.action == "busy" { format!("{why}; in use by a reader: not dropped") } else { why };
         outln!("{:<24} {:<25} {:<11} {:<5} {why}", b.id, b.started_at, b.status, b.action);
     }
     let verb = if report.dry_run { "would drop" } else { "dropped" };
@@ -132,15 +133,40 @@ pub fn prune(repo: &Repo, req: &backchain::engine::prune::PruneRequest, json: bo
         report.dropped,
         backchain::util::human_size(report.bytes_reclaimed)
     );
+    busy_error(&report.busy)
+}
+
+/// Points a prune could not drop because readers hold them: an error (after
+/// the report), so scripts notice.
+fn busy_error(busy: &[String]) -> Result<(), CliError> {
+    if !busy.is_empty() {
+        return Err(CliError::msg(format!(
+            "{} restore points are in use by readers (restore sessions, mounts or exports) and were not dropped: \
+             {}; close them and prune again",
+            busy.len(),
+            busy.join(", ")
+        )));
+    }
     Ok(())
 }
 
 pub fn delete(repo: &Repo, id: &str, json: bool) -> Result<(), CliError> {
-    let removed = backchain::engine::delete_backup(repo, id)?;
+    let done = backchain::engine::delete_point(repo, id)?;
+    let merged = done.merges.iter().filter(|m| m.backup_id == id).count();
     if json {
-        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"deleted": id, "files_removed": removed}))?);
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "deleted": id,
+                "merges": done.merges,
+                "bytes_reclaimed": done.bytes_reclaimed,
+            }))?
+        );
     } else {
-        outln!("deleted {id} ({} files removed)", removed.len());
+        outln!(
+            "deleted {id} ({merged} disk images merged away, {} reclaimed)",
+            backchain::util::human_size(done.bytes_reclaimed)
+        );
     }
     Ok(())
 }
@@ -176,14 +202,18 @@ pub fn chain(repo: &Repo, vm: &str, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn verify(repo: &Repo, id: Option<&str>, json: bool) -> Result<(), CliError> {
-    let reports = engine::verify::run(repo, id)?;
+pub fn verify(repo: &Repo, req: &engine::verify::VerifyRequest, json: bool) -> Result<(), CliError> {
+    let reports = engine::verify::run(repo, req)?;
     let bad = reports.iter().filter(|r| !r.ok).count();
+    let skipped = reports.iter().filter(|r| r.skipped).count();
     if json {
         outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for r in &reports {
-            if r.ok {
+            if r.skipped {
+                let when = r.verified_at.map(|t| t.to_string()).unwrap_or_default();
+                outln!("skip   {} disk {} {} (passed {when})", r.backup_id, r.disk_index, r.image_path);
+            } else if r.ok {
                 outln!("ok     {} disk {} {}", r.backup_id, r.disk_index, r.image_path);
             } else {
                 outln!("FAULT  {} disk {} {}: {}", r.backup_id, r.disk_index, r.image_path, r.problems.join("; "));
@@ -194,7 +224,10 @@ pub fn verify(repo: &Repo, id: Option<&str>, json: bool) -> Result<(), CliError>
         return Err(CliError::msg(format!("verify found faults in {bad} of {} disk images", reports.len())));
     }
     if !json {
-        outln!("{} disk images verified", reports.len());
+        outln!("{} disk images verified", reports.len() - skipped);
+        if skipped > 0 {
+            outln!("{skipped} disk images skipped: they passed a verify that is not outdated");
+        }
     }
     Ok(())
 }

@@ -5,7 +5,9 @@ use super::CliError;
 use backchain::repo::{Repo, RepoError, RestorePoint};
 use backchain::restore;
 use backchain::tree::Tree;
+use backchain::util::flock::PointLock;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub enum Target {
     Image(PathBuf),
@@ -26,11 +28,19 @@ pub fn parse(s: &str) -> Target {
     Target::Backup { id: s.to_string(), disk: None }
 }
 
-/// The disks of a backup: (disk index, image path, disk size); one disk
-/// when `disk` is given.
-pub fn backup_images(repo: &Repo, id: &str, disk: Option<usize>) -> Result<Vec<(usize, PathBuf, u64)>, CliError> {
+/// A restore point's reader lock: hold it while reading the point's images.
+pub type Guard = Arc<PointLock>;
+
+/// One disk of a backup: its index, image path and size.
+pub type DiskImage = (usize, PathBuf, u64);
+
+/// The disks of a backup; one disk when `disk` is given. With the point's
+/// reader lock.
+pub fn backup_images(repo: &Repo, id: &str, disk: Option<usize>) -> Result<(Vec<DiskImage>, Guard), CliError> {
     let point = restore_point(repo, id, disk)?;
-    Ok(point.disks.iter().map(|d| (d.disk_index as usize, point.image_path(d), RestorePoint::disk_size(d))).collect())
+    let images =
+        point.disks.iter().map(|d| (d.disk_index as usize, point.image_path(d), RestorePoint::disk_size(d))).collect();
+    Ok((images, point.guard()))
 }
 
 /// The files an image reads: the image and its backing chain (just the
@@ -51,8 +61,9 @@ fn restore_point(repo: &Repo, id: &str, disk: Option<usize>) -> Result<RestorePo
     })
 }
 
-/// The tree of backup `id` (all disks, or disk `disk` alone).
-pub fn backup_tree(repo: &Repo, id: &str, disk: Option<usize>) -> Result<Tree, CliError> {
+/// The tree of backup `id` (all disks, or disk `disk` alone), with the
+/// point's reader lock.
+pub fn backup_tree(repo: &Repo, id: &str, disk: Option<usize>) -> Result<(Tree, Guard), CliError> {
     let point = restore_point(repo, id, disk)?;
-    Ok(restore::point_tree(&point, disk.is_some())?)
+    Ok((restore::point_tree(&point, disk.is_some())?, point.guard()))
 }

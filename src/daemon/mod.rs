@@ -1,15 +1,16 @@
 //! `backchain serve`: assembles the daemon out of the library. It builds the
 //! runtime, opens the repository (filling it with the demo when asked),
 //! keeps a FUSE mount of the whole repository when asked, and runs the HTTP
-//! API and the NBD listener ([`nbd`]) until Ctrl-C or SIGTERM. The
+//! API and the NBD listener (push targets, exports) until Ctrl-C. The
 //! scheduler will be started here too.
 
 mod demo;
-pub mod nbd;
+mod exports;
 pub mod token;
 
 use crate::api;
 use crate::engine::EngineError;
+use crate::nbd::server as nbd;
 use crate::repo::{Repo, RepoError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,7 +50,13 @@ pub struct Config {
     pub max_sessions: usize,
     /// Roots under which HTTP requests may name local disk sources.
     pub source_dirs: Vec<PathBuf>,
-    pub nbd: nbd::NbdConfig,
+    /// The NBD listener: `HOST:PORT` or `unix:PATH`.
+    pub nbd_listen: String,
+    /// A push job with no write for this long is aborted.
+    pub push_idle: Duration,
+    /// PEM certificate and key: NBD over TLS (required off loopback).
+    pub nbd_tls_cert: Option<PathBuf>,
+    pub nbd_tls_key: Option<PathBuf>,
 }
 
 /// The whole repository as a folder, for as long as the server runs
@@ -63,13 +70,25 @@ fn mount_repository(repo: &Arc<Repo>, dir: &Path) -> Result<backchain_fuse::Moun
     Ok(handle)
 }
 
+/// Removes the unix socket of `unix:PATH` when nothing answers on it: a
+/// daemon that was killed leaves its socket behind. A live one stays (and
+/// the bind then fails, as it should).
+fn clear_stale_socket(addr: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(path) = addr.strip_prefix("unix:").map(Path::new) else { return };
+    let socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// `backchain serve`: opens the repository, optionally fills it with the
-/// demo, and serves until Ctrl-C.
+/// demo, and serves until Ctrl-C or SIGTERM.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(f) = &config.token_file {
         token::read(f)?;
     }
-    let nbd_tls = nbd::tls(&config.nbd)?;
+    let nbd_tls = exports::tls(&config.nbd_listen, config.nbd_tls_cert.as_deref(), config.nbd_tls_key.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let addrs: Vec<SocketAddr> = rt
         .block_on(tokio::net::lookup_host(&config.listen))
@@ -79,41 +98,41 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let (token, token_path) = token::load_or_create(&config.repo, config.token_file.as_deref())?;
     let demo_ids = if config.demo { demo::fill(&repo)? } else { Vec::new() };
     let listener = rt.block_on(tokio::net::TcpListener::bind(addrs.as_slice()))?;
+    clear_stale_socket(&config.nbd_listen);
+    let nbd_listener = rt
+        .block_on(nbd::Listener::bind(&config.nbd_listen))
+        .map_err(|e| ServeError::Config(format!("--nbd-listen {}: {e}", config.nbd_listen)))?;
+    let nbd = nbd::NbdService { exports: nbd::ExportTable::new(), addr: nbd_listener.local_addr()? };
+    let exports = rt.block_on(exports::start(repo.clone(), nbd.exports.clone(), &nbd.addr, nbd_tls.is_some()))?;
     let _mount = config.mount.as_deref().map(|dir| mount_repository(&repo, dir)).transpose()?;
     let addr = listener.local_addr()?;
     eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
+    eprintln!("backchain: NBD (push targets, exports) on {}", nbd.addr);
     eprintln!("backchain: requests need the bearer token in {}", token_path.display());
     if config.demo {
         eprintln!("{}", demo::examples(&format!("http://{addr}"), &token_path, &demo_ids));
     }
-    let nbd = rt.block_on(nbd::bind(repo.clone(), &config.nbd, nbd_tls))?;
     let opts = api::Options {
         token: Some(token),
         session_idle: config.session_idle,
         max_sessions: config.max_sessions,
         source_dirs: config.source_dirs,
-        exports: nbd.as_ref().map(|n| n.exports.clone()),
+        nbd: Some(nbd.clone()),
+        push_idle: config.push_idle,
+        exports: Some(exports.clone()),
         ..Default::default()
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    rt.spawn(async move {
-        stop_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|&s| s).await;
-    };
-    let nbd = nbd.map(|n| {
-        let run = crate::nbd::server::run_tls(n.listener, n.table, n.tls, stopped(stop_rx.clone()));
-        (rt.spawn(run), n.exports)
-    });
-    let r = rt.block_on(api::run(listener, repo.clone(), opts, stopped(stop_rx)));
-    if let Some((task, exports)) = nbd {
-        let _ = rt.block_on(task);
-        // Overlays left clean; the exports stay recorded for the next start.
-        if let Err(e) = exports.close_all() {
-            eprintln!("backchain: closing exports: {e}");
-        }
+    let (stop_nbd, nbd_stopped) = tokio::sync::oneshot::channel::<()>();
+    let nbd_task = rt.spawn(nbd::run_tls(nbd_listener, nbd.exports, nbd_tls, async {
+        let _ = nbd_stopped.await;
+    }));
+    let r = rt.block_on(api::run(listener, repo.clone(), opts, stop_signal()));
+    let _ = stop_nbd.send(());
+    // Connections finish the requests they have read; a stuck one does not hold the exit.
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), nbd_task).await });
+    // Overlays left clean; the exports stay recorded for the next start.
+    if let Err(e) = exports.close_all() {
+        eprintln!("backchain: closing exports: {e}");
     }
     repo.close();
     Ok(r?)

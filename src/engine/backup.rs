@@ -6,7 +6,7 @@ use super::pipeline;
 use super::repo::{Repo, check_vm_name, sync_dir};
 use super::sink::{ImageSink, SinkOut};
 use super::{EngineError, Progress};
-use crate::catalog::{BackupDisk, BackupType, ChainRef, NewDisk};
+use crate::catalog::{BackupDisk, BackupType, ChainRef, DiskImage, NewDisk};
 use crate::qcow2::{ClusterSize, Compression, WriterOptions, consts::DEFAULT_CLUSTER_BITS};
 use crate::source::{self, Source};
 use serde::Serialize;
@@ -34,20 +34,23 @@ pub struct BackupRequest {
     pub id: Option<String>,
 }
 
+/// One disk of a finished backup: the image as recorded, and the backup it
+/// is an incremental of.
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskResult {
-    pub disk_index: usize,
-    pub disk_type: BackupType,
-    pub source: String,
-    pub image_path: String,
-    /// The backup this image is an incremental of.
+    #[serde(flatten)]
+    pub image: DiskImage,
     pub parent_backup: Option<String>,
-    pub virtual_size: u64,
-    /// Bytes of the image file.
-    pub stored_bytes: u64,
-    /// Guest bytes whose content changed since the parent (all data for a full).
-    pub changed_bytes: u64,
-    pub change_id: String,
+    /// Bytes read from the source: holes, zeros and, with a dirty bitmap,
+    /// everything outside its extents are never read.
+    pub read_bytes: u64,
+}
+
+impl std::ops::Deref for DiskResult {
+    type Target = DiskImage;
+    fn deref(&self) -> &DiskImage {
+        &self.image
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +59,7 @@ pub struct BackupResult {
     pub vm: String,
     pub backup_type: BackupType,
     pub disks: Vec<DiskResult>,
+    /// Bytes read from the sources (see [`DiskResult::read_bytes`]).
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub seconds: f64,
@@ -70,9 +74,15 @@ struct Plan {
 }
 
 /// Why the parent `p` cannot carry an incremental of a disk of `size`
-/// bytes: its chain does not open (a moved or damaged image) or its digest
-/// map does not read or match. `None` when it can.
+/// bytes: verify marked an image of its chain corrupt, its chain does not
+/// open (a moved or damaged image) or its digest map does not read or
+/// match. `None` when it can.
 fn parent_fault(repo: &Repo, p: &BackupDisk, size: u64) -> Option<String> {
+    match repo.db().corrupt_in_chain(p.chain_id) {
+        Ok(Some(bad)) => return Some(format!("verify found backup {bad} of its chain corrupt")),
+        Err(e) => return Some(format!("the catalog does not say whether its chain is sound: {e}")),
+        Ok(None) => {}
+    }
     let opts = crate::qcow2::OpenOptions { confine_to: Some(repo.root().to_path_buf()), ..Default::default() };
     if let Err(e) = crate::qcow2::Chain::open(&repo.path(&p.image_path), &opts) {
         return Some(format!("its image chain does not open: {e}"));
@@ -84,6 +94,84 @@ fn parent_fault(repo: &Repo, p: &BackupDisk, size: u64) -> Option<String> {
         }
         Ok(_) => None,
     }
+}
+
+/// A note when the source's change tracking does not continue the
+/// parent's: a dirty bitmap named differently from the one recorded for
+/// the parent may have been started at another moment, so its extents are
+/// trusted on the user's word alone.
+fn tracking_note(i: usize, source: &dyn Source, parent: &BackupDisk) -> Option<String> {
+    let bitmap = source.change_id()?;
+    if parent.change_id.as_deref() == Some(bitmap.as_str()) {
+        return None;
+    }
+    let recorded = match &parent.change_id {
+        Some(c) if !c.is_empty() => format!("change id {c:?}"),
+        _ => "no change id".to_string(),
+    };
+    Some(format!(
+        "disk {i}: dirty bitmap {bitmap:?} differs from the parent backup {} ({recorded}); \
+         its extents are trusted to hold every change since that backup",
+        parent.backup_id
+    ))
+}
+
+/// Where disk `i` (of `size` bytes) of VM `vm` goes, as `kind` asks: onto
+/// its chain with the latest image as parent, or a new chain (with a note
+/// in `notes` when the chain cannot be extended).
+pub(super) fn plan_parent(
+    repo: &Repo,
+    vm: &str,
+    vm_id: i64,
+    i: usize,
+    size: u64,
+    kind: Requested,
+    notes: &mut Vec<String>,
+) -> Result<(Option<BackupDisk>, ChainRef), EngineError> {
+    let latest = repo.db().latest_disk(vm_id, i as i64)?;
+    Ok(match (kind, latest) {
+        (Requested::Full, _) => (None, ChainRef::New),
+        (Requested::Incremental, None) => {
+            return Err(EngineError::NoParent(format!(
+                "no parent backup found for incremental — full backup required first (VM {vm}, disk {i})"
+            )));
+        }
+        (Requested::Auto, None) => (None, ChainRef::New),
+        (_, Some(p)) if p.virtual_size as u64 != size => {
+            notes
+                .push(format!("disk {i} changed size ({} -> {size} bytes): starting a new full chain", p.virtual_size));
+            (None, ChainRef::New)
+        }
+        (kind, Some(p)) => match parent_fault(repo, &p, size) {
+            None => {
+                let chain = ChainRef::Existing(p.chain_id);
+                (Some(p), chain)
+            }
+            // An incremental on a chain that cannot be read could never
+            // be opened either: say so before anything is written.
+            Some(why) if kind == Requested::Incremental => {
+                return Err(EngineError::Repository(format!(
+                    "disk {i} of VM {vm}: its last backup {} cannot be used as a parent: {why}; \
+                     run a full backup (--type full) to start a new chain",
+                    p.backup_id
+                )));
+            }
+            Some(why) => {
+                notes.push(format!(
+                    "disk {i}: its last backup {} cannot be used as a parent ({why}): starting a new full chain",
+                    p.backup_id
+                ));
+                (None, ChainRef::New)
+            }
+        },
+    })
+}
+
+/// The repository-relative image and digest map paths of disk `i` of
+/// backup `id` of VM `vm`.
+pub(super) fn disk_paths(vm: &str, i: usize, id: &str) -> (String, String) {
+    let rel_dir = format!("vms/{vm}/disk-{i}");
+    (format!("{rel_dir}/{id}.qcow2"), format!("{rel_dir}/{id}.digests"))
 }
 
 /// A fresh backup id: sortable by time, unique across VMs and processes.
@@ -105,72 +193,47 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
         .try_lock(&req.vm)?
         .ok_or_else(|| EngineError::Busy(format!("a backup of VM {} is already running", req.vm)))?;
     repo.recover(&req.vm, &lock)?;
-    let vm_id = repo.block_on(repo.catalog.vm_id(&req.vm, true))?.expect("created above");
+    let vm_id = repo.db().vm_id(&req.vm, true)?.expect("created above");
 
     let mut notes = Vec::new();
     let mut plans = Vec::new();
     for (i, source) in sources.into_iter().enumerate() {
-        let latest = repo.block_on(repo.catalog.latest_disk(vm_id, i as i64))?;
-        let (parent, chain) = match (req.kind, latest) {
-            (Requested::Full, _) => (None, ChainRef::New),
-            (Requested::Incremental, None) => {
-                return Err(EngineError::NoParent(format!(
-                    "no parent backup found for incremental — full backup required first (VM {}, disk {i})",
-                    req.vm
-                )));
-            }
-            (Requested::Auto, None) => (None, ChainRef::New),
-            (_, Some(p)) if p.virtual_size as u64 != source.size() => {
-                notes.push(format!(
-                    "disk {i} changed size ({} -> {} bytes): starting a new full chain",
-                    p.virtual_size,
-                    source.size()
-                ));
-                (None, ChainRef::New)
-            }
-            (kind, Some(p)) => match parent_fault(repo, &p, source.size()) {
-                None => {
-                    let chain = ChainRef::Existing(p.chain_id);
-                    (Some(p), chain)
-                }
-                // An incremental on a chain that cannot be read could never
-                // be opened either: say so before anything is written.
-                Some(why) if kind == Requested::Incremental => {
-                    return Err(EngineError::Repository(format!(
-                        "disk {i} of VM {}: its last backup {} cannot be used as a parent: {why}; \
-                         run a full backup (--type full) to start a new chain",
-                        req.vm, p.backup_id
-                    )));
-                }
-                Some(why) => {
-                    notes.push(format!(
-                        "disk {i}: its last backup {} cannot be used as a parent ({why}): starting a new full chain",
-                        p.backup_id
-                    ));
-                    (None, ChainRef::New)
-                }
-            },
-        };
+        let (parent, chain) = plan_parent(repo, &req.vm, vm_id, i, source.size(), req.kind, &mut notes)?;
+        if let Some(note) = parent.as_ref().and_then(|p| tracking_note(i, &*source, p)) {
+            notes.push(note);
+        }
         plans.push(Plan { source, parent, chain });
     }
     let kind = if plans.iter().all(|p| p.parent.is_none()) { BackupType::Full } else { BackupType::Incremental };
     let id = req.id.clone().unwrap_or_else(new_backup_id);
     let total: u64 = plans.iter().map(|p| p.source.size()).sum();
-    repo.block_on(repo.catalog.start_backup(&id, vm_id, kind, total))?;
-    repo.block_on(repo.catalog.set_vm_disks(vm_id, &req.disks))?;
+    repo.db().start_backup(&id, vm_id, kind, total)?;
+    repo.db().set_vm_disks(vm_id, &req.disks)?;
     progress.start(total);
 
     let started = Instant::now();
-    let mut job =
-        Job { repo, id: &id, progress, done: 0, last_report: Instant::now(), files: Vec::new(), notes: Vec::new() };
+    let mut job = BackupRun {
+        repo,
+        id: &id,
+        progress,
+        done: 0,
+        last_report: Instant::now(),
+        files: Vec::new(),
+        notes: Vec::new(),
+    };
     match job.write_all(req, &plans) {
         Ok((disks, new_disks)) => {
             notes.append(&mut job.notes);
-            let read = total;
-            let written: u64 = disks.iter().map(|d| d.stored_bytes).sum();
-            if let Err(e) = repo.block_on(repo.catalog.commit_backup(&id, vm_id, &new_disks, read, written)) {
+            let read: u64 = disks.iter().map(|d| d.read_bytes).sum();
+            let written: u64 = disks.iter().map(|d| d.stored_bytes as u64).sum();
+            // Before the commit, so a committed backup always shows them.
+            let committed = repo
+                .db()
+                .set_notes(&id, &notes)
+                .and_then(|()| repo.db().commit_backup(&id, vm_id, &new_disks, read, written));
+            if let Err(e) = committed {
                 job.discard();
-                let _ = repo.block_on(repo.catalog.fail_backup(&id, &e.to_string()));
+                let _ = repo.db().fail_backup(&id, &e.to_string());
                 return Err(e.into());
             }
             progress.finish();
@@ -188,14 +251,14 @@ pub fn run(repo: &Repo, req: &BackupRequest, progress: &dyn Progress) -> Result<
         }
         Err(e) => {
             job.discard();
-            let _ = repo.block_on(repo.catalog.fail_backup(&id, &e.to_string()));
+            let _ = repo.db().fail_backup(&id, &e.to_string());
             progress.finish();
             Err(e)
         }
     }
 }
 
-struct Job<'a> {
+struct BackupRun<'a> {
     repo: &'a Repo,
     id: &'a str,
     progress: &'a dyn Progress,
@@ -207,7 +270,7 @@ struct Job<'a> {
     notes: Vec<String>,
 }
 
-impl Job<'_> {
+impl BackupRun<'_> {
     fn discard(&mut self) {
         for f in self.files.drain(..) {
             let _ = std::fs::remove_file(&f);
@@ -222,7 +285,7 @@ impl Job<'_> {
         self.progress.advance(n);
         if self.last_report.elapsed() >= PROGRESS_EVERY {
             self.last_report = Instant::now();
-            let _ = self.repo.block_on(self.repo.catalog.progress(self.id, self.done, 0));
+            let _ = self.repo.db().progress(self.id, self.done, 0);
         }
     }
 
@@ -235,30 +298,16 @@ impl Job<'_> {
         let mut rows = Vec::new();
         let mut staged = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
-            let rel_dir = format!("vms/{}/disk-{i}", req.vm);
-            let dir = self.repo.path(&rel_dir);
-            std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
-            let image_rel = format!("{rel_dir}/{}.qcow2", self.id);
-            let map_rel = format!("{rel_dir}/{}.digests", self.id);
+            let (image_rel, map_rel) = disk_paths(&req.vm, i, self.id);
             let image = self.repo.path(&image_rel);
             let map = self.repo.path(&map_rel);
-            let out = self.write_disk(plan, &image, &map, req.compression)?;
-            let change_id = out.content_digest.clone();
-            results.push(DiskResult {
-                disk_index: i,
-                disk_type: if plan.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
-                source: plan.source.spec().to_string(),
-                image_path: image_rel.clone(),
-                parent_backup: plan.parent.as_ref().map(|p| p.backup_id.clone()),
-                virtual_size: plan.source.size(),
-                stored_bytes: out.stored_bytes,
-                changed_bytes: out.changed_bytes,
-                change_id: change_id.clone(),
-            });
-            rows.push(NewDisk {
+            if let Some(dir) = image.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+            }
+            let (out, read_bytes) = self.write_disk(plan, &image, &map, req.compression)?;
+            let change_id = plan.source.change_id().unwrap_or_else(|| out.content_digest.clone());
+            let image = DiskImage {
                 disk_index: i as i64,
-                chain: plan.chain.clone(),
-                parent_id: plan.parent.as_ref().map(|p| p.id),
                 disk_type: if plan.parent.is_some() { BackupType::Incremental } else { BackupType::Full },
                 source: plan.source.spec().to_string(),
                 image_path: image_rel,
@@ -269,7 +318,13 @@ impl Job<'_> {
                 stored_bytes: out.stored_bytes as i64,
                 changed_bytes: out.changed_bytes as i64,
                 content_digest: out.content_digest,
+            };
+            results.push(DiskResult {
+                image: image.clone(),
+                parent_backup: plan.parent.as_ref().map(|p| p.backup_id.clone()),
+                read_bytes,
             });
+            rows.push(NewDisk { chain: plan.chain.clone(), parent_id: plan.parent.as_ref().map(|p| p.id), image });
             staged.push(out.staged);
         }
         // Every image is complete and durable: move them into place, make the
@@ -280,56 +335,57 @@ impl Job<'_> {
         Ok((results, rows))
     }
 
-    /// Opens the image sink for one disk: a new image beside its parent,
-    /// with the parent's digest map as its base.
-    fn open_sink(
-        &self,
-        plan: &Plan,
-        image: &Path,
-        map: &Path,
-        compression: Option<Compression>,
-    ) -> Result<ImageSink, EngineError> {
-        // OK to unwrap: DEFAULT_CLUSTER_BITS is a valid cluster size.
-        let cluster = ClusterSize::from_bits(DEFAULT_CLUSTER_BITS).unwrap();
-        let base = match &plan.parent {
-            Some(p) => {
-                let m = MapReader::open(&self.repo.path(&p.digest_path))?;
-                if u64::from(m.cluster_size) != cluster.bytes() || m.virtual_size != plan.source.size() {
-                    return Err(EngineError::Repository(format!(
-                        "digest map of backup {} does not match disk {} (cluster {} / size {})",
-                        p.backup_id, p.disk_index, m.cluster_size, m.virtual_size
-                    )));
-                }
-                if !self.repo.path(&p.image_path).is_file() {
-                    return Err(EngineError::Repository(format!(
-                        "parent image {} of disk {} is missing",
-                        p.image_path, p.disk_index
-                    )));
-                }
-                Some(m)
-            }
-            None => None,
-        };
-        // The parent lives in the same folder: name it by file name alone.
-        let backing = plan.parent.as_ref().map(|p| {
-            Path::new(&p.image_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        });
-        ImageSink::create(image, map, plan.source.size(), WriterOptions { cluster, compression, backing }, base)
-    }
-
     /// One disk through the pipeline into its sink; the sink's files stay
-    /// under their partial names until the whole backup commits.
+    /// under their partial names until the whole backup commits. Also
+    /// returns the bytes read from the source.
     fn write_disk(
         &mut self,
         plan: &Plan,
         image: &Path,
         map: &Path,
         compression: Option<Compression>,
-    ) -> Result<SinkOut, EngineError> {
-        let mut sink = self.open_sink(plan, image, map, compression)?;
+    ) -> Result<(SinkOut, u64), EngineError> {
+        let mut sink = open_sink(self.repo, plan.parent.as_ref(), plan.source.size(), image, map, compression)?;
         self.files.extend(sink.files().map(Path::to_path_buf));
         let outcome = pipeline::run(&*plan.source, &mut sink, plan.parent.is_some(), &mut |n| self.advance(n))?;
         self.notes.extend(outcome.notes);
-        sink.finish()
+        Ok((sink.finish()?, outcome.bytes_read))
     }
+}
+
+/// Opens the image sink for one disk of `size` bytes: a new image beside
+/// its parent, with the parent's digest map as its base.
+pub(super) fn open_sink(
+    repo: &Repo,
+    parent: Option<&BackupDisk>,
+    size: u64,
+    image: &Path,
+    map: &Path,
+    compression: Option<Compression>,
+) -> Result<ImageSink, EngineError> {
+    // OK to unwrap: DEFAULT_CLUSTER_BITS is a valid cluster size.
+    let cluster = ClusterSize::from_bits(DEFAULT_CLUSTER_BITS).unwrap();
+    let base = match parent {
+        Some(p) => {
+            let m = MapReader::open(&repo.path(&p.digest_path))?;
+            if u64::from(m.cluster_size) != cluster.bytes() || m.virtual_size != size {
+                return Err(EngineError::Repository(format!(
+                    "digest map of backup {} does not match disk {} (cluster {} / size {})",
+                    p.backup_id, p.disk_index, m.cluster_size, m.virtual_size
+                )));
+            }
+            if !repo.path(&p.image_path).is_file() {
+                return Err(EngineError::Repository(format!(
+                    "parent image {} of disk {} is missing",
+                    p.image_path, p.disk_index
+                )));
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    // The parent lives in the same folder: name it by file name alone.
+    let backing = parent
+        .map(|p| Path::new(&p.image_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    ImageSink::create(image, map, size, WriterOptions { cluster, compression, backing }, base)
 }

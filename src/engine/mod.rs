@@ -2,16 +2,17 @@
 //! chains, atomic commit, crash recovery and verification.
 
 pub mod backup;
-mod delete;
+pub mod delete;
 pub mod digests;
 pub mod jobs;
 pub mod pipeline;
 pub mod prune;
+pub mod push;
 pub mod retention;
 pub mod sink;
 pub mod verify;
 
-pub use delete::{delete_backup, lock_unused};
+pub use delete::{delete_backup, delete_point};
 pub use jobs::{Job, JobState, Jobs};
 
 /// The repository moved to `crate::repo`; this path stays for code written
@@ -63,6 +64,7 @@ impl From<RepoError> for EngineError {
             RepoError::Io { path, source } => EngineError::Io { path, source },
             RepoError::Catalog(c) => EngineError::Catalog(c),
             RepoError::NoBackup(_) => EngineError::NotFound(e.to_string()),
+            RepoError::Merging(_) => EngineError::Busy(e.to_string()),
             other => EngineError::RestorePoint(other),
         }
     }

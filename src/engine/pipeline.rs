@@ -29,6 +29,9 @@ const READERS: usize = 2;
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub notes: Vec<String>,
+    /// Bytes read from the source (holes, zero runs and what the source's
+    /// changed extents leave out are never read).
+    pub bytes_read: u64,
 }
 
 impl From<ReadError> for EngineError {
@@ -52,6 +55,7 @@ pub fn run(
     let ranges = match source.changes() {
         Changes::Extents(e) if incremental => cluster_ranges(&e, cs, size),
         Changes::Extents(_) | Changes::All => chunks::whole(size),
+        Changes::Unavailable(_) if !incremental => chunks::whole(size),
         Changes::Unavailable(why) => {
             outcome.notes.push(format!("disk {}: changed extents unavailable ({why}): read whole", source.spec()));
             chunks::whole(size)
@@ -65,6 +69,7 @@ pub fn run(
     // cluster and reads into buffers.
     let opts = chunks::Options { chunk: CHUNK, grain: cs, workers: READERS, map: incremental };
     let reader = source.reader();
+    let bytes_read = &mut outcome.bytes_read;
     let work = |_: &Run, bytes: &[u8]| Ok::<_, EngineError>(bytes.chunks(cs as usize).map(digests::digest).collect());
     let walked = chunks::walk(&**reader, ranges, opts, work, |piece: &Piece<Vec<Digest>>| {
         let run = match piece {
@@ -79,7 +84,10 @@ pub fn run(
         }
         match piece {
             Piece::Skip(_) => sink.zeros(run.end().div_ceil(cs) - first)?,
-            Piece::Data { bytes, done, .. } => detect(sink, bytes, done)?,
+            Piece::Data { bytes, done, .. } => {
+                *bytes_read += run.len;
+                detect(sink, bytes, done)?
+            }
         }
         advance(run.len);
         Ok(())

@@ -22,7 +22,7 @@
 //! an instant), so the planner needs no time zone database and the tests can
 //! model DST changes exactly.
 
-use crate::util::time::civil_from_days;
+use crate::util::time::{civil_from_days, days_from_civil};
 use std::collections::HashSet;
 
 /// What a backup's job came to, as far as retention cares.
@@ -172,18 +172,6 @@ fn iso_week(days: i64) -> (i64, u32) {
     let (year, _, _) = civil_from_days(thursday);
     let week = (thursday - days_from_civil(year, 1, 1)) / 7 + 1;
     (year, week as u32)
-}
-
-/// (year, month, day) to days since 1970-01-01, the inverse of
-/// `civil_from_days` (Hinnant's `days_from_civil`).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Marks every backup keep or drop. `offset(t)` is the local time zone's

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Month and day as `civil_from_days` gives them.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    crate::util::time::days_from_civil(y, m.into(), d.into())
+}
+
 fn at(y: i64, m: u32, d: u32, h: i64, min: i64) -> i64 {
     days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60
 }

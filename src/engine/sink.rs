@@ -11,9 +11,11 @@
 use super::EngineError;
 use super::digests::{self, Digest, MapReader, MapWriter, ZERO};
 use super::repo::{PARTIAL, sync_dir};
+use crate::block::{Alloc, ReadAt, Run};
 use crate::qcow2::{Writer, WriterOptions};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a finished sink wrote.
 #[derive(Debug)]
@@ -73,6 +75,8 @@ pub struct ImageSink {
     changed: u64,
     scratch: Vec<u8>,
     staged: Staged,
+    /// The parent chain's bytes (push targets): what unwritten clusters read.
+    backing: Option<Arc<dyn ReadAt>>,
 }
 
 impl ImageSink {
@@ -119,6 +123,7 @@ impl ImageSink {
             changed: 0,
             scratch: Vec::new(),
             staged,
+            backing: None,
         })
     }
 
@@ -133,7 +138,8 @@ impl ImageSink {
 
     /// Gives the writer the parent chain's bytes, for writes that cover
     /// part of a cluster (push targets).
-    pub fn set_backing_reader(&mut self, r: std::sync::Arc<dyn crate::block::ReadAt>) {
+    pub fn set_backing_reader(&mut self, r: Arc<dyn ReadAt>) {
+        self.backing = Some(r.clone());
         self.writer.set_backing_reader(r);
     }
 
@@ -278,14 +284,23 @@ impl ImageSink {
     }
 
     /// At any offset: makes `len` bytes read as zeros (WRITE_ZEROES, TRIM).
+    /// Whole clusters become zero clusters only where they do not read as
+    /// zeros already (written before, or data in the parent): zeroing a
+    /// hole costs nothing.
     pub fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), EngineError> {
-        let end = self.at_offsets(offset, len)?;
+        let end = self.check_offsets(offset, len)?;
         let cs = self.cluster;
         let mut pos = offset;
         while pos < end {
             let c = pos / cs;
             let n = ((c + 1) * cs).min(end) - pos;
-            if pos == c * cs && n == self.cluster_len(c) {
+            let whole = pos == c * cs && n == self.cluster_len(c);
+            if whole && !self.dirty.contains(c) && self.parent_reads_zeros(c)? {
+                pos += n;
+                continue;
+            }
+            self.dirty.insert(c, c + 1);
+            if whole {
                 self.writer.write_zero_cluster(c)?;
             } else {
                 self.writer.write_at(pos, &vec![0u8; n as usize])?;
@@ -295,6 +310,65 @@ impl ImageSink {
         Ok(())
     }
 
+    /// Whether cluster `c` reads as zeros in the parent (always in a full).
+    fn parent_reads_zeros(&self, c: u64) -> Result<bool, EngineError> {
+        let Some(r) = &self.backing else { return Ok(true) };
+        let (at, len) = (c * self.cluster, self.cluster_len(c));
+        let run = r.status(at, len).map_err(|e| EngineError::Read(format!("parent at offset {at}"), e))?;
+        Ok(run.alloc != Alloc::Data && run.offset == at && run.len >= len)
+    }
+
+    /// At any offset: what the disk reads now (the parent's bytes where
+    /// nothing was written; zeros in a full).
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), EngineError> {
+        self.check_offsets(offset, buf.len() as u64)?;
+        let cs = self.cluster;
+        let mut tmp = Vec::new();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let c = pos / cs;
+            let clen = self.cluster_len(c);
+            let skip = (pos - c * cs) as usize;
+            let n = (clen as usize - skip).min(buf.len() - done);
+            if skip == 0 && n == clen as usize {
+                self.writer.read_cluster(c, &mut buf[done..done + n])?;
+            } else {
+                tmp.resize(clen as usize, 0);
+                self.writer.read_cluster(c, &mut tmp)?;
+                buf[done..done + n].copy_from_slice(&tmp[skip..skip + n]);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// At any offset: one allocation run from `offset` (at most `len`
+    /// bytes): written clusters are data, the rest is as the parent reads
+    /// (unallocated in a full).
+    pub fn status(&self, offset: u64, len: u64) -> Result<Run, EngineError> {
+        let end = offset.checked_add(len).filter(|&e| e <= self.size && len > 0).ok_or_else(|| {
+            EngineError::BadRequest(format!("status of {len} bytes at {offset} past the {}-byte disk", self.size))
+        })?;
+        let cs = self.cluster;
+        let mut c = offset / cs;
+        if self.dirty.contains(c) {
+            while c * cs < end && self.dirty.contains(c) {
+                c += 1;
+            }
+            return Ok(Run { offset, len: (c * cs).min(end) - offset, alloc: Alloc::Data });
+        }
+        let stop = self.dirty.next_from(c).map_or(end, |d| (d * cs).min(end));
+        match &self.backing {
+            None => Ok(Run { offset, len: stop - offset, alloc: Alloc::Unallocated }),
+            Some(r) => {
+                let run =
+                    r.status(offset, stop - offset).map_err(|e| EngineError::Read(format!("parent at {offset}"), e))?;
+                Ok(Run { offset, len: run.len.min(stop - offset).max(1), alloc: run.alloc })
+            }
+        }
+    }
+
     /// At any offset: everything written so far is in the file and durable
     /// (FLUSH). The backup exists only once committed, all the same.
     pub fn flush(&mut self) -> Result<(), EngineError> {
@@ -302,13 +376,17 @@ impl ImageSink {
     }
 
     fn at_offsets(&mut self, offset: u64, len: u64) -> Result<u64, EngineError> {
-        let end = offset.checked_add(len).filter(|&e| e <= self.size && self.next == 0).ok_or_else(|| {
-            EngineError::BadRequest(format!("write of {len} bytes at {offset} past the {}-byte disk", self.size))
-        })?;
+        let end = self.check_offsets(offset, len)?;
         if len > 0 {
             self.dirty.insert(offset / self.cluster, end.div_ceil(self.cluster));
         }
         Ok(end)
+    }
+
+    fn check_offsets(&self, offset: u64, len: u64) -> Result<u64, EngineError> {
+        offset.checked_add(len).filter(|&e| e <= self.size && self.next == 0).ok_or_else(|| {
+            EngineError::BadRequest(format!("{len} bytes at {offset} are past the {}-byte disk", self.size))
+        })
     }
 
     /// Completes the image and its map (both fsynced, still under their
@@ -357,6 +435,28 @@ impl Dirty {
         }
     }
 
+    fn contains(&self, c: u64) -> bool {
+        let bit = c % Self::PAGE;
+        self.pages.get(&(c / Self::PAGE)).is_some_and(|w| w[(bit / 64) as usize] >> (bit % 64) & 1 != 0)
+    }
+
+    /// The first dirty cluster at or after `c`.
+    fn next_from(&self, c: u64) -> Option<u64> {
+        for (&p, words) in self.pages.range(c / Self::PAGE..) {
+            let from = if p == c / Self::PAGE { c % Self::PAGE } else { 0 };
+            for w in (from / 64) as usize..64 {
+                let mut bits = words[w];
+                if w == (from / 64) as usize {
+                    bits &= u64::MAX << (from % 64);
+                }
+                if bits != 0 {
+                    return Some(p * Self::PAGE + w as u64 * 64 + u64::from(bits.trailing_zeros()));
+                }
+            }
+        }
+        None
+    }
+
     /// The dirty clusters, ascending.
     fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.pages.iter().flat_map(|(&p, words)| {
@@ -364,5 +464,27 @@ impl Dirty {
                 (0..64u64).filter(move |b| bits >> b & 1 != 0).map(move |b| p * Self::PAGE + w as u64 * 64 + b)
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dirty;
+
+    #[test]
+    fn dirty_clusters_are_found_from_any_cluster() {
+        let mut d = Dirty::default();
+        assert_eq!(d.next_from(0), None);
+        d.insert(5, 7);
+        d.insert(70, 71);
+        d.insert(3 * Dirty::PAGE + 63, 3 * Dirty::PAGE + 65);
+        assert!(d.contains(5) && d.contains(6) && !d.contains(7) && !d.contains(4));
+        assert_eq!(d.next_from(0), Some(5));
+        assert_eq!(d.next_from(6), Some(6));
+        assert_eq!(d.next_from(7), Some(70));
+        assert_eq!(d.next_from(71), Some(3 * Dirty::PAGE + 63));
+        assert_eq!(d.next_from(3 * Dirty::PAGE + 64), Some(3 * Dirty::PAGE + 64));
+        assert_eq!(d.next_from(3 * Dirty::PAGE + 65), None);
+        assert_eq!(d.iter().count(), 5);
     }
 }

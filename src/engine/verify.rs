@@ -1,12 +1,16 @@
 //! `verify`: re-read committed backups and check everything that can be
 //! checked without the source: QCOW2 structure, chain links, digest maps and
-//! the content itself.
+//! the content itself. Results go to the catalog per disk image (shown by
+//! `list --json` and `GET /backups/{id}`); a verify job may skip images that
+//! passed recently (`--outdated-after DAYS`), and a merge clears the pass of
+//! the images it changed, so the next job checks them again.
 
 use super::digests::{self, MapReader};
 use super::{EngineError, Repo};
-use crate::catalog::BackupDisk;
+use crate::catalog::{BackupDisk, VerifyState};
 use crate::qcow2::{self, Chain, OpenOptions};
 use crate::repo::{RepoError, RestorePoint};
+use crate::util::time::UtcTime;
 use serde::Serialize;
 use std::path::Path;
 
@@ -16,12 +20,50 @@ pub struct DiskReport {
     pub disk_index: i64,
     pub image_path: String,
     pub ok: bool,
+    /// Not verified this time: its last verify passed recently enough.
+    pub skipped: bool,
+    /// When it was last verified (now, unless skipped).
+    pub verified_at: Option<UtcTime>,
     pub problems: Vec<String>,
 }
 
-/// Verifies one backup (or every completed backup when `id` is `None`).
-pub fn run(repo: &Repo, id: Option<&str>) -> Result<Vec<DiskReport>, EngineError> {
-    let points: Vec<RestorePoint> = match id {
+/// What a verify covers (PBS's verify jobs): one backup, a VM's, or all.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRequest {
+    pub id: Option<String>,
+    pub vm: Option<String>,
+    /// Skip backups whose every disk passed a verify (PBS's "skip
+    /// verified").
+    pub skip_verified: bool,
+    /// With `skip_verified` implied: a pass older than this many days does
+    /// not count ("re-verify after").
+    pub outdated_after_days: Option<u32>,
+}
+
+const DAY_SECS: i64 = 86_400;
+
+impl VerifyRequest {
+    /// Whether `d`'s last verify lets this run skip it.
+    fn skips(&self, d: &BackupDisk, now: UtcTime) -> bool {
+        if !(self.skip_verified || self.outdated_after_days.is_some()) || d.verify_state != Some(VerifyState::Ok) {
+            return false;
+        }
+        match (self.outdated_after_days, d.verified_at) {
+            (None, Some(_)) => true,
+            (Some(days), Some(t)) => now.secs.saturating_sub(t.secs) < i64::from(days) * DAY_SECS,
+            (_, None) => false,
+        }
+    }
+}
+
+/// Verifies the backups `req` names (every completed one of a VM, or of the
+/// repository, when no id is given) and records each disk's result in the
+/// catalog: a corrupt image is marked, and its chain is never extended.
+/// An explicit id is always verified; the others may be skipped by
+/// `skip_verified` / `outdated_after_days`. Points being merged away are left
+/// out.
+pub fn run(repo: &Repo, req: &VerifyRequest) -> Result<Vec<DiskReport>, EngineError> {
+    let points: Vec<RestorePoint> = match &req.id {
         Some(id) => match repo.restore_point(id, None) {
             Ok(p) => vec![p],
             Err(RepoError::NotCompleted { id, status }) => {
@@ -30,30 +72,47 @@ pub fn run(repo: &Repo, id: Option<&str>) -> Result<Vec<DiskReport>, EngineError
                     disk_index: -1,
                     image_path: String::new(),
                     ok: false,
+                    skipped: false,
+                    verified_at: None,
                     problems: vec![format!("backup status is {status}")],
                 }]);
             }
             Err(e) => return Err(e.into()),
         },
-        None => {
-            repo.db().list_backups(None)?.into_iter().filter_map(|b| RestorePoint::new(repo, b, None).ok()).collect()
-        }
+        None => repo
+            .db()
+            .list_backups(req.vm.as_deref())?
+            .into_iter()
+            .filter_map(|b| RestorePoint::new(repo, b, None).ok())
+            .collect(),
     };
+    if let Some(vm) = &req.vm
+        && repo.db().vm_id(vm, false)?.is_none()
+    {
+        return Err(EngineError::NotFound(format!("no VM named {vm}")));
+    }
+    let now = UtcTime::now();
     let mut reports = Vec::new();
     for p in &points {
         let b = &p.backup;
         for d in &p.disks {
-            let mut problems = Vec::new();
-            if let Err(p) = verify_disk(repo, d) {
-                problems.push(p);
-            }
-            reports.push(DiskReport {
+            let report = |ok, skipped, verified_at, problems| DiskReport {
                 backup_id: b.id.clone(),
                 disk_index: d.disk_index,
                 image_path: d.image_path.clone(),
-                ok: problems.is_empty(),
+                ok,
+                skipped,
+                verified_at,
                 problems,
-            });
+            };
+            if req.id.is_none() && req.skips(d, now) {
+                reports.push(report(true, true, d.verified_at, Vec::new()));
+                continue;
+            }
+            let result = verify_disk(repo, d);
+            repo.db().record_verify(d.id, result.as_ref().err().map(String::as_str))?;
+            let problems: Vec<String> = result.err().into_iter().collect();
+            reports.push(report(problems.is_empty(), false, Some(UtcTime::now()), problems));
         }
     }
     Ok(reports)

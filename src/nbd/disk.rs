@@ -1,11 +1,19 @@
 //! [`NbdDisk`]: an NBD export as a [`ReadAt`], for the sync readers of the
 //! backup pipeline. It owns a small tokio runtime; every thread that reads
-//! blocks on its own request while the one connection carries all of them
+//! blocks on its own request while the connection carries all of them
 //! concurrently (the reply reader routes by cookie). Big reads are split at
 //! the server's maximum block size and sent at once, so one caller keeps
 //! several requests in flight too.
+//!
+//! When the server says the export may be served over several connections
+//! (CAN_MULTI_CONN: every connection sees the same data), up to
+//! [`MAX_CONNECTIONS`] are opened and reads are spread over them: a server
+//! that handles each connection on its own thread (nbdkit, qemu-nbd with
+//! `-e N`) then reads in parallel, and one slow TCP stream no longer bounds
+//! the copy. Without it (qemu-nbd's default `-e 1` would not even accept a
+//! second connection) one connection carries everything.
 
-use super::client::{Client, Endpoint, Options};
+use super::client::{Client, Endpoint, Extent, Options};
 use super::consts::*;
 use super::error::{Error, Result};
 use super::uri::NbdUri;
@@ -22,12 +30,27 @@ pub const MAX_STATUS_REQUEST: u32 = 1 << 31;
 /// the better plan), and a bound a hostile server cannot push past.
 pub const MAX_CHANGED_EXTENTS: usize = 1 << 22;
 
+/// Connections one disk opens at most when the server allows several.
+pub const MAX_CONNECTIONS: usize = 4;
+/// The largest read request when several connections share a read, so a
+/// pipeline chunk (4 MiB) spreads over all of them.
+const MULTI_CONN_PIECE: u32 = 1 << 20;
+/// How long an extra connection may take to negotiate; one that does not
+/// is simply not used.
+const EXTRA_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An NBD export opened for reading.
 pub struct NbdDisk {
     rt: Option<tokio::runtime::Runtime>,
-    client: Client,
+    /// The first connection (block status, bitmaps) and the extra ones
+    /// CAN_MULTI_CONN allows (reads only).
+    clients: Vec<Client>,
+    /// Round-robin position over `clients` for read requests.
+    next: std::sync::atomic::AtomicUsize,
     alloc: Option<u32>,
     bitmap: Option<(String, Option<u32>)>,
+    /// The last `base:allocation` answer (see `status`).
+    extents: std::sync::Mutex<Vec<Extent>>,
 }
 
 impl NbdDisk {
@@ -57,11 +80,22 @@ impl NbdDisk {
             let id = info.context_id(&format!("{CONTEXT_DIRTY_BITMAP_PREFIX}{b}"));
             (b, id)
         });
-        Ok(NbdDisk { rt: Some(rt), client, alloc, bitmap })
+        let mut clients = vec![client];
+        if clients[0].info().can_multi_conn() {
+            let extra = rt.block_on(extra_connections(endpoint, opts, clients[0].info()));
+            clients.extend(extra);
+        }
+        Ok(NbdDisk { rt: Some(rt), clients, next: Default::default(), alloc, bitmap, extents: Default::default() })
     }
 
+    /// The first connection: the one block status and bitmaps use.
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.clients[0]
+    }
+
+    /// How many connections carry the reads.
+    pub fn connections(&self) -> usize {
+        self.clients.len()
     }
 
     /// Whether the server granted the dirty bitmap's context. When it did
@@ -85,13 +119,13 @@ impl NbdDisk {
             None => return Err(Error::Range("no bitmap was asked for".into())),
         };
         let size = self.size();
-        let min = u64::from(self.client.info().block.minimum);
+        let min = u64::from(self.client().info().block.minimum);
         let mut out: Vec<Range<u64>> = Vec::new();
         let mut at = 0;
         while at < size {
             let start = at - at % min;
             let len = (size - start).min(u64::from(MAX_STATUS_REQUEST)) as u32;
-            let extents = self.block_on(self.client.block_status(id, start, len))?;
+            let extents = self.block_on(self.client().block_status(id, start, len))?;
             for e in extents.iter().filter(|e| e.flags & STATE_DIRTY != 0) {
                 match out.last_mut() {
                     Some(last) if last.end >= e.offset => last.end = last.end.max(e.offset + e.len),
@@ -110,8 +144,12 @@ impl NbdDisk {
     /// The read requests covering `[offset, end)`: aligned to the minimum
     /// block size, at most the maximum each.
     fn pieces(&self, offset: u64, end: u64) -> Vec<(u64, u32)> {
-        let b = self.client.info().block;
-        let (min, max) = (u64::from(b.minimum), u64::from(b.max_request()));
+        let b = self.client().info().block;
+        let mut max = b.max_request();
+        if self.clients.len() > 1 {
+            max = max.min(MULTI_CONN_PIECE.max(b.minimum));
+        }
+        let (min, max) = (u64::from(b.minimum), u64::from(max));
         let size = self.size();
         let mut out = Vec::new();
         let mut at = offset - offset % min;
@@ -122,6 +160,41 @@ impl NbdDisk {
         }
         out
     }
+}
+
+/// Up to [`MAX_CONNECTIONS`]` - 1` more connections to the export `first`
+/// negotiated, opened together. One that fails, stalls or negotiates a
+/// different export (size, flags, block sizes) is dropped: extra
+/// connections only ever speed reads up.
+async fn extra_connections(endpoint: &Endpoint, opts: &Options, first: &super::client::Negotiated) -> Vec<Client> {
+    let opts = Options {
+        contexts: Vec::new(),
+        connect_timeout: opts.connect_timeout.min(EXTRA_CONNECT_TIMEOUT),
+        ..opts.clone()
+    };
+    let tries = (1..MAX_CONNECTIONS).map(|_| Client::connect(endpoint, &opts));
+    futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter_map(|c| c.ok())
+        .filter(|c| {
+            let i = c.info();
+            i.size == first.size && i.flags == first.flags && i.block == first.block && i.structured == first.structured
+        })
+        .collect()
+}
+
+/// An NBD failure as the io error a [`ReadAt`] gives: the whole message,
+/// but no chain of inner errors and never `BrokenPipe`. A server that went
+/// away (its EPIPE, or a closed connection) must not read as "our own
+/// output was closed", which command-line tools end on quietly.
+pub fn io_error(e: Error) -> io::Error {
+    let e = io::Error::from(e);
+    let kind = match e.kind() {
+        io::ErrorKind::BrokenPipe => io::ErrorKind::ConnectionAborted,
+        k => k,
+    };
+    io::Error::new(kind, e.to_string())
 }
 
 /// How base:allocation flags read as [`Alloc`]. A hole that does not read
@@ -142,8 +215,10 @@ impl ReadAt for NbdDisk {
         }
         let end = offset + buf.len() as u64;
         let pieces = self.pieces(offset, end);
-        let reads = pieces.iter().map(|&(at, len)| self.client.read(at, len));
-        let data = self.block_on(futures_util::future::try_join_all(reads))?;
+        let first = self.next.fetch_add(pieces.len(), std::sync::atomic::Ordering::Relaxed);
+        let n = self.clients.len();
+        let reads = pieces.iter().enumerate().map(|(i, &(at, len))| self.clients[(first + i) % n].read(at, len));
+        let data = self.block_on(futures_util::future::try_join_all(reads)).map_err(io_error)?;
         for ((at, _), d) in pieces.iter().zip(&data) {
             let from = offset.max(*at);
             let to = end.min(at + d.len() as u64);
@@ -154,29 +229,51 @@ impl ReadAt for NbdDisk {
     }
 
     fn size(&self) -> u64 {
-        self.client.info().size
+        self.client().info().size
     }
 
+    /// One run from the last BLOCK_STATUS answer, which is kept: a walk
+    /// of a fragmented disk asks for every run in turn, and asking the
+    /// server each time (for the rest of the disk, which it maps again)
+    /// made a walk quadratic in its runs.
     fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
         let first = whole_run(offset, len, self.size(), Alloc::Data)?;
         let Some(id) = self.alloc else { return Ok(first) };
-        let min = u64::from(self.client.info().block.minimum);
+        let mut cache = self.extents.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = cache.first().is_some_and(|e| e.offset <= offset)
+            && cache.last().is_some_and(|e| offset < e.offset + e.len);
+        if !cached {
+            *cache = self.fetch_status(id, offset)?;
+        }
+        let i = cache.partition_point(|e| e.offset + e.len <= offset);
+        let alloc = alloc_of(cache[i].flags);
+        let run_end = cache[i..]
+            .iter()
+            .take_while(|e| alloc_of(e.flags) == alloc)
+            .last()
+            .map_or(offset + 1, |e| e.offset + e.len);
+        Ok(Run { offset, len: run_end.min(first.end()) - offset, alloc })
+    }
+}
+
+impl NbdDisk {
+    /// The extents of `base:allocation` (context `id`) from the one that
+    /// holds `offset` on, as far as one answer for the rest of the disk
+    /// (at most 2 GiB) goes. Never empty.
+    fn fetch_status(&self, id: u32, offset: u64) -> io::Result<Vec<Extent>> {
+        let min = u64::from(self.client().info().block.minimum);
         let mut at = offset - offset % min;
         loop {
             let n = (self.size() - at).min(u64::from(MAX_STATUS_REQUEST)) as u32;
-            let extents = self.block_on(self.client.block_status(id, at, n))?;
-            let Some(i) = extents.iter().position(|e| e.offset + e.len > offset) else {
+            let mut extents = self.block_on(self.client().block_status(id, at, n)).map_err(io_error)?;
+            match extents.iter().position(|e| e.offset + e.len > offset) {
+                Some(i) => {
+                    extents.drain(..i);
+                    return Ok(extents);
+                }
                 // Every extent ended before `offset`: ask again from their end.
-                at = extents.last().map_or(at + 1, |e| e.offset + e.len);
-                continue;
-            };
-            let alloc = alloc_of(extents[i].flags);
-            let run_end = extents[i..]
-                .iter()
-                .take_while(|e| alloc_of(e.flags) == alloc)
-                .last()
-                .map_or(offset + 1, |e| e.offset + e.len);
-            return Ok(Run { offset, len: run_end.min(first.end()) - offset, alloc });
+                None => at = extents.last().map_or(at + 1, |e| e.offset + e.len),
+            }
         }
     }
 }
@@ -187,9 +284,8 @@ impl Drop for NbdDisk {
             // Best effort: a clean NBD_CMD_DISC tells the server we are done.
             // Blocking on it is only allowed outside another runtime.
             if tokio::runtime::Handle::try_current().is_err() {
-                let _ = rt.block_on(async {
-                    tokio::time::timeout(std::time::Duration::from_secs(2), self.client.disconnect()).await
-                });
+                let all = futures_util::future::join_all(self.clients.iter().map(Client::disconnect));
+                let _ = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(2), all).await });
             }
             // Never blocks, so dropping inside an async context is safe too.
             rt.shutdown_background();

@@ -305,7 +305,7 @@ impl Chain {
     }
 
     fn region(&self, region: u64) -> Result<Arc<[Resolved]>> {
-        if let Some(r) = self.resolved.lock().unwrap_or_else(|p| p.into_inner()).get(&region) {
+        if let Some(r) = crate::util::lock(&self.resolved).get(&region) {
             return Ok(r);
         }
         let first = region * REGION_CLUSTERS;
@@ -315,7 +315,7 @@ impl Chain {
         // of the file) becomes Mixed: reads that touch it walk the layers and
         // report its error, while its neighbours stay readable.
         let r: Arc<[Resolved]> = (first..last).map(|c| self.resolve(c).unwrap_or(Resolved::Mixed)).collect();
-        self.resolved.lock().unwrap_or_else(|p| p.into_inner()).insert(region, r.clone());
+        crate::util::lock(&self.resolved).insert(region, r.clone());
         Ok(r)
     }
 
@@ -401,7 +401,7 @@ impl Chain {
 
     fn decompressed(&self, layer: usize, host: u64, len: u64) -> Result<Arc<[u8]>> {
         let key = (layer, host);
-        if let Some(c) = self.decompressed.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(c) = crate::util::lock(&self.decompressed).get(&key) {
             return Ok(c);
         }
         // OK to unwrap: only QCOW2 layers map to compressed data.
@@ -419,7 +419,7 @@ impl Chain {
         super::compress::decompress(img.header.compression, &src, &mut out)
             .map_err(|e| Error::corrupt(host, format!("compressed cluster: {e}")))?;
         let out: Arc<[u8]> = out.into();
-        self.decompressed.lock().unwrap_or_else(|p| p.into_inner()).insert(key, out.clone());
+        crate::util::lock(&self.decompressed).insert(key, out.clone());
         Ok(out)
     }
 

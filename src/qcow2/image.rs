@@ -35,7 +35,7 @@ impl Image {
     /// chain shares one memory budget among its layers.
     pub fn limit_l2_cache(&self, bytes: u64) {
         let tables = (bytes.min(L2_CACHE_BYTES) / self.header.cluster.bytes()).max(2) as usize;
-        *self.l2_cache.lock().unwrap_or_else(|p| p.into_inner()) = Lru::new(tables);
+        *crate::util::lock(&self.l2_cache) = Lru::new(tables);
     }
 
     pub fn file(&self) -> &Arc<dyn ReadAt> {
@@ -53,7 +53,7 @@ impl Image {
         if l2_off == 0 {
             return Ok(None);
         }
-        if let Some(t) = self.l2_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&i) {
+        if let Some(t) = crate::util::lock(&self.l2_cache).get(&i) {
             return Ok(Some(t));
         }
         let cs = self.header.cluster.bytes();
@@ -79,7 +79,7 @@ impl Image {
         self.file.read_exact_at(l2_off, &mut raw).map_err(Error::io(l2_off))?;
         // OK to unwrap: chunks_exact(8) yields 8-byte slices.
         let t: Arc<[u64]> = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
-        self.l2_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(i, t.clone());
+        crate::util::lock(&self.l2_cache).insert(i, t.clone());
         Ok(Some(t))
     }
 

@@ -1,14 +1,17 @@
 //! The repository on disk: `catalog.db`, `vms/<vm>/disk-<N>/<backup-id>.qcow2`
-//! (+ `.digests`), and `locks/<vm>.lock`; its locks, its recovery after a
-//! crash, and the one lookup of a restore point ("a completed backup → its
+//! (+ `.digests`), `locks/<vm>.lock` and `locks/point-<backup-id>.lock`; its
+//! locks, its recovery after a crash (merges included), and the one lookup of a restore point ("a completed backup → its
 //! disks") that every front end and the engine use. See docs/repository.md.
 //!
 //! It sits below the engine and the front ends and above the catalog: it
 //! knows files and catalog rows, never HTTP, jobs or trees.
 
+mod lock;
+mod merges;
 mod point;
 mod recover;
 
+pub use merges::{MergeDone, MergeLocks, MergeRunError, allocated, file_chain};
 pub use point::RestorePoint;
 
 use crate::catalog::{BackupStatus, Catalog, CatalogError, SyncCatalog};
@@ -35,6 +38,9 @@ pub enum RepoError {
     Catalog(#[from] CatalogError),
     #[error("no backup {0}")]
     NoBackup(String),
+    /// A prune or delete is merging the point away.
+    #[error("restore point {0} is being merged away by a prune or delete")]
+    Merging(String),
     #[error("backup {id} is {status}, not completed")]
     NotCompleted { id: String, status: BackupStatus },
     #[error("backup {id} has no disk {disk} ({count} disks)")]
@@ -187,13 +193,6 @@ impl Repo {
     /// An absolute path for a repository-relative one.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
-    }
-
-    /// The lock file of restore point `id`: its readers (sessions, mounts,
-    /// exports) hold it shared, a merge or delete dropping it exclusive
-    /// (`crate::util::flock`).
-    pub fn point_lock_file(&self, id: &str) -> PathBuf {
-        self.root.join("locks").join(format!("point-{id}.lock"))
     }
 
     /// Takes VM `vm`'s lock without waiting; `None` when another process (or

@@ -6,17 +6,21 @@ use super::{Repo, RepoError};
 use crate::block::{ReadAt, Slice};
 use crate::catalog::{Backup, BackupDisk, BackupStatus, CatalogError};
 use crate::qcow2::{Chain, OpenOptions};
+use crate::util::flock::PointLock;
 use crate::util::time::UtcTime;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A completed backup, with the disks asked for (all, or one).
+/// A completed backup, with the disks asked for (all, or one), and the
+/// point's reader lock (`lock.rs`): no merge drops the point while this
+/// value, or a guard taken from it, lives.
 #[derive(Debug, Clone)]
 pub struct RestorePoint {
     pub backup: Backup,
     /// The disks asked for, by disk index.
     pub disks: Vec<BackupDisk>,
     root: PathBuf,
+    guard: Arc<PointLock>,
 }
 
 impl Repo {
@@ -33,10 +37,18 @@ impl Repo {
 }
 
 impl RestorePoint {
-    /// `backup` (a catalog row already read) as a restore point.
+    /// `backup` (a catalog row already read) as a restore point, under its
+    /// reader lock. Fails with `Merging` while a merge drops it, and with
+    /// `NoBackup` when a merge dropped it since the row was read.
     pub fn new(repo: &Repo, backup: Backup, disk: Option<usize>) -> Result<Self, RepoError> {
         if backup.status != BackupStatus::Completed {
             return Err(RepoError::NotCompleted { id: backup.id, status: backup.status });
+        }
+        let guard = Arc::new(repo.read_lock(&backup.id)?);
+        match repo.db().backup(&backup.id) {
+            Ok(_) => {}
+            Err(CatalogError::NotFound(_)) => return Err(RepoError::NoBackup(backup.id)),
+            Err(e) => return Err(e.into()),
         }
         let disks: Vec<BackupDisk> =
             backup.disks.iter().filter(|d| disk.is_none_or(|n| d.disk_index == n as i64)).cloned().collect();
@@ -45,7 +57,13 @@ impl RestorePoint {
         {
             return Err(RepoError::NoDisk { id: backup.id, disk: n, count: backup.disks.len() });
         }
-        Ok(Self { backup, disks, root: repo.root().to_path_buf() })
+        Ok(Self { backup, disks, root: repo.root().to_path_buf(), guard })
+    }
+
+    /// The point's reader lock, for whoever keeps reading the point after
+    /// this value is gone (a tree built from it, a session, an export).
+    pub fn guard(&self) -> Arc<PointLock> {
+        self.guard.clone()
     }
 
     pub fn id(&self) -> &str {

@@ -17,6 +17,7 @@ impl Repo {
             }
             if let Some(lock) = self.try_lock(&name)? {
                 self.recover(&name, &lock)?;
+                self.finish_merges(&name, &lock)?;
             }
         }
         Ok(())
@@ -34,10 +35,27 @@ impl Repo {
             .db()
             .list_backups(Some(vm))?
             .into_iter()
-            .filter(|b| matches!(b.status, BackupStatus::Failed | BackupStatus::Interrupted))
+            .filter(|b| matches!(b.status, BackupStatus::Failed | BackupStatus::Interrupted | BackupStatus::Aborted))
             .map(|b| b.id)
             .collect();
         remove_partials(&self.vm_dir(vm), &dead)
+    }
+}
+
+impl Repo {
+    /// Finishes the merges a crash left in VM `vm` (under its lock). One that
+    /// cannot finish now (a reader holds its point for the instant it takes
+    /// to find the point gone, or an image is damaged) must not stop the
+    /// repository from opening: it is reported and retried at the next open.
+    fn finish_merges(&self, vm: &str, lock: &VmLock) -> Result<(), RepoError> {
+        match self.run_merges(vm, lock, &mut Default::default()) {
+            Ok(_) => Ok(()),
+            Err(super::MergeRunError::Repo(e)) => Err(e),
+            Err(e) => {
+                eprintln!("backchain: warning: {e}; it is retried at the next start");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -142,9 +142,8 @@ impl Exports {
     /// Opens what `row` records: its restore point under a shared lock,
     /// and its overlay (made now when `fresh`).
     fn open_row(&self, row: ExportRow, fresh: bool) -> Result<(Open, Arc<dyn Export>), ExportError> {
+        let lock = self.repo.read_lock(&row.backup_id)?;
         let point = self.repo.restore_point(&row.backup_id, Some(row.disk_index as usize))?;
-        let lock_file = self.repo.point_lock_file(&row.backup_id);
-        let lock = PointLock::try_shared(&lock_file)?.ok_or_else(|| ExportError::Busy(row.backup_id.clone()))?;
         let disk = &point.disks[0];
         let base = point.open_disk(disk)?;
         let size = base.size();

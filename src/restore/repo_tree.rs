@@ -16,6 +16,9 @@ struct BackupSource {
     repo: Arc<Repo>,
     id: String,
     built: OnceLock<Vec<Child>>,
+    /// The point's reader lock, from its first use for as long as the tree
+    /// lives: a prune skips (or a delete refuses) a point a mount has open.
+    guard: OnceLock<Arc<crate::util::flock::PointLock>>,
 }
 
 fn catalog_err(e: impl std::fmt::Display) -> TreeError {
@@ -50,7 +53,12 @@ impl DirSource for VmSource {
             if newest.is_none() {
                 newest = Some((b.id.clone(), time));
             }
-            let src = Arc::new(BackupSource { repo: self.0.clone(), id: b.id.clone(), built: OnceLock::new() });
+            let src = Arc::new(BackupSource {
+                repo: self.0.clone(),
+                id: b.id.clone(),
+                built: OnceLock::new(),
+                guard: OnceLock::new(),
+            });
             out.push(Child { ino: tree.lazy_child_dir(dir, &b.id, time, src), name: b.id.into_bytes() });
         }
         if let Some((id, time)) = newest {
@@ -76,6 +84,7 @@ impl DirSource for BackupSource {
         let holder = tree.add_dir_detached(dir, "\0disks");
         let point = self.repo.restore_point(&self.id, None).map_err(super::unavailable)?;
         add_point(tree, holder, &point, false)?;
+        let _ = self.guard.set(point.guard());
         let kids = tree.static_children(holder);
         Ok(self.built.get_or_init(|| kids).clone())
     }

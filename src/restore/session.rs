@@ -47,6 +47,9 @@ pub struct Session {
     last_used: AtomicU64,
     /// Downloads whose bytes are still being produced.
     transfers: AtomicUsize,
+    /// The restore point's reader lock: no merge drops it while the session
+    /// lives.
+    _guard: Arc<crate::util::flock::PointLock>,
 }
 
 /// What a session looks like in a listing.
@@ -143,6 +146,7 @@ impl Sessions {
             opened: Instant::now(),
             last_used: AtomicU64::new(0),
             transfers: AtomicUsize::new(0),
+            _guard: point.guard(),
         });
         let mut map = self.lock();
         // Checked again: other sessions may have opened meanwhile.

@@ -1,6 +1,6 @@
 //! Where backups read from: a raw image or block device, or a QCOW2 image
-//! (read through backchain's own reader, with its backing chain); later
-//! NBD exports.
+//! (read through backchain's own reader, with its backing chain); or an
+//! NBD export (`nbd.rs`), with a QEMU dirty bitmap for incrementals.
 //!
 //! A [`Source`] is what the backup pipeline needs and nothing more: a name,
 //! a reader and what it knows of its own changes since the parent backup.
@@ -8,6 +8,9 @@
 //! be a file at all.
 
 pub mod confine;
+pub mod nbd;
+
+pub use nbd::NbdSource;
 
 use crate::block::{RawFile, ReadAt};
 use crate::qcow2::{self, Chain, Format, OpenOptions};
@@ -52,6 +55,13 @@ pub trait Source: Send + Sync {
 
     /// The extents that may have changed since the parent backup.
     fn changes(&self) -> Changes;
+
+    /// The name of the source's own change tracking (an NBD source's dirty
+    /// bitmap), recorded as the disk's change id; `None` where there is
+    /// none (the image's content digest is recorded instead).
+    fn change_id(&self) -> Option<String> {
+        None
+    }
 }
 
 impl std::fmt::Debug for dyn Source {
@@ -80,8 +90,12 @@ pub enum SourceError {
         #[source]
         source: qcow2::Error,
     },
-    #[error("disk source {0}: only local image files and block devices are supported as sources")]
+    #[error("disk source {0}: only local image files, block devices and nbd:// or nbd+unix:// URIs are supported")]
     Unsupported(String),
+    /// The NBD error as text: its chain may hold a socket's EPIPE, which
+    /// must not pass for a closed stdout (see `nbd::disk::io_error`).
+    #[error("disk source {spec}: {reason}")]
+    Nbd { spec: String, reason: String },
     #[error("disk source {path}: virtual size {size} bytes is above the limit of {MAX_DISK_SIZE} bytes (64 TiB)")]
     TooLarge { path: PathBuf, size: u64 },
 }
@@ -108,9 +122,12 @@ impl Source for FileSource {
 }
 
 /// Opens a source by its spec: a path to a raw image, a block device or a
-/// QCOW2 image. Every check that can fail happens here, before a backup
-/// writes anything.
+/// QCOW2 image, or an NBD URI. Every check that can fail happens here,
+/// before a backup writes anything.
 pub fn open(spec: &str) -> Result<Box<dyn Source>, SourceError> {
+    if crate::nbd::uri::is_nbd_uri(spec) {
+        return Ok(Box::new(NbdSource::open(spec)?));
+    }
     if spec.contains("://") {
         return Err(SourceError::Unsupported(spec.to_string()));
     }

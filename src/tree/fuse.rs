@@ -4,7 +4,7 @@
 
 use super::{Ino, Tree, TreeError};
 use crate::volume::fs::{FsError, NodeKind, Timestamp};
-use backchain_fuse::{self as bf, Attr, DirEntry, Kind, ReadOnlyTree, Statfs};
+use backchain_fuse::{self as bf, DirEntry, Kind, ReadOnlyTree, Stat, Statfs};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,8 +54,8 @@ fn err(e: TreeError) -> bf::NodeError {
 }
 
 impl FuseTree {
-    fn attr(&self, n: &super::Node) -> Attr {
-        let mut a = Attr::new(n.ino, kind(n.kind), n.size, n.perm);
+    fn attr(&self, n: &super::Node) -> Stat {
+        let mut a = Stat::new(n.ino, kind(n.kind), n.size, n.perm);
         a.nlink = n.nlink.max(1);
         a.rdev = n.kind.rdev().map_or(0, |r| r.to_new());
         a.uid = n.uid;
@@ -77,12 +77,12 @@ impl ReadOnlyTree for FuseTree {
         super::ROOT
     }
 
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, bf::NodeError> {
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Stat, bf::NodeError> {
         let n = self.0.lookup(parent as Ino, name.as_bytes()).map_err(err)?;
         Ok(self.attr(&n))
     }
 
-    fn getattr(&self, ino: u64) -> Result<Attr, bf::NodeError> {
+    fn getattr(&self, ino: u64) -> Result<Stat, bf::NodeError> {
         let n = self.0.getattr(ino).map_err(err)?;
         Ok(self.attr(&n))
     }

@@ -74,23 +74,25 @@ pub enum TreeError {
 
 pub type Result<T, E = TreeError> = std::result::Result<T, E>;
 
-/// One file, folder or symlink of the tree.
+/// One file, folder or symlink of the tree: its tree inode and name, and the
+/// attributes the filesystem under it reports (synthesized for the tree's
+/// own folders).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub ino: Ino,
     /// The name in its folder (empty for the root).
     pub name: Vec<u8>,
-    pub kind: NodeKind,
-    pub size: u64,
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub nlink: u32,
-    pub mtime: Timestamp,
-    pub atime: Timestamp,
-    pub ctime: Timestamp,
+    pub attr: Attr,
     /// Why a folder cannot be browsed, for partitions backchain cannot read.
     pub note: Option<String>,
+}
+
+// `node.size`, `node.kind`…: a node is its attributes plus a place in the tree.
+impl std::ops::Deref for Node {
+    type Target = Attr;
+    fn deref(&self) -> &Attr {
+        &self.attr
+    }
 }
 
 impl Node {
@@ -99,20 +101,7 @@ impl Node {
     }
 
     fn from_attr(name: Vec<u8>, ino: Ino, a: &Attr) -> Self {
-        Node {
-            ino,
-            name,
-            kind: a.kind,
-            size: a.size,
-            perm: a.perm,
-            uid: a.uid,
-            gid: a.gid,
-            nlink: a.nlink,
-            mtime: a.mtime,
-            atime: a.atime,
-            ctime: a.ctime,
-            note: None,
-        }
+        Node { ino, name, attr: a.clone(), note: None }
     }
 }
 
@@ -364,9 +353,8 @@ impl Tree {
                 VKind::File(d) => (NodeKind::File, d.size(), 0o444),
                 VKind::Symlink(t) => (NodeKind::Symlink, t.len() as u64, 0o777),
             };
-            Node {
-                ino,
-                name: Vec::new(),
+            let attr = Attr {
+                node: ino,
                 kind,
                 size,
                 perm,
@@ -376,8 +364,9 @@ impl Tree {
                 mtime: v.time,
                 atime: v.time,
                 ctime: v.time,
-                note: v.note.clone(),
-            }
+                crtime: None,
+            };
+            Node { ino, name: Vec::new(), attr, note: v.note.clone() }
         })
     }
 

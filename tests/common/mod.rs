@@ -207,3 +207,39 @@ pub fn qcow2_images(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// mkfs.xfs refuses volumes under 300 MB unless it runs under the XFS
+/// test suite, which these variables announce; small images keep tests fast.
+pub fn mkfs_xfs(img: &Path, size: &str, args: &[&str]) {
+    run(tool("truncate").args(["-s", size]).arg(img));
+    let mut c = tool("mkfs.xfs");
+    c.env("TEST_DIR", "/tmp").env("TEST_DEV", "backchain").env("QA_CHECK_FS", "1");
+    run(c.args(["-q", "-f"]).args(args).arg(img));
+}
+
+/// A kernel loop mount (the oracle's view of an image), unmounted when
+/// dropped.
+pub struct LoopMount(pub PathBuf);
+
+impl LoopMount {
+    pub fn new(img: &Path, at: &Path) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        run(tool("mount").args(["-o", "loop"]).arg(img).arg(at));
+        LoopMount(at.to_path_buf())
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A `backchain mount` of ours, unmounted when dropped.
+pub struct FuseMount(pub PathBuf);
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        let _ = backchain().arg("umount").arg(&self.0).output();
+    }
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
-use backchain_fuse::{Attr, DirEntry, Kind, NodeError, ReadOnlyTree, Statfs};
+use backchain_fuse::{DirEntry, Kind, NodeError, ReadOnlyTree, Stat, Statfs};
 
 /// The tree's root inode: deliberately not FUSE's 1, so the mapping is tested.
 pub const ROOT: u64 = 100;
@@ -67,7 +67,7 @@ pub enum Content {
 }
 
 pub struct Node {
-    pub attr: Attr,
+    pub attr: Stat,
     pub name: OsString,
     pub content: Content,
 }
@@ -113,7 +113,7 @@ pub fn time(secs: u64, nanos: u32) -> SystemTime {
 
 impl MemTree {
     fn new() -> MemTree {
-        let mut attr = Attr::new(ROOT, Kind::Directory, 0, 0o755);
+        let mut attr = Stat::new(ROOT, Kind::Directory, 0, 0o755);
         attr.mtime = time(1_700_000_000, 5);
         let root = Node { attr, name: OsString::new(), content: Content::Dir(Vec::new()) };
         MemTree {
@@ -130,7 +130,7 @@ impl MemTree {
     fn add(&mut self, parent: u64, name: &str, kind: Kind, size: u64, perm: u16, content: Content) -> u64 {
         let ino = self.next;
         self.next += 1;
-        let mut attr = Attr::new(ino, kind, size, perm);
+        let mut attr = Stat::new(ino, kind, size, perm);
         // Distinct, deterministic owners and times per node.
         attr.uid = 1000 + (ino % 3) as u32;
         attr.gid = 2000 + (ino % 5) as u32;
@@ -189,7 +189,7 @@ impl MemTree {
         self.reads.lock().unwrap().iter().filter(|r| r.0 == ino).map(|r| (r.1, r.2)).collect()
     }
 
-    pub fn attr_of(&self, parent: u64, name: &str) -> &Attr {
+    pub fn attr_of(&self, parent: u64, name: &str) -> &Stat {
         &self.nodes[&self.by_name[&(parent, OsString::from(name))]].attr
     }
 
@@ -197,7 +197,7 @@ impl MemTree {
         path.split('/').filter(|c| !c.is_empty()).fold(ROOT, |dir, c| self.by_name[&(dir, OsString::from(c))])
     }
 
-    pub fn children(&self, dir: u64) -> Vec<(&OsStr, &Attr)> {
+    pub fn children(&self, dir: u64) -> Vec<(&OsStr, &Stat)> {
         match &self.nodes[&dir].content {
             Content::Dir(c) => c.iter().map(|i| (self.nodes[i].name.as_os_str(), &self.nodes[i].attr)).collect(),
             _ => panic!("not a folder"),
@@ -208,7 +208,7 @@ impl MemTree {
         self.nodes.get(&ino).ok_or(NodeError::NotFound)
     }
 
-    fn attr(&self, ino: u64) -> Result<Attr, NodeError> {
+    fn attr(&self, ino: u64) -> Result<Stat, NodeError> {
         if self.broken.contains(&ino) {
             return Err(NodeError::Corrupt(format!("inode {ino} is damaged")));
         }
@@ -221,7 +221,7 @@ impl ReadOnlyTree for MemTree {
         ROOT
     }
 
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, NodeError> {
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Stat, NodeError> {
         if !matches!(self.node(parent)?.content, Content::Dir(_)) {
             return Err(NodeError::NotADirectory);
         }
@@ -230,7 +230,7 @@ impl ReadOnlyTree for MemTree {
         self.attr(*ino)
     }
 
-    fn getattr(&self, ino: u64) -> Result<Attr, NodeError> {
+    fn getattr(&self, ino: u64) -> Result<Stat, NodeError> {
         self.attr(ino)
     }
 

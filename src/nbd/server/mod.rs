@@ -46,6 +46,27 @@ pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default listen address (the IANA port, loopback only).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10809";
 
+/// The daemon's one NBD listener as the rest of the daemon sees it: the
+/// table that push targets and restore-point exports are published in, and
+/// the address clients are told to connect to.
+#[derive(Clone)]
+pub struct NbdService {
+    pub exports: ExportTable,
+    /// `HOST:PORT` or `unix:PATH`, as [`Listener::local_addr`] gives it.
+    pub addr: String,
+}
+
+impl NbdService {
+    /// The URI of export `name`: `nbd://HOST:PORT/NAME`, or
+    /// `nbd+unix:///NAME?socket=PATH` for a unix socket.
+    pub fn uri(&self, name: &str) -> String {
+        match self.addr.strip_prefix("unix:") {
+            Some(p) => format!("nbd+unix:///{name}?socket={p}"),
+            None => format!("nbd://{}/{name}", self.addr),
+        }
+    }
+}
+
 /// A bound listener: TCP or a unix socket.
 pub enum Listener {
     Tcp(tokio::net::TcpListener),

@@ -53,6 +53,27 @@ pub struct Journal {
     pub done: usize,
 }
 
+/// Where a merge's journal is kept: a file next to the images
+/// ([`FileJournal`]) or the catalog (`repo::merges`). `save` must be durable
+/// and atomic (the old journal or the new one, never a mix).
+pub trait JournalStore {
+    fn save(&self, journal: &Journal) -> Result<(), MergeError>;
+    /// The merge is complete: the journal may go.
+    fn finish(&self) -> Result<(), MergeError>;
+}
+
+/// A journal file (`<dropped>.merge.json` next to the images).
+pub struct FileJournal(pub std::path::PathBuf);
+
+impl JournalStore for FileJournal {
+    fn save(&self, journal: &Journal) -> Result<(), MergeError> {
+        journal.save(&self.0)
+    }
+    fn finish(&self) -> Result<(), MergeError> {
+        Journal::finish(&self.0)
+    }
+}
+
 /// A name the journal may hold: one file in the chain's folder.
 pub(super) fn check_name(name: &str) -> Result<(), MergeError> {
     let ok = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0']);
@@ -76,7 +97,20 @@ impl Journal {
             return Err(bad(format!("{} bytes, more than a journal holds", meta.len())));
         }
         let text = fs::read(path).map_err(|e| MergeError::io(path, e))?;
-        let j: Journal = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        Self::parse(&text).map(Some).map_err(|e| match e {
+            MergeError::Journal { what, .. } => bad(what),
+            other => other,
+        })
+    }
+
+    /// A journal from its JSON text (as `to_json` wrote it), checked: its
+    /// version, its progress and every name in it.
+    pub fn parse(text: &[u8]) -> Result<Self, MergeError> {
+        let bad = |what: String| MergeError::Journal { path: "(catalog)".into(), what };
+        if text.len() as u64 > MAX_JOURNAL_BYTES {
+            return Err(bad(format!("{} bytes, more than a journal holds", text.len())));
+        }
+        let j: Journal = serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
         if j.version != VERSION {
             return Err(bad(format!("version {} (this build writes {VERSION})", j.version)));
         }
@@ -86,16 +120,21 @@ impl Journal {
         for name in j.steps.iter().flat_map(Step::names) {
             check_name(name)?;
         }
-        Ok(Some(j))
+        Ok(j)
+    }
+
+    /// The journal as JSON text.
+    pub fn to_json(&self) -> String {
+        // OK to unwrap: a journal is plain strings and numbers.
+        serde_json::to_string(self).unwrap()
     }
 
     /// Writes the journal durably, replacing the previous one atomically.
     pub fn save(&self, path: &Path) -> Result<(), MergeError> {
         let tmp = path.with_extension("tmp");
-        let text = serde_json::to_vec_pretty(self)
-            .map_err(|e| MergeError::Journal { path: path.into(), what: e.to_string() })?;
+        let text = self.to_json();
         let mut f = fs::File::create(&tmp).map_err(|e| MergeError::io(&tmp, e))?;
-        f.write_all(&text).and_then(|()| f.sync_all()).map_err(|e| MergeError::io(&tmp, e))?;
+        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| MergeError::io(&tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| MergeError::io(path, e))?;
         super::files::sync_dir(path.parent().unwrap_or(Path::new(".")))
     }

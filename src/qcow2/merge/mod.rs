@@ -22,7 +22,7 @@ mod journal;
 mod target;
 mod transfer;
 
-pub use journal::{Journal, Step};
+pub use journal::{FileJournal, Journal, JournalStore, Step};
 pub use transfer::Moved;
 
 use crate::util::flock::PointLock;
@@ -120,24 +120,41 @@ pub fn journal_path(dir: &Path, dropped: &str) -> PathBuf {
 /// A recorded merge, ready to run.
 pub struct Merge<'l> {
     dir: PathBuf,
-    journal_path: PathBuf,
+    store: Box<dyn JournalStore + 'l>,
     journal: Journal,
     _guard: &'l PointLock,
 }
 
 impl<'l> Merge<'l> {
-    /// Records the intent to drop `chain[drop]` (before any file changes).
+    /// Records the intent to drop `chain[drop]` (before any file changes),
+    /// in a journal file next to the images.
     pub fn begin(dir: &Path, chain: &[String], drop: usize, guard: &'l PointLock) -> Result<Self, MergeError> {
         let journal = plan(dir, chain, drop)?;
-        let journal_path = journal_path(dir, &journal.dropped);
-        journal.save(&journal_path)?;
-        Ok(Self { dir: dir.to_path_buf(), journal_path, journal, _guard: guard })
+        let store = FileJournal(journal_path(dir, &journal.dropped));
+        Self::begin_with(dir, journal, guard, Box::new(store))
     }
 
-    /// The merge a crash interrupted, from its journal, if there is one.
+    /// Records the planned `journal` in `store` (before any file changes).
+    pub fn begin_with(
+        dir: &Path,
+        journal: Journal,
+        guard: &'l PointLock,
+        store: Box<dyn JournalStore + 'l>,
+    ) -> Result<Self, MergeError> {
+        store.save(&journal)?;
+        Ok(Self { dir: dir.to_path_buf(), store, journal, _guard: guard })
+    }
+
+    /// The merge a crash interrupted, from its journal file, if there is one.
     pub fn resume(dir: &Path, journal_path: &Path, guard: &'l PointLock) -> Result<Option<Self>, MergeError> {
         let Some(journal) = Journal::load(journal_path)? else { return Ok(None) };
-        Ok(Some(Self { dir: dir.to_path_buf(), journal_path: journal_path.to_path_buf(), journal, _guard: guard }))
+        Ok(Some(Self::resume_with(dir, journal, guard, Box::new(FileJournal(journal_path.to_path_buf())))))
+    }
+
+    /// The merge a crash interrupted, from a journal already loaded (and
+    /// checked: `Journal::parse`) from `store`.
+    pub fn resume_with(dir: &Path, journal: Journal, guard: &'l PointLock, store: Box<dyn JournalStore + 'l>) -> Self {
+        Self { dir: dir.to_path_buf(), store, journal, _guard: guard }
     }
 
     pub fn journal(&self) -> &Journal {
@@ -148,7 +165,7 @@ impl<'l> Merge<'l> {
     pub fn run(mut self) -> Result<Stats, MergeError> {
         let mut stats = Stats::default();
         while self.step(&mut stats)? {}
-        Journal::finish(&self.journal_path)?;
+        self.store.finish()?;
         Ok(stats)
     }
 
@@ -158,7 +175,7 @@ impl<'l> Merge<'l> {
         self.exec(&step, stats)?;
         self.journal.done += 1;
         stats.steps_run += 1;
-        self.journal.save(&self.journal_path)?;
+        self.store.save(&self.journal)?;
         Ok(true)
     }
 

@@ -1,7 +1,7 @@
 //! The walk behind every filesystem's fuzz entry point (`fuzz_open_walk`):
-//! open a filesystem from bytes and visit all of it, with bounded depth, node
-//! count and bytes read, so that any hang or panic the fuzzer finds is in
-//! the parser and not in the walk.
+//! open a filesystem from bytes and visit all of it (extended attributes
+//! included), with bounded depth, node count and bytes read, so that any
+//! hang or panic the fuzzer finds is in the parser and not in the walk.
 
 use std::sync::Arc;
 
@@ -39,6 +39,7 @@ pub fn walk(fs: &dyn Filesystem) -> usize {
             }
             let _ = fs.lookup(dir, &e.name);
             let _ = fs.stat(e.attr.node);
+            let _ = fs.xattrs(e.attr.node);
             match e.attr.kind {
                 NodeKind::Directory if depth < WALK_MAX_DEPTH => stack.push((e.attr.node, depth + 1)),
                 NodeKind::File => {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::block::{Extent, ReadAt};
 
+pub mod acl;
 pub mod btrfs;
 pub mod ext4;
 pub mod fat;

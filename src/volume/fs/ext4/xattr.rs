@@ -5,7 +5,7 @@
 //! ext4's compact form and handed out in the kernel's `posix_acl_xattr`
 //! form, as `getxattr(2)` returns them.
 
-use crate::volume::fs::{FsError, MAX_XATTR_LIST, MAX_XATTR_NAME, MAX_XATTR_VALUE};
+use crate::volume::fs::{FsError, MAX_XATTR_LIST, MAX_XATTR_NAME, MAX_XATTR_VALUE, acl};
 
 /// `h_magic` / the in-inode header (section 4.8.1).
 pub const MAGIC: u32 = 0xEA02_0000;
@@ -123,12 +123,8 @@ fn parse_entries(area: &[u8], start: usize, values: &[u8], at: u64) -> Result<Ve
     Ok(out)
 }
 
-// ACL tags and versions (linux/posix_acl.h, posix_acl_xattr.h; ext4/acl.h).
-const ACL_USER: u16 = 0x02;
-const ACL_GROUP: u16 = 0x08;
+/// ext4's ACL version (ext4/acl.h).
 const EXT4_ACL_VERSION: u32 = 1;
-const POSIX_ACL_XATTR_VERSION: u32 = 2;
-const ACL_UNDEFINED_ID: u32 = u32::MAX;
 
 /// ext4's compact ACL (short entries without an id for the owner, group,
 /// mask and other) → the kernel's xattr form (every entry 8 bytes).
@@ -136,28 +132,20 @@ pub fn acl_to_xattr(v: &[u8], at: u64) -> Result<Vec<u8>, FsError> {
     if v.len() < 4 || u32_at(v, 0) != EXT4_ACL_VERSION {
         return Err(FsError::corrupt(at, "ACL without ext4's version 1 header"));
     }
-    let mut out = POSIX_ACL_XATTR_VERSION.to_le_bytes().to_vec();
+    let mut entries = Vec::new();
     let mut pos = 4;
     while pos < v.len() {
-        if pos + 4 > v.len() {
+        let short = pos + 4 <= v.len();
+        let (tag, perm) = if short { (u16_at(v, pos), u16_at(v, pos + 2)) } else { (0, 0) };
+        let len = if tag == acl::ACL_USER || tag == acl::ACL_GROUP { 8 } else { 4 };
+        if pos + len > v.len() {
             return Err(FsError::corrupt(at, format!("ACL entry cut off at byte {pos}")));
         }
-        let (tag, perm) = (u16_at(v, pos), u16_at(v, pos + 2));
-        let id = if tag == ACL_USER || tag == ACL_GROUP {
-            if pos + 8 > v.len() {
-                return Err(FsError::corrupt(at, format!("ACL entry cut off at byte {pos}")));
-            }
-            pos += 8;
-            u32_at(v, pos - 4)
-        } else {
-            pos += 4;
-            ACL_UNDEFINED_ID
-        };
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&perm.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
+        let id = if len == 8 { u32_at(v, pos + 4) } else { acl::ACL_UNDEFINED_ID };
+        entries.push((tag, perm, id));
+        pos += len;
     }
-    Ok(out)
+    Ok(acl::to_xattr(entries))
 }
 
 #[cfg(test)]

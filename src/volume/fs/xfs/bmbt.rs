@@ -7,7 +7,7 @@
 use super::be::{be16, be32, be64};
 use super::consts::*;
 use super::crc;
-use super::inode::Inode;
+use super::inode::{Fork, Inode};
 use super::superblock::Superblock;
 use crate::block::ReadAt;
 use crate::volume::fs::FsError;
@@ -61,24 +61,26 @@ impl Ctx<'_> {
     }
 }
 
-/// The run list of a fork in extents or btree format, sorted and checked
-/// for overlaps.
-pub fn load(ctx: &Ctx<'_>, i: &Inode) -> Result<Vec<Run>, FsError> {
-    if i.nextents > MAX_EXTENTS {
-        return Err(FsError::Unsupported(format!("inode {} has {} extents (limit {MAX_EXTENTS})", i.ino, i.nextents)));
+/// The run list of fork `f` of inode `i` in extents or btree format,
+/// sorted and checked for overlaps. The data and the attribute fork map
+/// their blocks the same way, and a btree block names the inode as its
+/// owner either way.
+pub fn load(ctx: &Ctx<'_>, i: &Inode, f: &Fork) -> Result<Vec<Run>, FsError> {
+    if f.nextents > MAX_EXTENTS {
+        return Err(FsError::Unsupported(format!("inode {} has {} extents (limit {MAX_EXTENTS})", i.ino, f.nextents)));
     }
     let mut runs = Vec::new();
-    match i.format {
+    match f.format {
         FMT_EXTENTS => {
-            let n = i.nextents as usize;
-            if n * BMBT_REC_SIZE > i.fork.len() {
+            let n = f.nextents as usize;
+            if n * BMBT_REC_SIZE > f.bytes.len() {
                 return Err(i.corrupt(format!("{n} extents do not fit its fork")));
             }
-            runs.extend(i.fork.chunks_exact(BMBT_REC_SIZE).take(n).map(decode));
+            runs.extend(f.bytes.chunks_exact(BMBT_REC_SIZE).take(n).map(decode));
         }
-        FMT_BTREE => load_btree(ctx, i, &mut runs)?,
+        FMT_BTREE => load_btree(ctx, i, f, &mut runs)?,
         FMT_LOCAL => return Err(i.corrupt("inline data where extents were expected")),
-        f => return Err(i.corrupt(format!("data fork format {f}"))),
+        fmt => return Err(i.corrupt(format!("fork format {fmt}"))),
     }
     check(i, ctx.sb, &runs)?;
     Ok(runs)
@@ -107,8 +109,8 @@ fn check(i: &Inode, sb: &Superblock, runs: &[Run]) -> Result<(), FsError> {
 /// The in-inode root (§"B+tree Extent List": `xfs_bmdr_block`): level,
 /// record count, then keys and pointers, the pointers after as many keys as
 /// the fork could hold.
-fn load_btree(ctx: &Ctx<'_>, i: &Inode, runs: &mut Vec<Run>) -> Result<(), FsError> {
-    let f = &i.fork;
+fn load_btree(ctx: &Ctx<'_>, i: &Inode, fork: &Fork, runs: &mut Vec<Run>) -> Result<(), FsError> {
+    let f = &fork.bytes;
     if f.len() < 4 + 16 {
         return Err(i.corrupt("btree root too small"));
     }
@@ -121,7 +123,7 @@ fn load_btree(ctx: &Ctx<'_>, i: &Inode, runs: &mut Vec<Run>) -> Result<(), FsErr
     let ptrs = 4 + maxrecs * 8;
     // Leaves hold at least one record each and nodes at least two
     // pointers, so a sound tree has fewer blocks than twice its records.
-    let mut budget = i.nextents.saturating_mul(2).saturating_add(64);
+    let mut budget = fork.nextents.saturating_mul(2).saturating_add(64);
     for k in 0..numrecs {
         let p = be64(f, ptrs + k * 8);
         walk(ctx, i, p, level - 1, runs, &mut budget)?;

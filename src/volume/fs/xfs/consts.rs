@@ -113,3 +113,45 @@ pub const LOG_UNMOUNT_TRANS: u8 = 0x20;
 pub const BBSIZE: u64 = 512;
 /// A v2 log record header spans one basic block per 32 KiB of record.
 pub const LOG_HEADER_CYCLE_SIZE: u64 = 32 << 10;
+
+/// §"Extended Attributes": the attribute fork's da-btree blocks (leaf and
+/// node, v4 and v5 magics at byte 8, in the block info header).
+pub const ATTR_LEAF_MAGIC: u16 = 0xFBEE;
+pub const ATTR3_LEAF_MAGIC: u16 = 0x3BEE;
+pub const DA_NODE_MAGIC: u16 = 0xFEBE;
+pub const DA3_NODE_MAGIC: u16 = 0x3EBE;
+/// Header sizes: `xfs_attr_leaf_hdr` / `xfs_attr3_leaf_hdr`,
+/// `xfs_da_node_hdr` / `xfs_da3_node_hdr`.
+pub const ATTR_LEAF_HDR: usize = 32;
+pub const ATTR3_LEAF_HDR: usize = 80;
+pub const DA_NODE_HDR: usize = 16;
+pub const DA3_NODE_HDR: usize = 64;
+/// `xfs_da3_blkinfo`: CRC, UUID and owner offsets.
+pub const DA3_CRC_OFF: usize = 12;
+pub const DA3_UUID_OFF: usize = 32;
+pub const DA3_OWNER_OFF: usize = 48;
+/// A leaf entry (hash, name index, flags, pad) and a node entry (hash,
+/// child block).
+pub const ATTR_LEAF_ENTRY: usize = 8;
+pub const DA_NODE_ENTRY: usize = 8;
+/// The deepest da-btree XFS builds (`XFS_DA_NODE_MAXDEPTH`).
+pub const DA_NODE_MAXDEPTH: usize = 5;
+/// §"Remote Values": v5 remote value blocks start with `xfs_attr3_rmt_hdr`
+/// ("XARM"): offset in the value, bytes here, CRC, UUID, owner.
+pub const ATTR3_RMT_MAGIC: u32 = 0x5841_524D;
+pub const ATTR3_RMT_HDR: usize = 56;
+pub const ATTR3_RMT_CRC_OFF: usize = 12;
+pub const ATTR3_RMT_UUID_OFF: usize = 16;
+pub const ATTR3_RMT_OWNER_OFF: usize = 32;
+/// Attribute entry flags: the value is in the leaf; the namespace (none:
+/// `user.`); a parent pointer (not an xattr); being written.
+pub const ATTR_LOCAL: u8 = 0x01;
+pub const ATTR_ROOT: u8 = 0x02;
+pub const ATTR_SECURE: u8 = 0x04;
+pub const ATTR_PARENT: u8 = 0x08;
+pub const ATTR_INCOMPLETE: u8 = 0x80;
+/// POSIX ACLs are `trusted.` attributes under these names, in XFS's own
+/// big-endian form (`xfs_acl`: count, then tag, id, perm, pad per entry).
+pub const SGI_ACL_FILE: &[u8] = b"SGI_ACL_FILE";
+pub const SGI_ACL_DEFAULT: &[u8] = b"SGI_ACL_DEFAULT";
+pub const XFS_ACL_ENTRY: usize = 12;

@@ -21,11 +21,20 @@ pub struct Inode {
     pub ctime: Timestamp,
     pub crtime: Option<Timestamp>,
     pub size: u64,
+    pub flags: u16,
+    /// The data fork: inline data, extent records or a btree root.
+    pub data: Fork,
+    /// The attribute fork, when the inode has one (`di_forkoff` > 0).
+    pub attr: Option<Fork>,
+}
+
+/// One fork of an inode: how it is stored (`FMT_*`), how many extents it
+/// maps, and its bytes in the inode's literal area.
+#[derive(Debug, Clone)]
+pub struct Fork {
     pub format: u8,
     pub nextents: u64,
-    pub flags: u16,
-    /// The data fork's bytes (inline data, extent records or a btree root).
-    pub fork: Vec<u8>,
+    pub bytes: Vec<u8>,
 }
 
 /// A timestamp field: seconds and nanoseconds since 1970 as two signed
@@ -67,7 +76,13 @@ impl Inode {
         let flags2 = if v3 { be64(b, 0x78) } else { 0 };
         let big = flags2 & DIFLAG2_BIGTIME != 0;
         let nrext64 = flags2 & DIFLAG2_NREXT64 != 0;
-        let nextents = if nrext64 { be64(b, 0x18) } else { u64::from(be32(b, 0x4C)) };
+        // nrext64 moves the data fork's count to a 64-bit field and widens
+        // the attribute fork's to the 32 bits the old data count used.
+        let (nextents, anextents) = if nrext64 {
+            (be64(b, 0x18), u64::from(be32(b, 0x4C)))
+        } else {
+            (u64::from(be32(b, 0x4C)), u64::from(be16(b, 0x50)))
+        };
         let core = if v3 { DINODE_CORE_V3 } else { DINODE_CORE_V2 };
         let forkoff = usize::from(b[0x52]) * 8;
         let literal = b.len() - core;
@@ -95,10 +110,13 @@ impl Inode {
             ctime: time(b, 0x30, big),
             crtime: v3.then(|| time(b, 0x90, big)),
             size,
-            format: b[0x05],
-            nextents,
             flags: be16(b, 0x5A),
-            fork: b[core..core + fork_len].to_vec(),
+            data: Fork { format: b[0x05], nextents, bytes: b[core..core + fork_len].to_vec() },
+            attr: (forkoff != 0).then(|| Fork {
+                format: b[0x53],
+                nextents: anextents,
+                bytes: b[core + forkoff..].to_vec(),
+            }),
         })
     }
 
@@ -110,7 +128,7 @@ impl Inode {
     /// SysV-style dev_t, 14 major bits above 18 minor bits (the kernel's
     /// xfs_to_linux_dev_t keeps 9 of the major bits).
     fn rdev(&self) -> Rdev {
-        let dev = self.fork.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let dev = self.data.bytes.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         Rdev { major: (dev >> 18) & 0x1ff, minor: dev & 0x3_ffff }
     }
 

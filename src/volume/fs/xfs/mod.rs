@@ -9,10 +9,12 @@
 //! cache, and folders are listed once from their data blocks and then
 //! looked up through a name index. On v5 every metadata block's CRC, owner
 //! and UUID are checked as it is read, so a corrupt block is an error for
-//! the one file or folder that owns it.
+//! the one file or folder that owns it. Extended attributes are read from
+//! the attribute fork on request (`attr.rs`).
 #![forbid(unsafe_code)]
 
 mod agheader;
+mod attr;
 mod be;
 mod bmbt;
 mod consts;
@@ -27,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::block::{Extent, Lru, ReadAt};
-use crate::volume::fs::{Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, NodeId, NodeKind, lock};
+use crate::volume::fs::{Attr, DirEntry, Filesystem, FsError, FsKind, FsStats, NodeId, NodeKind, Xattr, lock};
 
 use bmbt::{Ctx, Run};
 use consts::*;
@@ -159,7 +161,7 @@ impl XfsFs {
         if i.flags & DIFLAG_REALTIME != 0 {
             return Err(FsError::Unsupported(format!("inode {} keeps its data on the realtime device", i.ino)));
         }
-        let m = Arc::new(bmbt::load(&self.ctx(), i)?);
+        let m = Arc::new(bmbt::load(&self.ctx(), i, &i.data)?);
         lock(&self.maps).insert(i.ino, m.clone());
         Ok(m)
     }
@@ -217,11 +219,11 @@ impl XfsFs {
         if i.kind() != NodeKind::Directory {
             return Err(FsError::NotADirectory);
         }
-        let entries = match i.format {
+        let entries = match i.data.format {
             FMT_LOCAL => {
-                let size = usize::try_from(i.size).ok().filter(|&s| s <= i.fork.len());
+                let size = usize::try_from(i.size).ok().filter(|&s| s <= i.data.bytes.len());
                 let size = size.ok_or_else(|| i.corrupt(format!("short-form folder of {} bytes", i.size)))?;
-                dir::shortform::parse(&i.fork[..size], self.sb.ftype, i.at)?
+                dir::shortform::parse(&i.data.bytes[..size], self.sb.ftype, i.at)?
             }
             _ => self.block_dir_entries(&i)?,
         };
@@ -346,9 +348,9 @@ impl Filesystem for XfsFs {
         if i.size == 0 || i.size > SYMLINK_MAXLEN {
             return Err(i.corrupt(format!("symlink of {} bytes", i.size)));
         }
-        if i.format == FMT_LOCAL {
+        if i.data.format == FMT_LOCAL {
             let n = i.size as usize;
-            return i.fork.get(..n).map(<[u8]>::to_vec).ok_or_else(|| i.corrupt("inline symlink past its fork"));
+            return i.data.bytes.get(..n).map(<[u8]>::to_vec).ok_or_else(|| i.corrupt("inline symlink past its fork"));
         }
         self.remote_link(&i)
     }
@@ -361,6 +363,10 @@ impl Filesystem for XfsFs {
         let runs = self.runs(&i)?;
         let (chunk, at) = self.piece(&runs, offset, len.min(i.size - offset));
         Ok(at.and_then(|at| self.volume.locate(at, chunk)))
+    }
+
+    fn xattrs(&self, node: NodeId) -> Result<Vec<Xattr>, FsError> {
+        self.read_xattrs(&self.inode(node)?)
     }
 
     fn statfs(&self) -> Result<FsStats, FsError> {
