@@ -419,12 +419,14 @@ import push_scenarios  # noqa: E402
 import restore_scenarios  # noqa: E402
 import fs_scenarios  # noqa: E402
 import retention_scenarios  # noqa: E402
+import nbd_scenarios  # noqa: E402
 
 SCENARIOS.update(backup_scenarios.scenarios(sys.modules[__name__]))
 SCENARIOS.update(restore_scenarios.scenarios(sys.modules[__name__]))
 SCENARIOS.update(push_scenarios.scenarios(sys.modules[__name__]))
 SCENARIOS.update(fs_scenarios.scenarios(sys.modules[__name__]))
 SCENARIOS.update(retention_scenarios.scenarios(sys.modules[__name__]))
+SCENARIOS.update(nbd_scenarios.scenarios(sys.modules[__name__]))
 
 
 # ---------------------------------------------------------------- running

@@ -12,7 +12,7 @@ sfdisk:fdisk setfattr:attr getfattr:attr python3:python3 ntfsinfo:ntfs-3g \
 blkid:util-linux mkswap:util-linux setpriv:util-linux flock:util-linux losetup:mount mount:mount tar:tar \
 qemu-nbd:qemu-utils qemu-storage-daemon:qemu-system-common nbdkit:nbdkit nbdinfo:libnbd-bin nbdcopy:libnbd-bin \
 pvcreate:lvm2 mkfs.xfs:xfsprogs xfs_db:xfsprogs mkfs.btrfs:btrfs-progs systemd-analyze:systemd \
-setfacl:acl getfacl:acl setcap:libcap2-bin sqlite3:sqlite3 curl:curl"
+setfacl:acl getfacl:acl setcap:libcap2-bin sqlite3:sqlite3 curl:curl openssl:openssl"
 missing=()
 for pair in $TOOLS; do
   tool=${pair%%:*} pkg=${pair##*:}

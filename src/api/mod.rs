@@ -13,6 +13,7 @@ mod chunks;
 mod conn;
 mod download;
 mod error;
+mod exports;
 mod policies;
 mod prune;
 mod push;
@@ -53,6 +54,8 @@ pub struct Options {
     pub source_dirs: Vec<std::path::PathBuf>,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Restore-point exports, when the daemon runs an NBD listener.
+    pub exports: Option<Arc<crate::restore::exports::Exports>>,
     /// The daemon's NBD listener: push targets (and exports) are published
     /// there; `None` leaves them unavailable.
     pub nbd: Option<crate::nbd::server::NbdService>,
@@ -70,6 +73,7 @@ impl Default for Options {
             source_dirs: Vec::new(),
             header_timeout: HEADER_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            exports: None,
             nbd: None,
             push_idle: crate::engine::push::DEFAULT_IDLE,
         }
@@ -83,6 +87,7 @@ pub(crate) struct AppState {
     jobs: Jobs,
     confine: crate::source::confine::Confinement,
     tickets: crate::restore::tickets::Tickets,
+    exports: Option<Arc<crate::restore::exports::Exports>>,
     pushes: Option<Arc<crate::engine::push::Pushes>>,
 }
 
@@ -103,6 +108,7 @@ pub async fn run(
         jobs: Jobs::default(),
         confine: crate::source::confine::Confinement::new(&opts.source_dirs),
         tickets: Default::default(),
+        exports: opts.exports,
         pushes: opts.nbd.map(|n| Arc::new(crate::engine::push::Pushes::new(repo, n, opts.push_idle))),
     });
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
@@ -152,6 +158,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/restore/{mount}/download", get(download::download))
         .route("/restore/{mount}/download-directory", get(download::download_directory))
         .route("/restore/{mount}/tickets", post(tickets::ticket))
+        .route("/exports", post(exports::create).get(exports::list))
+        .route("/exports/{id}", axum::routing::delete(exports::delete))
         .route("/policies", post(policies::create).get(policies::list))
         .route("/policies/{name}", get(policies::show).put(policies::replace).delete(policies::remove))
         .route("/policies/{name}/run", post(policies::run))

@@ -102,6 +102,22 @@ impl SyncCatalog {
         self.rt.block_on(self.inner.drop_merged_backup(id))
     }
 
+    pub fn add_export(&self, e: &ExportRow) -> Result<()> {
+        self.rt.block_on(self.inner.add_export(e))
+    }
+
+    pub fn exports(&self) -> Result<Vec<ExportRow>> {
+        self.rt.block_on(self.inner.exports())
+    }
+
+    pub fn delete_export(&self, id: &str) -> Result<bool> {
+        self.rt.block_on(self.inner.delete_export(id))
+    }
+
+    pub fn check_not_exported(&self, id: &str) -> Result<()> {
+        self.rt.block_on(self.inner.check_not_exported(id))
+    }
+
     pub fn merges(&self, vm: &str) -> Result<Vec<MergeIntent>> {
         self.rt.block_on(self.inner.merges(vm))
     }

@@ -34,6 +34,7 @@ pub const SCHEMA_VERSION: i64 = 8;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "statuses", include_str!("migrations/0002_statuses.sql")),
+    (4, "exports", include_str!("migrations/0004_exports.sql")),
     (5, "retention", include_str!("migrations/0005_retention.sql")),
     (6, "policies", include_str!("migrations/0006_policies.sql")),
     (8, "backup_notes", include_str!("migrations/0008_backup_notes.sql")),

@@ -319,3 +319,19 @@ pub struct PolicyRow {
     pub anchor: UtcTime,
     pub verify_anchor: UtcTime,
 }
+
+/// A restore-point export over NBD, as recorded so it survives restarts.
+/// Not `Serialize`: `name` is the export's only key and is shown only to
+/// whoever the front end decides may see it.
+#[derive(Debug, Clone)]
+pub struct ExportRow {
+    pub id: String,
+    /// The NBD export name (128 random bits, hex).
+    pub name: String,
+    pub backup_id: String,
+    pub disk_index: i64,
+    pub writable: bool,
+    /// Repository-relative path of a writable export's overlay.
+    pub overlay_path: Option<String>,
+    pub created_at: UtcTime,
+}

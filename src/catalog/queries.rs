@@ -357,6 +357,7 @@ impl Catalog {
             return Err(CatalogError::Conflict(format!("backup {id} is still running")));
         }
         let mut tx = self.write_tx().await?;
+        refuse_exported(&mut tx, id).await?;
         let dependents: Vec<String> = sqlx::query(
             "SELECT DISTINCT c.backup_id FROM backup_disks c JOIN backup_disks p ON c.parent_id = p.id \
              WHERE p.backup_id = ? ORDER BY c.backup_id",
@@ -446,4 +447,72 @@ pub(super) async fn insert_disk(
     .execute(&mut **tx)
     .await?;
     Ok((disk_id, chain_id))
+}
+
+fn export_row(r: &SqliteRow) -> Result<ExportRow> {
+    Ok(ExportRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        backup_id: r.try_get("backup_id")?,
+        disk_index: r.try_get("disk_index")?,
+        writable: r.try_get("writable")?,
+        overlay_path: r.try_get("overlay_path")?,
+        created_at: time(r, "created_at")?,
+    })
+}
+
+/// Refuses to drop backup `id` while an export names it.
+async fn refuse_exported(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<()> {
+    let ids: Vec<String> = sqlx::query("SELECT id FROM exports WHERE backup_id = ? ORDER BY id")
+        .bind(id)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    Err(CatalogError::Conflict(format!(
+        "backup {id} is exported over NBD (export {}); delete the export first",
+        ids.join(", ")
+    )))
+}
+
+impl Catalog {
+    /// Records an export.
+    pub async fn add_export(&self, e: &ExportRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO exports (id, name, backup_id, disk_index, writable, overlay_path, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(&e.name)
+        .bind(&e.backup_id)
+        .bind(e.disk_index)
+        .bind(e.writable)
+        .bind(&e.overlay_path)
+        .bind(e.created_at.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every recorded export, oldest first.
+    pub async fn exports(&self) -> Result<Vec<ExportRow>> {
+        let rows = sqlx::query("SELECT * FROM exports ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        rows.iter().map(export_row).collect()
+    }
+
+    /// Forgets export `id`; false when there was none.
+    pub async fn delete_export(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM exports WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Fails with `Conflict` while an export names backup `id`: a point
+    /// being served cannot be deleted or merged away.
+    pub async fn check_not_exported(&self, id: &str) -> Result<()> {
+        refuse_exported(&mut *self.pool.acquire().await?, id).await
+    }
 }

@@ -257,6 +257,13 @@ enum Command {
         /// Seconds without a write after which a push job is aborted (default 3600).
         #[arg(long)]
         push_idle: Option<u64>,
+        /// PEM x509 certificate for NBD over TLS (STARTTLS), with --nbd-tls-key;
+        /// off loopback the NBD listener requires TLS.
+        #[arg(long)]
+        nbd_tls_cert: Option<PathBuf>,
+        /// PEM private key of --nbd-tls-cert.
+        #[arg(long)]
+        nbd_tls_key: Option<PathBuf>,
     },
 }
 
@@ -387,6 +394,8 @@ pub fn main() -> ExitCode {
             session_idle,
             max_sessions,
             nbd_listen,
+            nbd_tls_cert,
+            nbd_tls_key,
             push_idle,
             max_jobs,
             job_history_days,
@@ -404,6 +413,8 @@ pub fn main() -> ExitCode {
                 max_jobs,
                 job_history_days,
                 shutdown_grace_secs: shutdown_grace,
+                nbd_tls_cert,
+                nbd_tls_key,
                 nbd_listen,
                 push_idle_secs: push_idle,
             };

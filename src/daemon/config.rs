@@ -39,6 +39,8 @@ pub struct Settings {
     pub shutdown_grace_secs: Option<u64>,
     pub nbd_listen: Option<String>,
     pub push_idle_secs: Option<u64>,
+    pub nbd_tls_cert: Option<PathBuf>,
+    pub nbd_tls_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -70,6 +72,8 @@ impl Settings {
             shutdown_grace_secs: self.shutdown_grace_secs.or(file.shutdown_grace_secs),
             nbd_listen: self.nbd_listen.or(file.nbd_listen),
             push_idle_secs: self.push_idle_secs.or(file.push_idle_secs),
+            nbd_tls_cert: self.nbd_tls_cert.or(file.nbd_tls_cert),
+            nbd_tls_key: self.nbd_tls_key.or(file.nbd_tls_key),
         }
     }
 }
@@ -93,6 +97,8 @@ impl super::Config {
             shutdown_grace: s.shutdown_grace_secs.map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
             nbd_listen: s.nbd_listen.unwrap_or_else(|| crate::nbd::server::DEFAULT_LISTEN.to_string()),
             push_idle: s.push_idle_secs.map_or(crate::engine::push::DEFAULT_IDLE, Duration::from_secs),
+            nbd_tls_cert: s.nbd_tls_cert,
+            nbd_tls_key: s.nbd_tls_key,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 mod demo;
+mod exports;
 pub mod token;
 
 use crate::api;
@@ -60,6 +61,9 @@ pub struct Config {
     pub job_history_days: u32,
     /// How long running jobs may take to end after SIGTERM.
     pub shutdown_grace: Duration,
+    /// PEM certificate and key: NBD over TLS (required off loopback).
+    pub nbd_tls_cert: Option<PathBuf>,
+    pub nbd_tls_key: Option<PathBuf>,
 }
 
 /// The whole repository as a folder, for as long as the server runs
@@ -86,12 +90,13 @@ fn clear_stale_socket(addr: &str) {
 }
 
 /// `backchain serve`: opens the repository, optionally fills it with the
-/// demo, and serves until Ctrl-C.
+/// demo, and serves until Ctrl-C or SIGTERM.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     init_logging();
     if let Some(f) = &config.token_file {
         token::read(f)?;
     }
+    let nbd_tls = exports::tls(&config.nbd_listen, config.nbd_tls_cert.as_deref(), config.nbd_tls_key.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let addrs: Vec<SocketAddr> = rt
         .block_on(tokio::net::lookup_host(&config.listen))
@@ -117,6 +122,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .block_on(nbd::Listener::bind(&config.nbd_listen))
         .map_err(|e| ServeError::Config(format!("--nbd-listen {}: {e}", config.nbd_listen)))?;
     let nbd = nbd::NbdService { exports: nbd::ExportTable::new(), addr: nbd_listener.local_addr()? };
+    let exports = rt.block_on(exports::start(repo.clone(), nbd.exports.clone(), &nbd.addr, nbd_tls.is_some()))?;
     let _mount = config.mount.as_deref().map(|dir| mount_repository(&repo, dir)).transpose()?;
     let addr = listener.local_addr()?;
     eprintln!("backchain: serving {} on http://{addr}/api/v1 (Ctrl-C stops)", config.repo.display());
@@ -142,10 +148,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         source_dirs: config.source_dirs,
         nbd: Some(nbd.clone()),
         push_idle: config.push_idle,
+        exports: Some(exports.clone()),
         ..Default::default()
     };
     let (stop_nbd, nbd_stopped) = tokio::sync::oneshot::channel::<()>();
-    let nbd_task = rt.spawn(nbd::run(nbd_listener, nbd.exports, async {
+    let nbd_task = rt.spawn(nbd::run_tls(nbd_listener, nbd.exports, nbd_tls, async {
         let _ = nbd_stopped.await;
     }));
     let r = rt.block_on(api::run(listener, repo.clone(), opts, until(stopped)));
@@ -157,6 +164,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     // Connections finish the requests they have read; a stuck one does not hold the exit.
     let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), nbd_task).await });
+    // Overlays left clean; the exports stay recorded for the next start.
+    if let Err(e) = exports.close_all() {
+        eprintln!("backchain: closing exports: {e}");
+    }
     repo.close();
     // A job past the grace still holds a blocking thread: do not wait for
     // it (its files are cleaned up at the next start).

@@ -69,6 +69,11 @@ pub fn drop_points(repo: &Repo, vm: &str, vm_lock: &VmLock, backups: &[&Backup])
             // Never committed: no later backup depends on it.
             delete_backup(repo, &b.id)?;
         } else {
+            // An export names it (the daemon may be down): kept, as busy.
+            if repo.db().check_not_exported(&b.id).is_err() {
+                out.busy.push(b.id.clone());
+                continue;
+            }
             let Some(lock) = repo.merge_lock(&b.id)? else {
                 out.busy.push(b.id.clone());
                 continue;
@@ -101,6 +106,7 @@ pub fn delete_point(repo: &Repo, id: &str) -> Result<Dropped, EngineError> {
     if b.status.is_active() {
         return Err(EngineError::Busy(format!("backup {id} is still running")));
     }
+    repo.db().check_not_exported(id)?;
     let vm_lock = lock_vm(repo, &b.vm)?;
     let done = drop_points(repo, &b.vm, &vm_lock, &[&b])?;
     if !done.busy.is_empty() {

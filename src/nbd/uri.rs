@@ -23,6 +23,17 @@ pub fn is_nbd_uri(s: &str) -> bool {
     s.starts_with("nbd://") || s.starts_with("nbd+unix://") || s.starts_with("nbds")
 }
 
+/// The URI of export `name` on a listener at `addr` (`HOST:PORT` or
+/// `unix:PATH`, as the server's listener reports it); `nbds://` with TLS.
+pub fn for_listener(addr: &str, name: &str, tls: bool) -> String {
+    match (addr.strip_prefix("unix:"), tls) {
+        (Some(path), false) => format!("nbd+unix:///{name}?socket={path}"),
+        (Some(path), true) => format!("nbds+unix:///{name}?socket={path}"),
+        (None, false) => format!("nbd://{addr}/{name}"),
+        (None, true) => format!("nbds://{addr}/{name}"),
+    }
+}
+
 impl NbdUri {
     pub fn parse(uri: &str) -> Result<NbdUri> {
         let bad = |why: &str| Error::Uri { uri: uri.into(), why: why.into() };

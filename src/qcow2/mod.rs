@@ -12,6 +12,7 @@ mod image;
 mod info;
 mod l2;
 pub mod merge;
+mod overlay;
 mod writer;
 
 pub use chain::{Chain, Format, Layer, OpenOptions};
@@ -20,6 +21,7 @@ pub use header::{ClusterSize, Compression, Header};
 pub use image::Image;
 pub use info::{ChainInfo, LayerInfo, info};
 pub use l2::Mapping;
+pub use overlay::Overlay;
 pub use writer::{WriteStats, Writer, WriterOptions, discard, is_zero};
 
 use crate::block::{RawFile, ReadAt};

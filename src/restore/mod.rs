@@ -7,9 +7,11 @@
 //!   `/<vm>/latest`, read from the catalog as it is listed;
 //! * [`Sessions`]: restore sessions (open, a cap on how many, idle expiry,
 //!   kept alive while a download runs);
+//! * [`exports`]: restore-point exports over NBD (instant recovery);
 //! * [`entry`]: folder entries as the CLI's `ls --json` and HTTP list them.
 
 pub mod entry;
+pub mod exports;
 mod repo_tree;
 mod session;
 pub mod tickets;

@@ -10,10 +10,12 @@
 mod command;
 mod export;
 mod negotiate;
+mod tls;
 mod transmission;
 
 pub use export::{Export, ExportTable, MemExport, ReadOnly, Writable};
 pub use negotiate::Session;
+pub use tls::{Tls, is_local};
 
 use futures_util::future::{Either, select};
 use std::io;
@@ -121,6 +123,16 @@ impl Drop for Listener {
 /// accepting, lets every connection finish the requests it has read, and
 /// returns.
 pub async fn run(listener: Listener, exports: ExportTable, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    run_tls(listener, exports, None, shutdown).await
+}
+
+/// [`run`], requiring STARTTLS first when `tls` is set ([`tls`]).
+pub async fn run_tls(
+    listener: Listener,
+    exports: ExportTable,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let (tx, rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = pin!(shutdown);
@@ -140,10 +152,10 @@ pub async fn run(listener: Listener, exports: ExportTable, shutdown: impl Future
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-        let (exports, rx) = (exports.clone(), rx.clone());
+        let (exports, rx, tls) = (exports.clone(), rx.clone(), tls.clone());
         conns.spawn(async move {
             let _slot = slot;
-            connection(stream, exports, rx).await;
+            connection(stream, exports, tls, rx).await;
         });
     }
     let _ = tx.send(true);
@@ -151,9 +163,9 @@ pub async fn run(listener: Listener, exports: ExportTable, shutdown: impl Future
     Ok(())
 }
 
-async fn connection(mut stream: Box<dyn Stream>, exports: ExportTable, shutdown: watch::Receiver<bool>) {
-    let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, negotiate::negotiate(&mut stream, &exports)).await;
-    if let Ok(Ok(Some(sess))) = negotiated {
+async fn connection(stream: Box<dyn Stream>, exports: ExportTable, tls: Option<Tls>, shutdown: watch::Receiver<bool>) {
+    let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, tls::negotiate(stream, &exports, tls.as_ref())).await;
+    if let Ok(Ok(Some((stream, sess)))) = negotiated {
         transmission::serve(stream, sess, exports, shutdown).await;
     }
 }

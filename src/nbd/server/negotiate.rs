@@ -49,24 +49,43 @@ pub async fn negotiate<S>(s: &mut S, table: &ExportTable) -> Result<Option<Sessi
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let no_zeroes = greet(s).await?;
+    options(s, table, no_zeroes, false).await
+}
+
+/// The greeting and the client's flags; true when it asked for NO_ZEROES.
+pub async fn greet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<bool> {
     s.write_all(&greeting(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).await?;
     s.flush().await?;
     let cflags = s.read_u32().await?;
     if cflags & CLIENT_FIXED_NEWSTYLE == 0 || cflags & !(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES) != 0 {
         return Err(Error::Unsupported(format!("client flags {cflags:#x}")));
     }
-    let no_zeroes = cflags & CLIENT_NO_ZEROES != 0;
+    Ok(cflags & CLIENT_NO_ZEROES != 0)
+}
+
+/// One option request: its header and data (at most [`MAX_OPTION_DATA`]).
+pub async fn read_option<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> Result<(OptionHeader, Vec<u8>)> {
+    let mut raw = [0u8; 16];
+    s.read_exact(&mut raw).await?;
+    let h = OptionHeader::parse(&raw)?;
+    if h.len > MAX_OPTION_DATA {
+        send_option_reply(s, h.option, REP_ERR_TOO_BIG, b"option data too long").await?;
+        return Err(Error::Corrupt(format!("option data of {} bytes", h.len)));
+    }
+    let mut data = vec![0u8; h.len as usize];
+    s.read_exact(&mut data).await?;
+    Ok((h, data))
+}
+
+/// The option haggling after the greeting (after STARTTLS when `tls`).
+pub async fn options<S>(s: &mut S, table: &ExportTable, no_zeroes: bool, tls: bool) -> Result<Option<Session>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut st = State::default();
     for _ in 0..MAX_OPTIONS {
-        let mut raw = [0u8; 16];
-        s.read_exact(&mut raw).await?;
-        let h = OptionHeader::parse(&raw)?;
-        if h.len > MAX_OPTION_DATA {
-            send_option_reply(s, h.option, REP_ERR_TOO_BIG, b"option data too long").await?;
-            return Err(Error::Corrupt(format!("option data of {} bytes", h.len)));
-        }
-        let mut data = vec![0u8; h.len as usize];
-        s.read_exact(&mut data).await?;
+        let (h, data) = read_option(s).await?;
         let done = match h.option {
             OPT_EXPORT_NAME => return export_name(s, table, &data, &st, no_zeroes).await,
             OPT_ABORT => {
@@ -74,6 +93,7 @@ where
                 return Ok(None);
             }
             OPT_LIST => refuse(s, h.option, REP_ERR_POLICY, "export names are not listed").await?,
+            OPT_STARTTLS if tls => refuse(s, h.option, REP_ERR_INVALID, "TLS is on already").await?,
             OPT_STARTTLS => refuse(s, h.option, REP_ERR_UNSUP, "TLS is not enabled").await?,
             OPT_INFO | OPT_GO => info(s, table, h.option, &data, &st).await?,
             OPT_STRUCTURED_REPLY if data.is_empty() => {
@@ -92,7 +112,7 @@ where
     Err(Error::Corrupt(format!("more than {MAX_OPTIONS} options")))
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, option: u32, rep: u32, msg: &str) -> Result<Option<Session>> {
+pub async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, option: u32, rep: u32, msg: &str) -> Result<Option<Session>> {
     send_option_reply(s, option, rep, msg.as_bytes()).await?;
     Ok(None)
 }
