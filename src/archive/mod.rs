@@ -11,7 +11,7 @@ mod walk;
 mod zip;
 
 pub use tar_gz::write_tar_gz;
-pub use walk::MAX_DEPTH;
+pub use walk::{MAX_DEPTH, shown};
 pub use zip::write_zip;
 
 use crate::tree::TreeError;

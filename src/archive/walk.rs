@@ -86,8 +86,15 @@ pub fn lossy(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
+/// A path as messages show it: the walk's root is the empty path, which a
+/// message must still name (`/`, not `": unsupported: …"`). Archive entry
+/// names use [`lossy`].
+pub fn shown(path: &[u8]) -> String {
+    if path.is_empty() { "/".to_string() } else { lossy(path) }
+}
+
 fn tree_err(path: &[u8], source: TreeError) -> ArchiveError {
-    ArchiveError::Tree { path: lossy(path), source }
+    ArchiveError::Tree { path: shown(path), source }
 }
 
 /// Walks the folder `dir` into `sink`: every entry with its metadata, hard
@@ -109,7 +116,7 @@ pub fn walk(tree: &Tree, dir: Ino, sink: &mut dyn Sink, cancel: &AtomicBool) -> 
 impl Walk<'_> {
     fn dir(&mut self, dir: Ino, path: &mut Vec<u8>, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
-            return Err(ArchiveError::TooDeep { path: lossy(path) });
+            return Err(ArchiveError::TooDeep { path: shown(path) });
         }
         let listing = self.tree.read_dir(dir).map_err(|e| tree_err(path, e))?;
         if let Some(note) = &listing.note {
@@ -135,7 +142,7 @@ impl Walk<'_> {
         // refuses them, whatever it is given, so no entry can leave its folder
         // when the archive is unpacked.
         if let Some(why) = bad_name(&entry.name) {
-            return Err(ArchiveError::UnsafeName { path: lossy(path), why });
+            return Err(ArchiveError::UnsafeName { path: shown(path), why });
         }
         if entry.kind == NodeKind::File && entry.nlink > 1 {
             if let Some(first) = self.linked.get(&entry.ino) {
@@ -151,7 +158,7 @@ impl Walk<'_> {
                 Ok(x) => self.sink.xattrs(&x)?,
                 // A corrupt attribute block costs that file its attributes,
                 // not the archive.
-                Err(e) => self.notes.add(format!("{}: extended attributes left out: {e}", lossy(path))),
+                Err(e) => self.notes.add(format!("{}: extended attributes left out: {e}", shown(path))),
             }
         }
         match entry.kind {
@@ -191,7 +198,7 @@ pub struct FileReader<'a> {
 impl FileReader<'_> {
     fn check_done(&self) -> Result<()> {
         if self.at != self.node.size {
-            return Err(ArchiveError::Truncated { path: lossy(self.path), at: self.at, size: self.node.size });
+            return Err(ArchiveError::Truncated { path: shown(self.path), at: self.at, size: self.node.size });
         }
         Ok(())
     }
@@ -223,14 +230,28 @@ impl Read for FileReader<'_> {
         let n = self
             .tree
             .read(self.node.ino, self.at, &mut buf[..want])
-            .map_err(|e| io::Error::other(format!("{}: {e}", lossy(self.path))))?;
+            .map_err(|e| io::Error::other(format!("{}: {e}", shown(self.path))))?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{}: the file ended at byte {} of {}", lossy(self.path), self.at, self.node.size),
+                format!("{}: the file ended at byte {} of {}", shown(self.path), self.at, self.node.size),
             ));
         }
         self.at += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    // Issue 12 item 13: an unreadable root folder said ": unsupported: folder inode 2".
+    #[test]
+    fn the_root_is_named_in_messages() {
+        let e = tree_err(b"", TreeError::Unavailable("unsupported: folder inode 2".into()));
+        assert_eq!(e.to_string(), "/: unsupported: folder inode 2");
+        assert_eq!(tree_err(b"a/b", TreeError::InvalidPath("x".into())).to_string(), "a/b: invalid path: x");
+        assert_eq!(lossy(b""), "");
     }
 }

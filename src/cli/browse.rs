@@ -44,7 +44,7 @@ pub fn with_tree(
 
 fn resolve(tree: &Tree, path: &OsStr) -> Result<Node, CliError> {
     tree.resolve_bytes(path.as_bytes())
-        .map_err(|e| CliError::msg(format!("{}: {e}", String::from_utf8_lossy(path.as_bytes()))))
+        .map_err(|e| CliError::msg(format!("{}: {e}", backchain::archive::shown(path.as_bytes()))))
 }
 
 fn mode_string(n: &Node) -> String {
