@@ -40,7 +40,7 @@ static OPEN: Mutex<Option<HashMap<Key, Weak<RawFile>>>> = Mutex::new(None);
 /// file.
 pub fn open_shared(path: &Path) -> io::Result<Arc<RawFile>> {
     let before = Key::of(&std::fs::metadata(path)?);
-    let mut guard = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = crate::util::lock(&OPEN);
     let open = guard.get_or_insert_with(HashMap::new);
     if let Some(f) = open.get(&before).and_then(Weak::upgrade) {
         return Ok(f);

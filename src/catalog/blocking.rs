@@ -145,4 +145,36 @@ impl SyncCatalog {
     pub fn adopt_backup(&self, b: &AdoptedBackup) -> Result<Vec<(i64, i64)>> {
         self.rt.block_on(self.inner.adopt_backup(b))
     }
+
+    pub fn set_backup_status(&self, id: &str, status: BackupStatus) -> Result<()> {
+        self.rt.block_on(self.inner.set_backup_status(id, status))
+    }
+
+    pub fn abort_backup(&self, id: &str, reason: &str) -> Result<()> {
+        self.rt.block_on(self.inner.abort_backup(id, reason))
+    }
+
+    pub fn claim_job(&self, id: i64, pid: u32) -> Result<bool> {
+        self.rt.block_on(self.inner.claim_job(id, pid))
+    }
+
+    pub fn finish_job(&self, id: i64, end: &JobEnd) -> Result<()> {
+        self.rt.block_on(self.inner.finish_job(id, end))
+    }
+
+    pub fn set_job_backup(&self, id: i64, backup_id: &str) -> Result<()> {
+        self.rt.block_on(self.inner.set_job_backup(id, backup_id))
+    }
+
+    pub fn jobs(&self, f: &JobFilter<'_>) -> Result<Vec<JobRow>> {
+        self.rt.block_on(self.inner.jobs(f))
+    }
+
+    pub fn job(&self, id: i64) -> Result<JobRow> {
+        self.rt.block_on(self.inner.job(id))
+    }
+
+    pub fn last_jobs(&self) -> Result<Vec<JobRow>> {
+        self.rt.block_on(self.inner.last_jobs())
+    }
 }

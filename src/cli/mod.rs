@@ -9,6 +9,7 @@ macro_rules! outln {
 
 mod out;
 
+mod backups;
 mod browse;
 mod calendar;
 mod image;
@@ -17,7 +18,6 @@ mod mount;
 mod nbd;
 mod policy;
 mod repair;
-mod repo;
 mod target;
 
 use backchain::daemon;
@@ -337,7 +337,7 @@ pub fn main() -> ExitCode {
                 TypeArg::Incremental => Requested::Incremental,
             };
             with_new_repo(dir, |r| {
-                repo::backup(r, vm, disks, kind, compress.map(image::CompressArg::compression), json)
+                backups::backup(r, vm, disks, kind, compress.map(image::CompressArg::compression), json)
             })
         }
         Command::Mount { mut args, foreground, allow_other, direct_io, page_cache } => {
@@ -353,16 +353,16 @@ pub fn main() -> ExitCode {
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Calendar(args) => calendar::run(args),
-        Command::List { vm, json } => with_repo(dir, |r| repo::list(r, vm.as_deref(), json)),
-        Command::Chain { vm, json } => with_repo(dir, |r| repo::chain(r, &vm, json)),
+        Command::List { vm, json } => with_repo(dir, |r| backups::list(r, vm.as_deref(), json)),
+        Command::Chain { vm, json } => with_repo(dir, |r| backups::chain(r, &vm, json)),
         Command::Repair { rebuild_catalog, remove_orphans, json } => {
             repair::run(dir, repair::RepairArgs { rebuild_catalog, remove_orphans, json })
         }
-        Command::Delete { backup_id, json } => with_repo(dir, |r| repo::delete(r, &backup_id, json)),
+        Command::Delete { backup_id, json } => with_repo(dir, |r| backups::delete(r, &backup_id, json)),
         Command::Prune { vm, keep, dry_run, json } => {
             let keep = keep.options();
             let req = backchain::engine::prune::PruneRequest { vm, keep, dry_run };
-            with_repo(dir, |r| repo::prune(r, &req, json))
+            with_repo(dir, |r| backups::prune(r, &req, json))
         }
         Command::Verify { backup_id, vm, outdated_after, skip_verified, json } => {
             let req = backchain::engine::verify::VerifyRequest {
@@ -371,7 +371,7 @@ pub fn main() -> ExitCode {
                 skip_verified,
                 outdated_after_days: outdated_after,
             };
-            with_repo(dir, |r| repo::verify(r, &req, json))
+            with_repo(dir, |r| backups::verify(r, &req, json))
         }
         Command::Ls { target, path, json } => {
             browse::with_tree(dir, &target, |t, _| browse::ls(t, path.as_deref(), json))

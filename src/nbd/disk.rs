@@ -239,7 +239,7 @@ impl ReadAt for NbdDisk {
     fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
         let first = whole_run(offset, len, self.size(), Alloc::Data)?;
         let Some(id) = self.alloc else { return Ok(first) };
-        let mut cache = self.extents.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = crate::util::lock(&self.extents);
         let cached = cache.first().is_some_and(|e| e.offset <= offset)
             && cache.last().is_some_and(|e| offset < e.offset + e.len);
         if !cached {

@@ -64,7 +64,7 @@ pub fn render(repo: &Repo, live: &Live) -> Result<String, CatalogError> {
             page.sample("backchain_vm_last_success_timestamp_seconds", &[("vm", &vm.name)], t.secs as f64);
         }
     }
-    let last = repo.block_on(repo.catalog.last_jobs())?;
+    let last = repo.db().last_jobs()?;
     let backups: Vec<_> = last.iter().filter(|j| j.kind == JobKind::Backup).collect();
     page.family("backchain_vm_last_job_state", "The VM's last ended backup job: 1 for its state.");
     for j in &backups {
@@ -89,7 +89,7 @@ pub fn render(repo: &Repo, live: &Live) -> Result<String, CatalogError> {
         page.sample("backchain_vm_last_job_bytes_stored", &[("vm", &j.vm_name)], j.bytes_written as f64);
     }
     let count = |state| -> Result<usize, CatalogError> {
-        Ok(repo.block_on(repo.catalog.jobs(&JobFilter { state: Some(state), ..Default::default() }))?.len())
+        Ok(repo.db().jobs(&JobFilter { state: Some(state), ..Default::default() })?.len())
     };
     page.family("backchain_jobs_queued", "Jobs waiting in the queue (retries waiting for their time included).");
     page.sample("backchain_jobs_queued", &[], count(RunState::Queued)? as f64);

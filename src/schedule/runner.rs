@@ -66,7 +66,7 @@ fn backup_and_prune(repo: &Repo, job: &JobRow, p: &Policy, vm: &VmSpec) -> JobEn
     let id = backup::new_backup_id();
     // Known before the backup starts: the history links the job to it, and
     // a user can find the running backup from the job.
-    if let Err(e) = repo.block_on(repo.catalog.set_job_backup(job.id, &id)) {
+    if let Err(e) = repo.db().set_job_backup(job.id, &id) {
         return failed(e.to_string());
     }
     let req = BackupRequest {
@@ -165,12 +165,12 @@ const FOREGROUND_POLL: std::time::Duration = std::time::Duration::from_millis(20
 pub fn run_in_foreground(repo: &Repo, jobs: &[JobRow], policy: &Policy) -> Result<Vec<JobRow>, EngineError> {
     let mut out = Vec::new();
     for job in jobs {
-        if job.state == RunState::Queued && repo.block_on(repo.catalog.claim_job(job.id, std::process::id()))? {
+        if job.state == RunState::Queued && repo.db().claim_job(job.id, std::process::id())? {
             let end = execute(repo, job, Some(policy));
-            repo.block_on(repo.catalog.finish_job(job.id, &end))?;
+            repo.db().finish_job(job.id, &end)?;
         }
         loop {
-            let now = repo.block_on(repo.catalog.job(job.id))?;
+            let now = repo.db().job(job.id)?;
             if !now.state.is_open() {
                 out.push(now);
                 break;

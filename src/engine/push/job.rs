@@ -160,7 +160,8 @@ impl PushJob {
             .ok_or_else(|| EngineError::Busy(format!("a backup of VM {} is already running", req.vm)))?;
         repo.recover(&req.vm, &vm_lock)?;
         let vm_id = repo
-            .block_on(repo.catalog.vm_id(&req.vm, true))?
+            .db()
+            .vm_id(&req.vm, true)?
             .ok_or_else(|| EngineError::Repository(format!("VM {} was not recorded", req.vm)))?;
         let mut notes = Vec::new();
         let mut disks = Vec::new();
@@ -176,7 +177,7 @@ impl PushJob {
         }
         let kind = if disks.iter().all(|d| d.parent.is_none()) { BackupType::Full } else { BackupType::Incremental };
         let total = disks.iter().map(|d| d.size).sum();
-        repo.block_on(repo.catalog.start_backup(id, vm_id, kind, total))?;
+        repo.db().start_backup(id, vm_id, kind, total)?;
         let mut job = PushJob {
             id: id.to_string(),
             vm: req.vm.clone(),
@@ -200,9 +201,9 @@ impl PushJob {
     /// Records the job waiting and opens every disk's sink: pushed disks
     /// are published, source disks handed back to be read.
     fn open(&mut self, repo: &Repo, nbd: &NbdService, planned: Vec<Planned>) -> Result<Vec<SourceWork>, EngineError> {
-        repo.block_on(repo.catalog.set_backup_status(&self.id, BackupStatus::Waiting))?;
+        repo.db().set_backup_status(&self.id, BackupStatus::Waiting)?;
         let specs: Vec<String> = self.disks.iter().map(|d| d.source.clone()).collect();
-        repo.block_on(repo.catalog.set_vm_disks(self.vm_id, &specs))?;
+        repo.db().set_vm_disks(self.vm_id, &specs)?;
         let mut work = Vec::new();
         for (index, p) in planned.into_iter().enumerate() {
             let d = &mut self.disks[index];
@@ -332,7 +333,7 @@ impl PushJob {
     /// into place (their fsync was `finish`'s), the folders fsynced, then
     /// one catalog transaction.
     fn commit(&self, repo: &Repo) -> Result<(), EngineError> {
-        repo.block_on(repo.catalog.set_backup_status(&self.id, BackupStatus::Running))?;
+        repo.db().set_backup_status(&self.id, BackupStatus::Running)?;
         let mut rows = Vec::new();
         let mut written = 0;
         for (i, d) in self.disks.iter().enumerate() {
@@ -356,7 +357,7 @@ impl PushJob {
             rows.push(NewDisk { chain: d.chain.clone(), parent_id: d.parent.as_ref().map(|p| p.id), image });
         }
         let total = self.disks.iter().map(|d| d.size).sum();
-        Ok(repo.block_on(repo.catalog.commit_backup(&self.id, self.vm_id, &rows, total, written))?)
+        Ok(repo.db().commit_backup(&self.id, self.vm_id, &rows, total, written)?)
     }
 
     /// Cancels the job if it still waits; a job that ended stays as it is,
@@ -393,8 +394,8 @@ impl PushJob {
             }
         }
         let marked = match &state {
-            PushState::Aborted(why) => repo.block_on(repo.catalog.abort_backup(&self.id, why)),
-            PushState::Failed(why) => repo.block_on(repo.catalog.fail_backup(&self.id, why)),
+            PushState::Aborted(why) => repo.db().abort_backup(&self.id, why),
+            PushState::Failed(why) => repo.db().fail_backup(&self.id, why),
             _ => Ok(()),
         };
         if let Err(e) = marked {

@@ -201,12 +201,12 @@ impl Client {
         {
             // Registered under the lock that mark_dead takes, so a request
             // never waits on a connection that is already gone.
-            let dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+            let dead = crate::util::lock(&self.dead);
             if let Some(why) = dead.as_ref() {
                 return Err(Error::Closed(why.clone()));
             }
             let p = Pending { state, error: None, done: tx };
-            self.inflight.map.lock().unwrap_or_else(|e| e.into_inner()).insert(cookie, p);
+            crate::util::lock(&self.inflight.map).insert(cookie, p);
         }
         let req = Request { flags, kind, cookie, offset, len };
         let sent = async {
@@ -248,7 +248,7 @@ impl Drop for Client {
 }
 
 fn mark_dead(dead: &Mutex<Option<String>>, inflight: &InFlight, why: &str) {
-    let mut d = dead.lock().unwrap_or_else(|e| e.into_inner());
+    let mut d = crate::util::lock(dead);
     d.get_or_insert_with(|| why.to_string());
     inflight.fail_all(why);
 }

@@ -114,18 +114,17 @@ pub struct InFlight {
 
 impl InFlight {
     fn take(&self, cookie: u64) -> Result<Pending> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::util::lock(&self.map);
         map.remove(&cookie).ok_or_else(|| Error::Corrupt(format!("reply with unknown cookie {cookie}")))
     }
 
     fn put_back(&self, cookie: u64, p: Pending) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(cookie, p);
+        crate::util::lock(&self.map).insert(cookie, p);
     }
 
     /// Fails every request in flight (the connection is gone).
     pub fn fail_all(&self, why: &str) {
-        let drained: Vec<Pending> =
-            self.map.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, p)| p).collect();
+        let drained: Vec<Pending> = crate::util::lock(&self.map).drain().map(|(_, p)| p).collect();
         for p in drained {
             let _ = p.done.send(Err(Error::Closed(why.to_string())));
         }
@@ -215,7 +214,7 @@ pub fn fuzz_entry(data: &[u8]) {
     for (cookie, state) in (1..).zip(states) {
         let (tx, rx) = oneshot::channel();
         waiting.push(rx);
-        inflight.map.lock().unwrap_or_else(|e| e.into_inner()).insert(cookie, Pending { state, error: None, done: tx });
+        crate::util::lock(&inflight.map).insert(cookie, Pending { state, error: None, done: tx });
     }
     let mut r = data;
     // A slice never makes a read wait: each call completes at once.

@@ -71,11 +71,11 @@ impl MemExport {
 
     /// A copy of the bytes.
     pub fn bytes(&self) -> Vec<u8> {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+        crate::util::read(&self.state).0.clone()
     }
 
     fn set(&self, offset: u64, len: u64, data: Option<&[u8]>, allocated: bool) -> io::Result<()> {
-        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut st = crate::util::write(&self.state);
         let (bytes, alloc) = &mut *st;
         check_range(offset, len as usize, bytes.len() as u64)?;
         let r = offset as usize..(offset + len) as usize;
@@ -97,16 +97,16 @@ impl MemExport {
 
 impl Export for MemExport {
     fn size(&self) -> u64 {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).0.len() as u64
+        crate::util::read(&self.state).0.len() as u64
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = crate::util::read(&self.state);
         check_range(offset, buf.len(), st.0.len() as u64)?;
         buf.copy_from_slice(&st.0[offset as usize..offset as usize + buf.len()]);
         Ok(())
     }
     fn status(&self, offset: u64, len: u64) -> io::Result<Run> {
-        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = crate::util::read(&self.state);
         let run = whole_run(offset, len, st.0.len() as u64, Alloc::Data)?;
         let state = |b: u64| st.1[(b / MEM_BLOCK) as usize];
         let first = state(offset);
@@ -150,16 +150,16 @@ impl ExportTable {
     }
 
     pub fn insert(&self, name: &str, export: Arc<dyn Export>) {
-        self.inner.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), export);
+        crate::util::write(&self.inner).insert(name.to_string(), export);
     }
 
     /// Removes an export; connections to it get EIO from then on.
     pub fn remove(&self, name: &str) -> bool {
-        self.inner.write().unwrap_or_else(|e| e.into_inner()).remove(name).is_some()
+        crate::util::write(&self.inner).remove(name).is_some()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Export>> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        crate::util::read(&self.inner).get(name).cloned()
     }
 
     /// Whether `name` still names this very export.
