@@ -148,7 +148,7 @@ fn policy_runs_every_two_seconds_with_retention_and_metrics() {
             let idle = |jobs: &[Value]| !jobs.iter().any(|j| j["vm_name"] == vm && j["state"] == "running");
             if before.len() == after.len() && idle(&before) && idle(&after) {
                 let n = v["backups"].as_array().unwrap().len();
-                assert!(n <= 2, "VM {vm} has {n} points: {v}");
+                assert!(n <= 2, "VM {vm} has {n} points: {v}; jobs: {after:?}");
                 checked.set(checked.get() + 1);
             }
         }

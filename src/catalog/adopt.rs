@@ -22,7 +22,7 @@ impl Catalog {
     /// Records a recovered backup as completed, with its disk images and
     /// chains, in one transaction; returns each disk's (row id, chain id).
     pub async fn adopt_backup(&self, b: &AdoptedBackup) -> Result<Vec<(i64, i64)>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let total: i64 = b.disks.iter().map(|d| d.virtual_size).sum();
         let written: i64 = b.disks.iter().map(|d| d.stored_bytes).sum();
         sqlx::query(

@@ -43,7 +43,7 @@ impl Catalog {
             .fetch_one(&self.pool)
             .await?
             .try_get("vm_id")?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for d in &b.disks {
             let child: Option<(i64, String)> =
                 sqlx::query("SELECT id, backup_id FROM backup_disks WHERE parent_id = ?")
@@ -153,7 +153,7 @@ impl Catalog {
     /// their new stored sizes (`restat`: image path, bytes), with their
     /// chains' totals, in one transaction.
     pub async fn finish_merge(&self, id: i64, restat: &[(String, u64)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (path, bytes) in restat {
             // The image changed: a pass of its old file says nothing of the
             // new one (a corrupt mark stays: the merge carried it forward).
