@@ -6,6 +6,10 @@
 //! Memory: one L2 table (a cluster) per written 512 MiB of guest space at
 //! 64 KiB clusters, plus 2 bytes of refcount per host cluster.
 
+mod batch;
+mod header;
+
+use self::batch::{Batch, Flusher};
 use super::consts::*;
 use super::error::{Error, Result};
 use super::header::{ClusterSize, Compression};
@@ -552,53 +556,6 @@ impl Writer {
         self.stats.file_size = self.next_host;
         Ok(self.stats)
     }
-
-    fn header(&self, l1_size: u32, l1_off: u64, rt_off: u64, rt_clusters: u32) -> Result<Vec<u8>> {
-        let mut h = Vec::with_capacity(512);
-        let zstd = self.opts.compression == Some(Compression::Zstd);
-        h.extend_from_slice(&MAGIC.to_be_bytes());
-        h.extend_from_slice(&3u32.to_be_bytes());
-        h.extend_from_slice(&0u64.to_be_bytes()); // backing_file_offset, patched below
-        h.extend_from_slice(&0u32.to_be_bytes()); // backing_file_size, patched below
-        h.extend_from_slice(&self.opts.cluster.bits().to_be_bytes());
-        h.extend_from_slice(&self.size.to_be_bytes());
-        h.extend_from_slice(&0u32.to_be_bytes()); // crypt_method
-        h.extend_from_slice(&l1_size.to_be_bytes());
-        h.extend_from_slice(&l1_off.to_be_bytes());
-        h.extend_from_slice(&rt_off.to_be_bytes());
-        h.extend_from_slice(&rt_clusters.to_be_bytes());
-        h.extend_from_slice(&0u32.to_be_bytes()); // nb_snapshots
-        h.extend_from_slice(&0u64.to_be_bytes()); // snapshots_offset
-        let incompat = if zstd { INCOMPAT_COMPRESSION } else { 0 };
-        h.extend_from_slice(&incompat.to_be_bytes());
-        h.extend_from_slice(&0u64.to_be_bytes()); // compatible
-        h.extend_from_slice(&0u64.to_be_bytes()); // autoclear
-        h.extend_from_slice(&REFCOUNT_ORDER.to_be_bytes());
-        h.extend_from_slice(&V3_HEADER_LEN.to_be_bytes());
-        h.push(if zstd { COMPRESSION_ZSTD } else { COMPRESSION_DEFLATE });
-        h.resize(V3_HEADER_LEN as usize, 0);
-        if let Some(name) = &self.opts.backing {
-            push_ext(&mut h, EXT_BACKING_FORMAT, b"qcow2");
-            push_ext(&mut h, EXT_END, b"");
-            let at = h.len() as u64;
-            h.extend_from_slice(name.as_bytes());
-            h[8..16].copy_from_slice(&at.to_be_bytes());
-            h[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
-        } else {
-            push_ext(&mut h, EXT_END, b"");
-        }
-        if h.len() as u64 > self.opts.cluster.bytes() {
-            return Err(Error::Unsupported("header and backing name do not fit in the first cluster".into()));
-        }
-        Ok(h)
-    }
-}
-
-fn push_ext(h: &mut Vec<u8>, kind: u32, data: &[u8]) {
-    h.extend_from_slice(&kind.to_be_bytes());
-    h.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    h.extend_from_slice(data);
-    h.resize(h.len().div_ceil(8) * 8, 0);
 }
 
 /// Whether every byte is zero; ORs 64-byte blocks so the loop vectorizes.
@@ -624,97 +581,5 @@ pub fn discard(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
-    }
-}
-
-/// Slices of callers' buffers bound for one contiguous host range.
-#[derive(Default)]
-struct Batch<'a> {
-    at: u64,
-    len: u64,
-    bufs: Vec<io::IoSlice<'a>>,
-}
-
-impl<'a> Batch<'a> {
-    /// Where the next slice must go to join the batch (`None`: empty).
-    fn end(&self) -> Option<u64> {
-        (!self.bufs.is_empty()).then_some(self.at + self.len)
-    }
-
-    fn push(&mut self, data: &'a [u8]) {
-        self.bufs.push(io::IoSlice::new(data));
-        self.len += data.len() as u64;
-    }
-
-    /// Writes the batch (all of it: short writes continue) and empties it.
-    fn write(&mut self, file: &File) -> Result<()> {
-        let mut at = self.at;
-        let mut bufs = &mut self.bufs[..];
-        while !bufs.is_empty() {
-            let n = rustix::io::pwritev(file, bufs, at).map_err(|e| Error::io(at)(e.into()))?;
-            if n == 0 {
-                return Err(Error::io(at)(io::Error::from(io::ErrorKind::WriteZero)));
-            }
-            io::IoSlice::advance_slices(&mut bufs, n);
-            at += n as u64;
-        }
-        self.bufs.clear();
-        self.len = 0;
-        Ok(())
-    }
-}
-
-/// A thread that performs the writer's gathered data writes, so preparing
-/// clusters and the kernel's copy of the previous batch overlap. Every write
-/// comes back (with its buffer, for reuse) in order; the first error is
-/// reported by the next call.
-struct Flusher {
-    tx: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
-    done: std::sync::mpsc::Receiver<(u64, io::Result<Vec<u8>>)>,
-    in_flight: usize,
-}
-
-impl Flusher {
-    fn start(file: File) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(WRITES_QUEUED);
-        let (done_tx, done) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for (at, mut buf) in rx {
-                let r = file.write_all_at(&buf, at).map(|()| {
-                    buf.clear();
-                    buf
-                });
-                if done_tx.send((at, r)).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { tx, done, in_flight: 0 }
-    }
-
-    fn send(&mut self, at: u64, buf: Vec<u8>) -> Result<()> {
-        self.tx.send((at, buf)).map_err(|_| Error::io(at)(io::Error::other("background writer stopped")))?;
-        self.in_flight += 1;
-        Ok(())
-    }
-
-    /// A buffer back from a finished write, or a new one.
-    fn spare(&mut self) -> Result<Vec<u8>> {
-        match self.done.try_recv() {
-            Ok((at, r)) => {
-                self.in_flight -= 1;
-                r.map_err(Error::io(at))
-            }
-            Err(_) => Ok(Vec::new()),
-        }
-    }
-
-    fn wait_all(&mut self) -> Result<()> {
-        while self.in_flight > 0 {
-            let (at, r) = self.done.recv().map_err(|_| Error::io(0)(io::Error::other("background writer stopped")))?;
-            self.in_flight -= 1;
-            r.map_err(Error::io(at))?;
-        }
-        Ok(())
     }
 }
